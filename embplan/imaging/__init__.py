@@ -1,0 +1,1 @@
+"""embplan.imaging."""
