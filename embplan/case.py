@@ -1,0 +1,557 @@
+"""The case: patient + requested procedure + dosimetry inputs (schema version 1), and :func:`load_case`.
+
+A case is what a user writes (see ../shared/examples): every model is strict (``extra="forbid"``, no NaN or
+infinity, numbers must be JSON numbers, booleans JSON booleans), every number carries its physical range, every
+categorical field is an enumeration, dates are ISO ``YYYY-MM-DD``. A bad case fails in :func:`load_case` with a
+:class:`~embplan.errors.CaseError` naming each field at fault (``patient.labs.bilirubin_mg_dl: must be >= 0, got
+-1``), before anything is computed.
+
+The ranges here are *physical* (what a human body, a lab analyser or a vial can produce), not clinical limits: the
+clinical limits live in :class:`embplan.thresholds.Thresholds` and are flagged by the risk rules.
+
+Cross-field checks (each names the field at fault): perfused volume <= liver volume; perfused tumour <= tumour <=
+liver; perfused tumour <= perfused volume; the territory's lobe (lobar) or Couinaud segments (segmental); TARE needs
+dosimetry, and without images the compartment inputs its prescription method needs (partition: lung shunt, lung
+mass, liver, tumour, perfused and perfused-tumour volumes and T/N; mird: lung shunt, perfused and liver volumes;
+bsa: lung shunt, liver and tumour volumes); prior treatments not after the procedure date; threshold overrides
+(``thresholds.<name>``) valid for :class:`~embplan.thresholds.Thresholds`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import CaseError
+from .protocols import Procedure, standards_from_thresholds
+from .protocols.base import (
+    MISSING,
+    Int,
+    Issue,
+    ProtocolDeviation,
+    StrictModel,
+    case_error,
+    did_you_mean,
+    make_problem,
+    raise_issues,
+    readable_reason,
+    validation_problems,
+)
+from .protocols.history import (
+    CHEMOEMBOLIZATION_KINDS,
+    EMBOLIZATION_KINDS,
+    PriorTreatment,
+    cumulative_doxorubicin_mg,
+)
+from .protocols.sequencing import SequenceAssessment, evaluate_sequence
+from .protocols.tare import TAREProcedure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .thresholds import Thresholds
+
+__all__ = [
+    "Case",
+    "Patient",
+    "Labs",
+    "Disease",
+    "LiverStatus",
+    "Biliary",
+    "DosimetryInputs",
+    "ImageInputs",
+    "PhantomSpec",
+    "load_case",
+    "du_bois_bsa_m2",
+    "SCHEMA_VERSION",
+    "SUPPORTED_SCHEMA_VERSIONS",
+]
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
+
+# Du Bois D, Du Bois EF. A formula to estimate the approximate surface area if height and weight be known.
+# Arch Intern Med 1916;17:863-871: BSA [m2] = 0.007184 * W[kg]^0.425 * H[cm]^0.725.
+DU_BOIS_COEFFICIENT = 0.007184
+DU_BOIS_WEIGHT_EXPONENT = 0.425
+DU_BOIS_HEIGHT_EXPONENT = 0.725
+
+
+def du_bois_bsa_m2(weight_kg: float, height_cm: float, *, coefficient: float = DU_BOIS_COEFFICIENT,
+                   weight_exponent: float = DU_BOIS_WEIGHT_EXPONENT,
+                   height_exponent: float = DU_BOIS_HEIGHT_EXPONENT) -> float:
+    """Body surface area (m2) by Du Bois & Du Bois (Arch Intern Med 1916)."""
+    if not (math.isfinite(weight_kg) and math.isfinite(height_cm)) or weight_kg <= 0 or height_cm <= 0:
+        raise CaseError(f"du_bois_bsa_m2: weight_kg and height_cm must be finite and > 0, got {weight_kg}, "
+                        f"{height_cm}")
+    return coefficient * weight_kg**weight_exponent * height_cm**height_exponent
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# patient
+
+
+class Labs(StrictModel):
+    """Laboratory values (physical ranges of what an analyser reports)."""
+
+    bilirubin_mg_dl: float = Field(ge=0, le=50)
+    albumin_g_dl: float = Field(ge=0, le=10)
+    inr: float = Field(ge=0.5, le=15)
+    platelets_10e9_per_l: float = Field(ge=0, le=2000)
+    wbc_10e9_per_l: float = Field(ge=0, le=500)
+    egfr_ml_min: float = Field(ge=0, le=250)
+
+
+PrimarySite = Literal["small_intestine", "pancreas", "lung", "stomach", "colon", "rectum", "appendix", "unknown",
+                      "other"]
+FunctionalSyndrome = Literal["none", "carcinoid", "insulinoma", "gastrinoma", "glucagonoma", "vipoma", "other"]
+
+
+class Disease(StrictModel):
+    """The NET: primary, grade (WHO), Ki-67, syndrome, liver involvement."""
+
+    primary_site: PrimarySite
+    grade: Literal["G1", "G2", "G3"]
+    ki67_percent: float = Field(ge=0, le=100)
+    differentiation: Literal["well", "poor"]
+    functional_syndrome: FunctionalSyndrome
+    carcinoid_heart_disease: bool
+    primary_resected: bool
+    primary_portal_drainage: bool | None = None  # primary drained by the portal system (Milan-NET); None: unknown
+    liver_tumor_burden_percent: float = Field(ge=0, le=100)
+    liver_distribution: Literal["unilobar_right", "unilobar_left", "bilobar"]
+    extrahepatic_disease: bool
+    main_portal_vein_thrombosis: bool
+    stable_disease_months: float | None = Field(default=None, ge=0, le=1200)
+
+
+class LiverStatus(StrictModel):
+    cirrhosis: bool
+    r0_resection_feasible: bool
+    future_liver_remnant_percent: float | None = Field(default=None, ge=0, le=100)
+
+
+class Biliary(StrictModel):
+    biliary_enteric_anastomosis: bool
+    sphincter_of_oddi_intact: bool
+    biliary_stent: bool
+
+
+class Patient(StrictModel):
+    """The patient: demographics, performance status, labs, disease, liver, biliary tree, prior treatments."""
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"\S")
+    age_years: Int = Field(ge=0, le=120)
+    sex: Literal["female", "male", "other", "unknown"]
+    weight_kg: float = Field(gt=0, le=400)
+    height_cm: float = Field(ge=30, le=250)
+    ecog: Int = Field(ge=0, le=4)
+    labs: Labs
+    disease: Disease
+    liver: LiverStatus
+    biliary: Biliary
+    prior_treatments: list[PriorTreatment] = Field(default_factory=list, max_length=500)
+
+    @property
+    def body_surface_area_m2(self) -> float:
+        """Body surface area by Du Bois (1916), m2."""
+        return du_bois_bsa_m2(self.weight_kg, self.height_cm)
+
+    def prior_of_kind(self, *kinds: str) -> list[PriorTreatment]:
+        """The prior treatments of the given kinds, in date order."""
+        return sorted((r for r in self.prior_treatments if r.kind in kinds), key=lambda r: r.date)
+
+    def prior_tare(self) -> list[PriorTreatment]:
+        """Prior radioembolizations, in date order."""
+        return self.prior_of_kind("TARE")
+
+    def cumulative_doxorubicin_mg(self) -> float:
+        """Doxorubicin given by prior TACE and DEB-TACE (mg); records without a dose count 0 (see
+        :attr:`doxorubicin_unrecorded`)."""
+        return cumulative_doxorubicin_mg(self.prior_treatments)[0]
+
+    @property
+    def doxorubicin_unrecorded(self) -> int:
+        """Number of prior TACE/DEB-TACE records without ``doxorubicin_mg`` (the cumulative dose is then a lower
+        bound)."""
+        return cumulative_doxorubicin_mg(self.prior_treatments)[1]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dosimetry inputs
+
+
+class PhantomSpec(StrictModel):
+    """A synthetic NET liver phantom (embplan.imaging.phantom) as the image source, with optional synthetic MAA
+    parameters (``None``: the phantom's defaults)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    seed: Int = Field(default=7, ge=0, le=2**31 - 1)
+    voxel_mm: float = Field(default=4.42, ge=1, le=10)
+    tumor_to_normal_ratio: float | None = Field(default=None, gt=0, le=100)
+    lung_shunt_fraction: float | None = Field(default=None, ge=0, lt=1)
+
+
+class ImageInputs(StrictModel):
+    """Where the images come from; exactly one source is needed (so far: ``phantom``)."""
+
+    phantom: PhantomSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageInputs:
+        if self.phantom is None:
+            raise_issues([Issue("phantom", "required: images need a source (so far only a synthetic phantom)")])
+        return self
+
+
+_VOLUME = Field(default=None, gt=0, le=10000)
+
+
+class DosimetryInputs(StrictModel):
+    """TARE dosimetry inputs: compartment values (from MAA SPECT/CT and CT volumetry) and/or images."""
+
+    lung_shunt_fraction: float | None = Field(default=None, ge=0, lt=1)
+    lung_mass_kg: float | None = Field(default=None, gt=0, le=5)
+    liver_volume_ml: float | None = _VOLUME
+    tumor_volume_ml: float | None = Field(default=None, ge=0, le=10000)
+    perfused_volume_ml: float | None = _VOLUME
+    perfused_tumor_volume_ml: float | None = Field(default=None, ge=0, le=10000)
+    tumor_to_normal_ratio: float | None = Field(default=None, gt=0, le=100)
+    images: ImageInputs | None = None
+    dose_method: Literal["ldm", "vsv", "vsv_density"] = "vsv_density"
+
+    @model_validator(mode="after")
+    def _volumes_nested(self) -> DosimetryInputs:
+        # (smaller, larger): each compartment lies inside the other
+        pairs = [
+            ("perfused_volume_ml", "liver_volume_ml"),
+            ("tumor_volume_ml", "liver_volume_ml"),
+            ("perfused_tumor_volume_ml", "tumor_volume_ml"),
+            ("perfused_tumor_volume_ml", "perfused_volume_ml"),
+        ]
+        issues = []
+        for small, large in pairs:
+            a, b = getattr(self, small), getattr(self, large)
+            if a is not None and b is not None and a > b:
+                issues.append(Issue(small, f"must be <= {large} ({b:g})", a))
+        if issues:
+            raise_issues(issues)
+        return self
+
+
+# What each prescription method needs when no images are given (the compartment model's inputs).
+METHOD_NEEDS: dict[str, tuple[str, ...]] = {
+    "partition": ("lung_shunt_fraction", "lung_mass_kg", "liver_volume_ml", "tumor_volume_ml", "perfused_volume_ml",
+                  "perfused_tumor_volume_ml", "tumor_to_normal_ratio"),
+    "mird": ("lung_shunt_fraction", "perfused_volume_ml", "liver_volume_ml"),
+    "bsa": ("lung_shunt_fraction", "liver_volume_ml", "tumor_volume_ml"),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the case
+
+
+def _schema_version_problem(value: Any) -> str | None:
+    """Why ``value`` is not a supported schema version (``True`` and ``1.0`` are not 1), or None."""
+    supported = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
+    if value is MISSING:
+        return f"required (supported: {supported})"
+    if type(value) is not int or value not in SUPPORTED_SCHEMA_VERSIONS:
+        return f"unsupported schema version (supported: {supported})"
+    return None
+
+
+def _schema_version(value: Any) -> Any:
+    problem = _schema_version_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+class Case(StrictModel):
+    """A case (schema version 1): the patient, the requested procedure, the dosimetry inputs, and threshold
+    overrides. Build it with :func:`load_case` (clear errors) or ``Case.model_validate``.
+
+    The input as given is kept (:attr:`source_json`, :attr:`source`) for the plan record; it takes no part in
+    equality or serialisation.
+    """
+
+    schema_version: Annotated[Literal[1], BeforeValidator(_schema_version)]
+    patient: Patient
+    procedure: Procedure
+    dosimetry: DosimetryInputs | None = None
+    thresholds: dict[str, float] = Field(default_factory=dict)
+
+    _source_json: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_source(cls, data: Any, handler: Any) -> Case:
+        case = handler(data)
+        if isinstance(data, Mapping) and case._source_json is None:
+            case._source_json = _canonical_json(data)
+        return case
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_valid(cls, overrides: dict[str, float]) -> dict[str, float]:
+        if overrides:
+            issues = _threshold_issues(overrides)
+            if issues:
+                raise_issues(issues)
+        return overrides
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Case:
+        issues: list[Issue] = []
+        proc = self.procedure
+        for i, rec in enumerate(self.patient.prior_treatments):
+            if rec.date > proc.date:
+                issues.append(Issue(f"patient.prior_treatments.{i}.date",
+                                    f"a prior treatment must not be after the procedure date "
+                                    f"({proc.date.isoformat()})", rec.date.isoformat()))
+        if isinstance(proc, TAREProcedure):
+            dos = self.dosimetry
+            if dos is None:
+                issues.append(Issue("dosimetry", "required for TARE (compartment inputs or images)"))
+            elif dos.images is None:
+                method = proc.prescription.method
+                for name in METHOD_NEEDS[method]:
+                    if getattr(dos, name) is None:
+                        issues.append(Issue(f"dosimetry.{name}",
+                                            f"required for the {method} method without images"))
+        if issues:
+            raise_issues(issues)
+        return self
+
+    def __eq__(self, other: object) -> bool:  # the source as given takes no part in equality
+        if not isinstance(other, Case):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    # ---- the input as given ----------------------------------------------------------------------------------
+    @property
+    def source_json(self) -> str:
+        """The case as given, as canonical JSON (sorted keys, compact); for a case built from a model object,
+        its own JSON dump."""
+        if self._source_json is not None:
+            return self._source_json
+        return _canonical_json(self.model_dump(mode="json", exclude_unset=True))
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """The case as given (a fresh dict)."""
+        return json.loads(self.source_json)
+
+    # ---- helpers for the planner and the risk rules ------------------------------------------------------------
+    @property
+    def is_embolization(self) -> bool:
+        return self.procedure.kind in EMBOLIZATION_KINDS
+
+    @property
+    def is_tare(self) -> bool:
+        return self.procedure.kind == "TARE"
+
+    def effective_thresholds(self) -> Thresholds:
+        """The thresholds in force: defaults with this case's overrides."""
+        from .thresholds import Thresholds
+
+        return Thresholds.with_overrides(self.thresholds)
+
+    def cumulative_doxorubicin_mg(self, include_requested: bool = True) -> float:
+        """Doxorubicin of the prior TACE/DEB-TACE records, plus (by default) the requested session's."""
+        total = self.patient.cumulative_doxorubicin_mg()
+        if include_requested and self.procedure.kind in CHEMOEMBOLIZATION_KINDS:
+            total += self.procedure.doxorubicin_mg  # type: ignore[union-attr]
+        return total
+
+    def deviations(self, thresholds: Thresholds | None = None) -> list[ProtocolDeviation]:
+        """Departures of the requested procedure from its standard protocol (with the protocol values of
+        ``thresholds``, default :meth:`effective_thresholds`)."""
+        standard = standards_from_thresholds(
+            thresholds if thresholds is not None else self.effective_thresholds())[self.procedure.kind]
+        return self.procedure.deviations(standard)  # type: ignore[arg-type]
+
+    def sequence(self, **options: Any) -> SequenceAssessment:
+        """The ladder's view of the requested procedure (:func:`embplan.protocols.sequencing.evaluate_sequence`);
+        ``options`` pass through (``refractory_responses``, ``intestinal_sites``)."""
+        d = self.patient.disease
+        return evaluate_sequence(
+            self.procedure.kind, self.patient.prior_treatments,
+            biliary_enteric_anastomosis=self.patient.biliary.biliary_enteric_anastomosis,
+            grade=d.grade, primary_site=d.primary_site, functional_syndrome=d.functional_syndrome,
+            before=self.procedure.date, **options,
+        )
+
+
+def _threshold_issues(overrides: dict[str, float]) -> list[Issue]:
+    """Every problem of the threshold overrides, as issues with paths relative to ``thresholds``."""
+    from .thresholds import Thresholds
+
+    fields = Thresholds.model_fields
+    issues = []
+    for key, value in overrides.items():
+        if key not in fields:
+            issues.append(Issue(key, "unknown threshold" + did_you_mean(key, fields), value))
+    if issues:
+        return issues
+    try:
+        Thresholds(**overrides)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            if err["loc"]:
+                path = ".".join(str(p) for p in err["loc"])
+                issues.append(Issue(path, readable_reason(err), err.get("input", MISSING)))
+            else:  # the model's consistency check names the fields itself: "thresholds.x: must be <= ..."
+                for part in readable_reason(err).split("; "):
+                    name, sep, reason = part.partition(": ")
+                    if sep and name.startswith("thresholds."):
+                        issues.append(Issue(name.removeprefix("thresholds."), reason))
+                    else:
+                        issues.append(Issue("", part))
+    return issues
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# load_case
+
+
+def load_case(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | Case) -> Case:
+    """Load and validate a case from a JSON file (path) or a mapping; a :class:`Case` passes through.
+
+    Any problem raises one :class:`~embplan.errors.CaseError` whose message has one line per problem,
+    ``<dotted.path>: <reason>, got <value>``; the structured list is its ``errors`` attribute (dicts with
+    ``loc``, ``path``, ``msg`` and, when a value was given, ``input``). NaN/Infinity literals and duplicate keys
+    in a JSON file are errors; an unknown ``schema_version`` is reported alone (a newer schema would raise
+    nothing but noise).
+    """
+    if isinstance(path_or_dict, Case):
+        return path_or_dict
+    if isinstance(path_or_dict, Mapping):
+        data: Any = dict(path_or_dict)
+        where = "case"
+    elif isinstance(path_or_dict, str | os.PathLike):
+        path = Path(path_or_dict)
+        where = f"case file {path}"
+        data = _read_json(path, where)
+    else:
+        raise CaseError(f"load_case: expected a path to a JSON case file or a mapping, got "
+                        f"{type(path_or_dict).__name__}")
+
+    version = data.get("schema_version", MISSING)
+    problem = _schema_version_problem(version)
+    if problem:  # reported alone: a case of another version would raise nothing but noise
+        raise case_error(where, [make_problem(("schema_version",), problem, version)])
+    try:
+        return Case.model_validate(data)
+    except ValidationError as exc:
+        raise case_error(where, validation_problems(exc, data, Case)) from None
+
+
+class _NonFinite:
+    """Stands in for a NaN/Infinity literal (or a number that overflows to infinity) found in a JSON file."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _JsonObject(dict):
+    """A JSON object that remembers its duplicate keys."""
+
+    duplicates: list[str]
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject()
+    obj.duplicates = []
+    for key, value in pairs:
+        if key in obj:
+            obj.duplicates.append(key)
+        obj[key] = value
+    return obj
+
+
+def _parse_float(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(text)
+
+
+def _read_json(path: Path, where: str) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CaseError(f"{where}: not found") from None
+    except OSError as exc:
+        raise CaseError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CaseError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        parsed = json.loads(text, parse_constant=_NonFinite, parse_float=_parse_float, object_pairs_hook=_pairs_hook)
+    except json.JSONDecodeError as exc:
+        raise CaseError(f"{where}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise CaseError(f"{where}: not valid JSON: nested too deeply") from None
+    if not isinstance(parsed, dict):
+        raise CaseError(f"{where}: must hold a JSON object (the case), got {_json_type(parsed)}")
+    problems: list[dict[str, Any]] = []
+    data = _plain(parsed, (), problems)
+    if problems:
+        raise case_error(where, problems)
+    return data
+
+
+def _plain(node: Any, loc: tuple[str | int, ...], problems: list[dict[str, Any]]) -> Any:
+    """Plain dicts and lists again; NaN/Infinity and duplicate keys reported with their path."""
+    if isinstance(node, _NonFinite):
+        problems.append(make_problem(loc, "NaN and Infinity are not numbers a case may hold", node.text, shown=node.text))
+        return None
+    if isinstance(node, dict):
+        for key in getattr(node, "duplicates", ()):
+            problems.append(make_problem((*loc, key), "duplicate key (a later value would silently replace an earlier "
+                                     "one)"))
+        return {k: _plain(v, (*loc, k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v, (*loc, i), problems) for i, v in enumerate(node)]
+    return node
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _canonical_json(data: Any) -> str:
+    def default(obj: Any) -> Any:
+        if isinstance(obj, date | datetime):
+            return obj.isoformat()
+        if isinstance(obj, Mapping):
+            return dict(obj)
+        if isinstance(obj, tuple | set | frozenset):
+            return list(obj)
+        if isinstance(obj, BaseModel):
+            return obj.model_dump(mode="json")
+        raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                          default=default)
+    except (TypeError, ValueError):  # keys of mixed types, or a value JSON cannot hold: keep the given order
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)

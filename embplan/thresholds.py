@@ -1,0 +1,290 @@
+"""Every clinical number the risk rules and the dose limits use, with its default, unit and source.
+
+Thresholds are data: a case (``"thresholds": {...}``) or a site configuration may override any field through
+:meth:`Thresholds.with_overrides`, and the plan records the values used (:meth:`Thresholds.describe`).
+
+Sources are cited in each field's ``description``; ``[U]`` marks a number not verified at its primary source (as in
+EVIDENCE.md): treat those as site-adjustable defaults.
+
+Comparison conventions (each rule documents its own; they follow the wording of the source):
+- "> X" fires strictly above X (bilirubin > 2.0 mg/dL, lung dose > 30 Gy, burden > 50 %, LSF > 20 %);
+- "< X" fires strictly below X (platelets < 50, eGFR < 35, hepatic reserve < 30 %, tumour dose < target);
+- "X or more" fires at X (ECOG >= 3; future liver remnant >= 30 % qualifies for resection).
+
+This module sits below ``embplan.case`` (a case validates its overrides at load time) and imports only
+``embplan.errors``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import CaseError
+
+__all__ = ["Thresholds", "EANM_2022", "VAN_ROEKEL", "MEZHIR_2011", "RETNET"]
+
+# Citations shared by several fields (and reused by the risk rules' evidence strings).
+EANM_2022 = (
+    "Weber M, Lam M, Chiesa C, et al. EANM procedure guideline for the treatment of liver cancer and liver "
+    "metastases with intra-arterial radioactive compounds. Eur J Nucl Med Mol Imaging 2022"
+)
+VAN_ROEKEL = "van Roekel C, PhD thesis (Utrecht), Table 1 (patient selection for radioembolization)"
+MEZHIR_2011 = "Mezhir JJ et al., J Vasc Interv Radiol 2011 (pyogenic liver abscess after hepatic artery embolization)"
+RETNET = "RETNET trial standard arms (Soulen, CIRSE 2019)"
+
+
+def _field(default: float, unit: str, source: str, **constraints: Any) -> Any:
+    """A threshold field: default, unit (stored in the JSON schema extras) and source citation."""
+    return Field(default, description=source, json_schema_extra={"unit": unit}, **constraints)
+
+
+class Thresholds(BaseModel):
+    """Every clinical threshold embplan uses: default, unit (in the name) and source (the field description).
+
+    Build the effective set with ``Thresholds.with_overrides({...})``; it validates each value and the
+    cross-field sanity checks (e.g. a caution band lies below its contraindication band).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, validate_default=True)
+
+    # ---- lung (LUNG_DOSE_LIMIT) ------------------------------------------------------------------
+    lung_dose_session_limit_gy: float = _field(
+        30.0, "Gy", f"Lung absorbed dose per session must not exceed 30 Gy ({EANM_2022}; {VAN_ROEKEL}).", gt=0, le=200
+    )
+    lung_dose_cumulative_limit_gy: float = _field(
+        50.0, "Gy", f"Cumulative lung absorbed dose over all sessions must not exceed 50 Gy ({EANM_2022}).",
+        gt=0, le=500,
+    )
+
+    # ---- lung shunt fraction (LUNG_SHUNT_HIGH) ---------------------------------------------------------
+    lsf_resin_reduce_low_fraction: float = _field(
+        0.10, "fraction",
+        "Resin: lung shunt 10-15 % (inclusive) -> reduce the activity by 20 % (van Roekel thesis p.41, after the "
+        "SIR-Spheres IFU [U: IFU not retrieved verbatim]).", gt=0, lt=1,
+    )
+    lsf_resin_reduce_high_fraction: float = _field(
+        0.15, "fraction", "Resin: lung shunt above 15 % and up to 20 % -> reduce the activity by 40 % (van Roekel "
+        "thesis p.41 [U: IFU not retrieved verbatim]).", gt=0, lt=1,
+    )
+    lsf_resin_contraindication_fraction: float = _field(
+        0.20, "fraction", "Resin: lung shunt above 20 % -> do not treat (van Roekel thesis p.41; Taranis warns at "
+        "> 20 %).", gt=0, lt=1,
+    )
+    resin_activity_reduction_low_fraction: float = _field(
+        0.20, "fraction", "Resin activity reduction for a lung shunt in the low band (van Roekel thesis p.41 [U]).",
+        ge=0, lt=1,
+    )
+    resin_activity_reduction_high_fraction: float = _field(
+        0.40, "fraction", "Resin activity reduction for a lung shunt in the high band (van Roekel thesis p.41 [U]).",
+        ge=0, lt=1,
+    )
+    lsf_glass_caution_fraction: float = _field(
+        0.10, "fraction", "Glass: lung shunt above 10 % -> caution; the lung dose, not the shunt, decides "
+        f"(EVIDENCE.md rule 2; Taranis warns at > 10 %; {EANM_2022}).", gt=0, lt=1,
+    )
+
+    # ---- non-tumour liver (NON_TUMOR_LIVER_DOSE_HIGH) ---------------------------------------------------
+    resin_normal_liver_limit_gy: float = _field(
+        40.0, "Gy", f"Resin: mean dose to the whole non-tumour liver < 40 Gy ({EANM_2022}, Table 3).", gt=0, le=500
+    )
+    resin_normal_liver_limit_pretreated_bilobar_gy: float = _field(
+        30.0, "Gy", "Resin: < 30 Gy for bilobar (here: whole-liver scope) treatment of a liver pretreated with "
+        f"chemotherapy ({EANM_2022}, Table 3).", gt=0, le=500,
+    )
+    glass_normal_liver_limit_gy: float = _field(
+        75.0, "Gy", f"Glass: mean dose to the whole non-tumour liver < 75 Gy ({EANM_2022}, Table 2, after Chiesa).",
+        gt=0, le=500,
+    )
+    glass_normal_liver_limit_high_bilirubin_gy: float = _field(
+        50.0, "Gy", "Glass: whole non-tumour liver < 50 Gy when bilirubin > 1.1 mg/dL "
+        f"({EANM_2022}, Table 2, after Chiesa).", gt=0, le=500,
+    )
+    glass_perfused_normal_liver_limit_low_reserve_gy: float = _field(
+        120.0, "Gy", "Glass: perfused non-tumour liver < 120 Gy when the hepatic reserve (untreated liver) is "
+        f"< 30 % ({EANM_2022}; DOSISPHERE-01 eligibility).", gt=0, le=1000,
+    )
+
+    # ---- tumour (TUMOR_DOSE_LOW) ---------------------------------------------------------------------
+    resin_tumor_dose_target_gy: float = _field(
+        100.0, "Gy", "Resin: tumour mean dose >= 100 Gy (range 100-120 Gy; 100 Gy is the flag threshold, the "
+        f"SARAH post-hoc best cut-off) ({EANM_2022}, Table 3, from HCC/ICC/colorectal series: no tumour-dose "
+        "threshold is validated for NET).", gt=0, le=2000,
+    )
+    glass_tumor_dose_target_gy: float = _field(
+        205.0, "Gy", f"Glass: tumour mean dose >= 205 Gy ({EANM_2022}, Table 2; DOSISPHERE-01, HCC: no "
+        "tumour-dose threshold is validated for NET).", gt=0, le=2000,
+    )
+
+    # ---- labs and patient status -------------------------------------------------------------------
+    bilirubin_high_mg_dl: float = _field(
+        2.0, "mg/dL", "Bilirubin > 2.0 mg/dL (34.2 umol/L) without a reversible cause: contraindication to TARE, "
+        f"warning for TAE/TACE ({VAN_ROEKEL}; ACR-type list [U: secondary source]).", gt=0, le=50,
+    )
+    bilirubin_glass_caution_mg_dl: float = _field(
+        1.1, "mg/dL", "Glass TARE: bilirubin > 1.1 mg/dL lowers the whole non-tumour liver limit from 75 to 50 Gy "
+        f"({EANM_2022}, Table 2).", gt=0, le=50,
+    )
+    tumor_burden_warning_percent: float = _field(
+        50.0, "percent", "Liver tumour burden > 50 % -> warning (chronic hepatotoxicity risk factor, Currie JVIR "
+        "2019; transplant exclusion; Taranis warning).", ge=0, le=100,
+    )
+    tumor_burden_contraindication_percent: float = _field(
+        70.0, "percent", "Liver tumour burden > 70 % -> contraindication to TARE, warning otherwise "
+        "(ACR-type list [U: secondary source]).", ge=0, le=100,
+    )
+    ecog_warning_min: int = _field(
+        3, "ECOG grade", f"ECOG >= 3 -> warning (TARE is indicated at ECOG <= 2; {VAN_ROEKEL}; Kennedy, J "
+        "Gastrointest Oncol 2014).", ge=0, le=5,
+    )
+    platelets_min_10e9_per_l: float = _field(
+        50.0, "10^9/L", f"Platelets < 50 x10^9/L -> caution ({VAN_ROEKEL} [U: column read from flattened text]).",
+        ge=0, le=2000,
+    )
+    inr_max: float = _field(
+        1.5, "ratio", f"INR > 1.5 -> caution ({VAN_ROEKEL} [U: column read from flattened text]).", gt=0, le=15
+    )
+    wbc_min_10e9_per_l: float = _field(
+        2.0, "10^9/L", f"WBC < 2.0 x10^9/L -> caution ({VAN_ROEKEL} [U: column read from flattened text]).",
+        ge=0, le=500,
+    )
+    egfr_min_ml_min: float = _field(
+        35.0, "mL/min", "eGFR < 35 mL/min -> caution: iodinated contrast for angiography "
+        f"({VAN_ROEKEL} [U: column read from flattened text]).", ge=0, le=250,
+    )
+    doxorubicin_lifetime_limit_mg_m2: float = _field(
+        450.0, "mg/m2", "Lifetime doxorubicin (including the planned dose) > 450 mg/m2 of body surface -> warning: "
+        "cardiomyopathy risk rises steeply above 400-550 mg/m2 (doxorubicin prescribing information; Swain, "
+        "Cancer 2003) [U: not in EVIDENCE.md].", gt=0, le=2000,
+    )
+
+    # ---- surgery, transplant, hepatic reserve ------------------------------------------------------
+    flr_min_percent: float = _field(
+        30.0, "percent", "Resection candidate: future liver remnant >= 30 % (the brief's value; 20/30/40 % tiers "
+        "not retrieved [U]).", ge=0, le=100,
+    )
+    transplant_age_limit_years: float = _field(
+        55.0, "years", "Transplant (Milan-NET): age < 55 years (medicalalgorithms.com; some sources say 60 [U]).",
+        ge=0, le=120,
+    )
+    transplant_max_burden_percent: float = _field(
+        50.0, "percent", "Transplant (Milan-NET): liver involvement < 50 % (Mazzaferro, J Hepatol 2007 via "
+        "EVIDENCE.md rule 16 [U]).", ge=0, le=100,
+    )
+    transplant_min_stable_months: float = _field(
+        6.0, "months", "Transplant (Milan-NET): stable disease >= 6 months before transplant (EVIDENCE.md "
+        "rule 16 [U]).", ge=0, le=600,
+    )
+    hepatic_reserve_min_fraction: float = _field(
+        0.30, "fraction", "TARE leaving < 30 % of the liver untreated (hepatic reserve) -> caution; glass "
+        f"perfused non-tumour liver then < 120 Gy ({EANM_2022}; DOSISPHERE-01 eligibility reserve >= 30 %).",
+        gt=0, lt=1,
+    )
+
+    # ---- standard protocol (PROTOCOL_DEVIATION; the RETNET arms) ---------------------------------------
+    protocol_doxorubicin_mg: float = _field(
+        50.0, "mg", f"Standard TACE: doxorubicin 50 mg ({RETNET}).", gt=0, le=500
+    )
+    protocol_lipiodol_min_ml: float = _field(
+        10.0, "mL", f"Standard TACE: 10-20 mL iodized oil ({RETNET}).", gt=0, le=100
+    )
+    protocol_lipiodol_max_ml: float = _field(
+        20.0, "mL", f"Standard TACE: 10-20 mL iodized oil ({RETNET}).", gt=0, le=100
+    )
+    protocol_particle_min_um: float = _field(
+        50.0, "um", f"Standard TAE/TACE particles 50-500 um microspheres ({RETNET}).", gt=0, le=5000
+    )
+    protocol_particle_max_um: float = _field(
+        500.0, "um", f"Standard TAE/TACE particles 50-500 um microspheres ({RETNET}).", gt=0, le=5000
+    )
+    protocol_stasis_min_heartbeats: int = _field(
+        2, "heartbeats", f"Standard endpoint: stasis within 2-5 heartbeats ({RETNET}).", ge=1, le=100
+    )
+    protocol_stasis_max_heartbeats: int = _field(
+        5, "heartbeats", f"Standard endpoint: stasis within 2-5 heartbeats ({RETNET}).", ge=1, le=100
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Thresholds:
+        """Cross-field sanity: bands ordered, tighter limits not above the limits they tighten."""
+        pairs: list[tuple[str, str, bool]] = [
+            # (lower, upper, strict)
+            ("lsf_resin_reduce_low_fraction", "lsf_resin_reduce_high_fraction", True),
+            ("lsf_resin_reduce_high_fraction", "lsf_resin_contraindication_fraction", True),
+            ("resin_activity_reduction_low_fraction", "resin_activity_reduction_high_fraction", False),
+            ("lung_dose_session_limit_gy", "lung_dose_cumulative_limit_gy", False),
+            ("resin_normal_liver_limit_pretreated_bilobar_gy", "resin_normal_liver_limit_gy", False),
+            ("glass_normal_liver_limit_high_bilirubin_gy", "glass_normal_liver_limit_gy", False),
+            ("bilirubin_glass_caution_mg_dl", "bilirubin_high_mg_dl", False),
+            ("tumor_burden_warning_percent", "tumor_burden_contraindication_percent", False),
+            ("protocol_lipiodol_min_ml", "protocol_lipiodol_max_ml", False),
+            ("protocol_particle_min_um", "protocol_particle_max_um", False),
+            ("protocol_stasis_min_heartbeats", "protocol_stasis_max_heartbeats", False),
+        ]
+        problems = []
+        for lower, upper, strict in pairs:
+            lo, hi = getattr(self, lower), getattr(self, upper)
+            if (lo >= hi) if strict else (lo > hi):
+                rel = "<" if strict else "<="
+                problems.append(f"thresholds.{lower}: must be {rel} thresholds.{upper} ({hi}), got {lo}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ---- construction and record ----------------------------------------------------------------------
+    @classmethod
+    def with_overrides(cls, overrides: dict[str, Any] | None = None, base: Thresholds | None = None) -> Thresholds:
+        """Defaults (or ``base``) with ``overrides`` applied; every problem -> :class:`CaseError` naming
+        ``thresholds.<key>``.
+
+        Values must be real numbers (``bool`` and strings are rejected even where pydantic would coerce them);
+        integer fields (ECOG, heartbeats) accept a float with no fractional part, as JSON may give ``3.0``.
+        """
+        overrides = dict(overrides or {})
+        problems: list[str] = []
+        for key, value in overrides.items():
+            if key not in cls.model_fields:
+                close = difflib.get_close_matches(key, list(cls.model_fields), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else " (see Thresholds.describe() for the names)"
+                problems.append(f"thresholds.{key}: unknown threshold{hint}")
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                problems.append(f"thresholds.{key}: must be a number, got {value!r}")
+        if problems:
+            raise CaseError("invalid thresholds: " + "; ".join(problems))
+        given = set(base.model_fields_set) if base is not None else set()
+        values = {k: getattr(base, k) for k in given} if base is not None else {}
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise CaseError("invalid thresholds: " + "; ".join(_format_error(e) for e in exc.errors())) from None
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One record per threshold, for the plan: name, value, unit, source, overridden."""
+        rows = []
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            rows.append(
+                {
+                    "name": name,
+                    "value": getattr(self, name),
+                    "unit": str(extra.get("unit", "")),
+                    "source": info.description or "",
+                    "overridden": name in self.model_fields_set,
+                }
+            )
+        return rows
+
+    def overridden(self) -> dict[str, float]:
+        """The thresholds that differ from their origin (given explicitly), name -> value."""
+        return {name: getattr(self, name) for name in type(self).model_fields if name in self.model_fields_set}
+
+
+def _format_error(err: Any) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    msg = str(err.get("msg", "invalid"))
+    if not loc:  # model validator: the message already names the fields
+        return msg.removeprefix("Value error, ")
+    return f"thresholds.{loc}: {msg.removeprefix('Value error, ')}, got {err.get('input')!r}"
