@@ -30,12 +30,12 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", "EmbplanError", "CaseError", "PlanFileError", "ImagingError", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .case import Case, load_case
-    from .grid import Grid
-    from .io.hdf5 import load_plan, save_plan
-    from .planner import Plan, plan
-    from .risk import Flag, Severity, assess
-    from .thresholds import Thresholds
+    from .case import Case, load_case  # noqa: F401
+    from .grid import Grid  # noqa: F401
+    from .io.hdf5 import load_plan, save_plan  # noqa: F401
+    from .planner import Plan, plan  # noqa: F401
+    from .risk import Flag, Severity, assess  # noqa: F401
+    from .thresholds import Thresholds  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ kernel dose and local-deposition dose agree in a uniform region whatever K is in
 from __future__ import annotations
 
 import math
+import numbers
 
 from .errors import EmbplanError
 
@@ -72,8 +73,8 @@ def decay_constant_per_h(half_life_h: float = Y90_HALF_LIFE_H) -> float:
 
 def decay_factor(hours: float, half_life_h: float = Y90_HALF_LIFE_H) -> float:
     """A(t)/A(0) = 2^(-t / T1/2). Negative ``hours`` decay backwards (a factor > 1)."""
-    if not math.isfinite(hours):
-        raise EmbplanError(f"hours: must be finite, got {hours!r}")
+    if isinstance(hours, bool) or not isinstance(hours, numbers.Real) or not math.isfinite(hours):
+        raise EmbplanError(f"hours: must be a finite number, got {hours!r}")
     _positive("half_life_h", half_life_h)
     return 2.0 ** (-hours / half_life_h)
 
@@ -101,5 +102,8 @@ def k_from_energy(energy_mev: float, half_life_h: float = Y90_HALF_LIFE_H) -> fl
 
 
 def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+    """Finite real number > 0 (numpy scalars accepted, bool refused), else EmbplanError naming ``name``."""
+    if isinstance(value, bool) or not (
+        isinstance(value, numbers.Real) and math.isfinite(value) and value > 0
+    ):
         raise EmbplanError(f"{name}: must be a finite number > 0, got {value!r}")

@@ -1,0 +1,606 @@
+"""The ``embplan`` command.
+
+``embplan demo``, ``embplan plan CASE.json -o plan.h5``, ``embplan validate CASE.json``, ``embplan show plan.h5``,
+``embplan kernel --voxel-mm 4.42 -o kernel.csv``, ``embplan export-dicom plan.h5 -o dose.dcm``, ``embplan --version``.
+
+Exit codes: 0 done; 1 invalid input or unreadable file (one line on stderr, ``embplan: error: <reason>``, and
+nothing written); 2 usage. Summaries are rich tables on a terminal, plain text otherwise; ``--json`` prints one
+JSON object for scripts. A progress spinner shows on stderr for long steps only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from . import __version__
+from .errors import EmbplanError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .case import Case
+    from .plan_model import Plan
+
+__all__ = ["app", "main", "plan_summary", "DEMO_CASE_RESOURCE"]
+
+#: The packaged demo case (package data, read through importlib.resources).
+DEMO_CASE_RESOURCE = "data/demo_tare_phantom.json"
+
+_SEVERITY_ORDER = ("contraindication", "warning", "caution", "info")
+_SEVERITY_STYLE = {
+    "contraindication": "bold white on red",
+    "warning": "bold red",
+    "caution": "yellow",
+    "info": "cyan",
+}
+#: DVH points shown in summaries when the plan has them (keys of DVHRecord.d_gy / v_percent).
+_DVH_POINTS = ("D95", "D70", "D50", "D2", "V100Gy", "V70Gy", "V40Gy", "V30Gy")
+
+app = typer.Typer(
+    name="embplan",
+    help="Plan liver-directed embolization for NET liver metastases, with Y-90 radioembolization dosimetry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+# ====================================================================================== plumbing
+class _Failure(Exception):
+    """Internal: stop with exit status 1 and this one-line reason."""
+
+
+def _fail(message: str) -> None:
+    text = " ".join(str(message).split())  # one line
+    typer.echo(f"embplan: error: {text}", err=True)
+    raise typer.Exit(code=1)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn every EmbplanError into one line on stderr and exit status 1."""
+    try:
+        yield
+    except EmbplanError as exc:
+        _fail(str(exc))
+    except _Failure as exc:
+        _fail(str(exc))
+
+
+@contextlib.contextmanager
+def _progress(message: str) -> Iterator[None]:
+    """A spinner on stderr while a long step runs, only when stderr is a terminal."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if console.is_terminal:
+        with console.status(message):
+            yield
+    else:
+        yield
+
+
+def _stdout_console() -> Any:
+    from rich.console import Console
+
+    return Console(file=sys.stdout, highlight=False)
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    item = getattr(obj, "item", None)
+    if callable(item):
+        return item()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
+
+
+def _check_output(path: Path, what: str) -> None:
+    """Fail early (before seconds of planning) when an output file cannot be written where asked."""
+    from .io import check_output_path
+
+    check_output_path(path, error=EmbplanError, what=f"the {what}")
+
+
+def _load_case(path: Path) -> Case:
+    from .case import load_case
+
+    return load_case(path)
+
+
+def _make_plan(case: Case) -> Plan:
+    from .planner import plan as make_plan
+
+    with _progress("Planning (dosimetry, risk rules) ..."):
+        return make_plan(case)
+
+
+def _render_report(plan: Plan) -> str:
+    from .report import render_report
+
+    with _progress("Rendering the report ..."):
+        return render_report(plan)
+
+
+def _write_outputs(plan: Plan, plan_path: Path | None, report_path: Path | None) -> None:
+    """Render first, then write: a failure while rendering writes nothing."""
+    html = _render_report(plan) if report_path is not None else None
+    if plan_path is not None:
+        from .io.hdf5 import save_plan
+
+        with _progress(f"Writing {plan_path} ..."):
+            save_plan(plan, plan_path)
+    if report_path is not None and html is not None:
+        from .io import atomic_write_text
+
+        atomic_write_text(report_path, html, error=EmbplanError, what="report")
+
+
+# ====================================================================================== summaries
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """The plan's essentials as plain JSON data (what ``--json`` prints)."""
+    case = plan.case
+    proc = plan.procedure
+    out: dict[str, Any] = {
+        "patient_id": case.patient.id,
+        "procedure": {
+            "kind": proc.kind,
+            "territory": proc.territory,
+            "device": proc.device,
+            "standard_protocol": proc.standard_protocol,
+            "deviations": list(proc.deviations),
+            "parameters": proc.parameters,
+        },
+        "sequence": {
+            "follows_ladder": plan.sequence.follows_ladder,
+            "skipped": list(plan.sequence.skipped),
+            "suggested_next": plan.sequence.suggested_next,
+        },
+        "highest_severity": None if plan.highest_severity is None else str(plan.highest_severity.value),
+        "flags": [
+            {
+                "code": f.code,
+                "severity": str(f.severity.value),
+                "message": f.message,
+                "evidence": f.evidence,
+                "context": f.context,
+            }
+            for f in _flags_by_severity(plan)
+        ],
+        "dosimetry": None,
+    }
+    d = plan.dosimetry
+    if d is not None:
+        rx = d.prescription
+        out["dosimetry"] = {
+            "activity_gbq": d.activity_gbq,
+            "source": d.source,
+            "method": d.method,
+            "tumor_dose_gy": d.tumor_dose_gy,
+            "normal_liver_dose_gy": d.normal_liver_dose_gy,
+            "perfused_dose_gy": d.perfused_dose_gy,
+            "lung_dose_gy": d.lung_dose_gy,
+            "lung_shunt_fraction": d.lung_shunt_fraction,
+            "tumor_to_normal_ratio": d.tumor_to_normal_ratio,
+            "prescription": {
+                "method": rx.method,
+                "activity_gbq": rx.activity_gbq,
+                "activity_for_target_gbq": rx.activity_for_target_gbq,
+                "max_safe_activity_gbq": rx.max_safe_activity_gbq,
+                "binding_constraint": rx.binding_constraint,
+                "conflict": rx.conflict,
+            },
+            "compartment": d.compartment.model_dump(mode="json"),
+            "voxel": None if d.voxel is None else d.voxel.model_dump(mode="json"),
+            "dvh": {
+                name: {
+                    "volume_ml": rec.volume_ml,
+                    "mean_gy": rec.mean_gy,
+                    "min_gy": rec.min_gy,
+                    "max_gy": rec.max_gy,
+                    "d_gy": rec.d_gy,
+                    "v_percent": rec.v_percent,
+                }
+                for name, rec in d.dvh.items()
+            },
+        }
+    return out
+
+
+def _flags_by_severity(plan: Plan) -> list[Any]:
+    return sorted(plan.flags, key=lambda f: (-f.severity.rank, f.code))
+
+
+def _dose_rows(plan: Plan) -> list[tuple[str, float | None, float | None]]:
+    d = plan.dosimetry
+    if d is None:
+        return []
+    c, v = d.compartment, d.voxel
+    return [
+        ("tumour", c.tumor_gy, v.tumor_gy if v else None),
+        ("non-tumour liver", c.normal_liver_gy, v.normal_liver_gy if v else None),
+        ("perfused", c.perfused_gy, v.perfused_gy if v else None),
+        ("perfused non-tumour liver", c.perfused_normal_liver_gy, v.perfused_normal_liver_gy if v else None),
+        ("lung", c.lung_gy, v.lung_gy if v else None),
+    ]
+
+
+def _dvh_points(rec: Any) -> list[tuple[str, str]]:
+    points = []
+    for key in _DVH_POINTS:
+        if key in rec.d_gy:
+            points.append((key, f"{rec.d_gy[key]:.1f} Gy"))
+        elif key in rec.v_percent:
+            points.append((key, f"{rec.v_percent[key]:.1f} %"))
+    return points
+
+
+def _summary_text(plan: Plan, written: list[Path]) -> str:
+    """Plain-text summary (when stdout is not a terminal)."""
+    proc = plan.procedure
+    lines = [f"embplan plan for patient {plan.case.patient.id}"]
+    device = f", {proc.device}" if proc.device else ""
+    lines.append(f"procedure: {proc.kind} ({proc.territory}{device}); protocol: {proc.standard_protocol}")
+    lines.append("deviations: " + ("; ".join(proc.deviations) if proc.deviations else "none"))
+    seq = plan.sequence
+    lines.append(
+        f"sequence: {'follows the TAE -> TACE -> TARE ladder' if seq.follows_ladder else 'deviates from the ladder'}"
+        f"; suggested next: {seq.suggested_next}"
+    )
+    d = plan.dosimetry
+    if d is not None:
+        rx = d.prescription
+        lines.append(
+            f"activity: {d.activity_gbq:.2f} GBq ({rx.method}"
+            + (f"; binding: {rx.binding_constraint}" if rx.binding_constraint else "")
+            + ("; CONFLICT: target not reachable within limits" if rx.conflict else "")
+            + ")"
+        )
+        lines.append(f"mean absorbed dose (Gy)   {'compartment':>12} {'voxel':>8}")
+        for name, comp, vox in _dose_rows(plan):
+            if comp is None and vox is None:
+                continue
+            lines.append(f"  {name:<24}{_fmt(comp):>12} {_fmt(vox):>8}")
+        for name, rec in d.dvh.items():
+            pts = ", ".join(f"{k} {v}" for k, v in _dvh_points(rec))
+            lines.append(f"  DVH {name}: mean {rec.mean_gy:.1f} Gy" + (f"; {pts}" if pts else ""))
+    hs = plan.highest_severity
+    lines.append(f"flags: {len(plan.flags)}" + (f" (highest: {hs.value})" if hs is not None else ""))
+    for f in _flags_by_severity(plan):
+        lines.append(f"  [{f.severity.value.upper()}] {f.code}: {f.message}")
+        lines.append(f"      evidence: {f.evidence}")
+    for path in written:
+        lines.append(f"wrote {path}")
+    return "\n".join(lines)
+
+
+def _summary_rich(plan: Plan, written: list[Path]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _stdout_console()
+    proc = plan.procedure
+    hs = plan.highest_severity
+    title = f"[bold]embplan[/bold] plan for patient [bold]{escape(plan.case.patient.id)}[/bold]"
+    if hs is not None:
+        title += f"  highest severity: [{_SEVERITY_STYLE[hs.value]}]{hs.value}[/]"
+    console.print(title)
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_row("procedure", escape(f"{proc.kind} ({proc.territory}{', ' + proc.device if proc.device else ''})"))
+    t.add_row("protocol", escape(proc.standard_protocol))
+    t.add_row("deviations", escape("; ".join(proc.deviations) if proc.deviations else "none"))
+    t.add_row("suggested next", escape(plan.sequence.suggested_next))
+    d = plan.dosimetry
+    if d is not None:
+        rx = d.prescription
+        act = f"{d.activity_gbq:.2f} GBq ({rx.method}"
+        act += f"; binding: {rx.binding_constraint}" if rx.binding_constraint else ""
+        act += "; CONFLICT" if rx.conflict else ""
+        t.add_row("activity", escape(act + ")"))
+    console.print(t)
+    if d is not None:
+        dt = Table(title="Mean absorbed dose (Gy)")
+        dt.add_column("compartment")
+        dt.add_column("compartment model", justify="right")
+        dt.add_column("voxel", justify="right")
+        for name, comp, vox in _dose_rows(plan):
+            if comp is None and vox is None:
+                continue
+            dt.add_row(name, _fmt(comp), _fmt(vox))
+        console.print(dt)
+        if d.dvh:
+            vt = Table(title="DVH")
+            vt.add_column("structure")
+            vt.add_column("volume (mL)", justify="right")
+            vt.add_column("mean (Gy)", justify="right")
+            vt.add_column("points")
+            for name, rec in d.dvh.items():
+                pts = ", ".join(f"{k} {v}" for k, v in _dvh_points(rec))
+                vt.add_row(escape(name), f"{rec.volume_ml:.0f}", f"{rec.mean_gy:.1f}", pts)
+            console.print(vt)
+    if not plan.flags:
+        console.print("[green]No rule raised a flag.[/green]")
+    ft = Table(title=f"Flags ({len(plan.flags)})", show_lines=True)
+    ft.add_column("severity")
+    ft.add_column("code")
+    ft.add_column("message and evidence")
+    for f in _flags_by_severity(plan):
+        sev = f.severity.value
+        ft.add_row(
+            f"[{_SEVERITY_STYLE[sev]}]{sev}[/]",
+            f.code,
+            escape(f.message) + "\n[dim]evidence: " + escape(f.evidence) + "[/dim]",
+        )
+    if plan.flags:
+        console.print(ft)
+    for path in written:
+        console.print(f"wrote {escape(str(path))}")
+
+
+def _print_summary(plan: Plan, written: list[Path], as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    if as_json:
+        obj = plan_summary(plan)
+        obj["written"] = [str(p) for p in written]
+        if extra:
+            obj.update(extra)
+        _print_json(obj)
+    elif sys.stdout.isatty():
+        _summary_rich(plan, written)
+    else:
+        typer.echo(_summary_text(plan, written))
+
+
+# ====================================================================================== commands
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"embplan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Plan liver-directed embolization for NET liver metastases, with Y-90 radioembolization dosimetry."""
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for plan.h5 and report.html.")] = Path("embplan-demo"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan the packaged phantom TARE case end to end: writes OUT/plan.h5 and OUT/report.html."""
+    with _errors():
+        from .case import load_case
+
+        text = resources.files("embplan").joinpath(DEMO_CASE_RESOURCE).read_text(encoding="utf-8")
+        case = load_case(json.loads(text))
+        if out.exists() and not out.is_dir():
+            raise _Failure(f"{out}: --out must be a folder")
+        if not out.parent.is_dir() and str(out.parent):
+            raise _Failure(f"{out}: cannot create the output folder: {out.parent} does not exist")
+        plan = _make_plan(case)
+        out.mkdir(exist_ok=True)
+        plan_path, report_path = out / "plan.h5", out / "report.html"
+        _write_outputs(plan, plan_path, report_path)
+        _print_summary(plan, [plan_path, report_path], as_json)
+
+
+@app.command("plan")
+def plan_cmd(
+    case_file: Annotated[Path, typer.Argument(metavar="CASE.json", help="The case file (JSON).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The plan file to write (HDF5).")],
+    report: Annotated[Path | None, typer.Option("--report", help="Also write an HTML report here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan a case: validate it, plan it, write the plan (HDF5) and optionally the report (HTML)."""
+    with _errors():
+        case = _load_case(case_file)
+        _check_output(output, "plan")
+        if report is not None:
+            _check_output(report, "report")
+            if report.resolve() == output.resolve():
+                raise _Failure(f"{report}: --report must differ from -o")
+        plan = _make_plan(case)
+        _write_outputs(plan, output, report)
+        _print_summary(plan, [p for p in (output, report) if p is not None], as_json)
+
+
+@app.command()
+def validate(
+    case_file: Annotated[Path, typer.Argument(metavar="CASE.json", help="The case file (JSON).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a case file: exit 0 when it is valid, else 1 with the field and the reason."""
+    with _errors():
+        case = _load_case(case_file)
+        proc = case.procedure
+        info = {
+            "valid": True,
+            "file": str(case_file),
+            "patient_id": case.patient.id,
+            "procedure": proc.kind,
+            "procedure_date": str(proc.date),
+        }
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(f"{case_file}: valid (patient {case.patient.id}, {proc.kind} on {proc.date})")
+
+
+@app.command()
+def show(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.h5", help="A plan file written by embplan.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a saved plan: procedure, activity, doses, DVH points, flags by severity with evidence."""
+    with _errors():
+        from .io.hdf5 import load_plan
+
+        plan = load_plan(plan_file)
+        _print_summary(plan, [], as_json, extra={"file": str(plan_file)} if as_json else None)
+
+
+def _parse_voxel_mm(text: str) -> float | tuple[float, float, float]:
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise typer.BadParameter(f"expected a number or dz,dy,dx in mm, got {text!r}") from None
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 3:
+        return (values[0], values[1], values[2])
+    raise typer.BadParameter(f"expected a number or dz,dy,dx in mm, got {text!r}")
+
+
+def kernel_csv(kernel: Any) -> str:
+    """CSV text of a voxel S-value kernel: comment header, then ``i,j,k,S_mGy_per_MBq_s`` for every voxel.
+
+    ``i, j, k`` are signed voxel offsets from the source voxel along x, y, z (array axes 2, 1, 0); rows run
+    k, then j, then i (C order of the (z, y, x) array). Values are written with full float precision.
+    """
+    import numpy as np
+
+    s = np.asarray(kernel.mgy_per_mbq_s)
+    cz, cy, cx = (n // 2 for n in s.shape)
+    params = json.dumps(kernel.parameters, sort_keys=True, ensure_ascii=False, default=_json_default)
+    source = kernel.parameters.get("source", "unknown")
+    lines = [
+        f"# Y-90 voxel S-value kernel exported by embplan {__version__}",
+        f"# source: {' '.join(str(source).split())}",
+        f"# voxel_mm (z, y, x): {', '.join(repr(float(v)) for v in kernel.voxel_mm)}; "
+        f"density_g_cm3: {float(kernel.density_g_cm3)!r}; shape (z, y, x): {s.shape}",
+        "# S: mGy per MBq s of cumulated activity in the source voxel (i, j, k) = (0, 0, 0); i, j, k: signed "
+        "offsets along x, y, z",
+        f"# parameters: {params}",
+        "i,j,k,S_mGy_per_MBq_s",
+    ]
+    for kz in range(s.shape[0]):
+        for jy in range(s.shape[1]):
+            for ix in range(s.shape[2]):
+                lines.append(f"{ix - cx},{jy - cy},{kz - cz},{float(s[kz, jy, ix])!r}")
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+def kernel(
+    voxel_mm: Annotated[str, typer.Option("--voxel-mm", help="Voxel size in mm: one number (cubic) or dz,dy,dx.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The CSV file to write.")],
+    density: Annotated[
+        float, typer.Option("--density", help="Medium density, g/cm3 (default: soft tissue, 1.04).")
+    ] = 1.04,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a Y-90 voxel S-value kernel (mGy per MBq s) as CSV: i,j,k,S_mGy_per_MBq_s."""
+    voxel = _parse_voxel_mm(voxel_mm)
+    with _errors():
+        from .dosimetry.kernels import y90_voxel_kernel
+        from .io import atomic_write_text
+
+        _check_output(output, "kernel")
+        with _progress("Computing the voxel kernel ..."):
+            k = y90_voxel_kernel(voxel, density_g_cm3=density)
+        atomic_write_text(output, kernel_csv(k), error=EmbplanError, what="kernel")
+        info = {
+            "written": str(output),
+            "shape": list(k.shape),
+            "voxel_mm": list(k.voxel_mm),
+            "density_g_cm3": k.density_g_cm3,
+            "centre_mgy_per_mbq_s": float(k.mgy_per_mbq_s[k.centre_index]),
+        }
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(
+                f"wrote {output}: {k.shape[0]}x{k.shape[1]}x{k.shape[2]} kernel, centre "
+                f"{info['centre_mgy_per_mbq_s']:.4g} mGy/(MBq s)"
+            )
+
+
+#: Tissue Heterogeneity Correction (3004,0014) written for each dose method.
+_HETEROGENEITY = {"vsv_density": "IMAGE", "vsv": "WATER"}
+
+
+@app.command("export-dicom")
+def export_dicom(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.h5", help="A plan file written by embplan.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The DICOM RT Dose file to write.")],
+    method: Annotated[
+        str | None, typer.Option("--method", help="Dose map to export (default: the plan's dose method).")
+    ] = None,
+    reference_ct: Annotated[
+        Path | None,
+        typer.Option("--reference-ct", help="CT file or series folder the dose was computed on (patient, study, "
+                                             "frame of reference)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a plan's dose map as a DICOM RT Dose file."""
+    with _errors():
+        from .imaging.rtdose import write_rt_dose
+        from .io.hdf5 import load_plan
+
+        _check_output(output, "RT Dose")
+        plan = load_plan(plan_file)
+        if plan.voxel is None or not plan.voxel.dose_maps():
+            raise _Failure(f"{plan_file}: the plan has no dose map (no images were given): nothing to export")
+        maps = plan.voxel.dose_maps()
+        if method is None:
+            method = plan.dosimetry.method if plan.dosimetry is not None and plan.dosimetry.method in maps else None
+            method = method or sorted(maps)[0]
+        if method not in maps:
+            raise _Failure(f"--method: the plan has no {method!r} dose map; it has {', '.join(sorted(maps))}")
+        if reference_ct is not None:
+            reference: Any = reference_ct
+        else:
+            from pydicom.uid import generate_uid
+
+            # no CT: a new frame of reference, and the patient id of the case
+            reference = {"patient_id": plan.case.patient.id, "frame_of_reference_uid": generate_uid()}
+        activity = plan.dosimetry.activity_gbq if plan.dosimetry is not None else None
+        comment = f"embplan {__version__}; {method}" + (f"; {activity:.3f} GBq" if activity is not None else "")
+        write_rt_dose(
+            maps[method], plan.voxel.grid, output, reference_ct=reference, dose_comment=comment,
+            tissue_heterogeneity_correction=_HETEROGENEITY.get(method),
+        )
+        info = {"written": str(output), "method": method, "max_gy": float(maps[method].max())}
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(f"wrote {output}: {method} dose, max {info['max_gy']:.1f} Gy")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command with ``argv``; return the exit status (for ``python -m embplan``)."""
+    from typer.main import get_command
+
+    cmd: Callable[..., Any] = get_command(app)
+    try:
+        cmd.main(args=argv, prog_name="embplan", standalone_mode=True)  # type: ignore[attr-defined]
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
