@@ -27,7 +27,7 @@ import logging
 import math
 import platform
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -225,32 +225,16 @@ def _tare(
     d = case.dosimetry
     if d is None:  # the case model forbids it; defend the invariant anyway
         raise CaseError("dosimetry: required for TARE")
-    images = d.images
-    phantom: Phantom | None = None
-    perfused_mask = maa = None
+    img = _image_set(case)
     notes: list[str] = []
-    if images is not None and images.phantom is not None:
-        spec = images.phantom
-        phantom = make_phantom(spec.name, spec.seed, spec.voxel_mm)
-        perfused_mask = _territory_mask(case, phantom)
-        maa_kw: dict[str, Any] = {}
-        tn_in = spec.tumor_to_normal_ratio if spec.tumor_to_normal_ratio is not None else d.tumor_to_normal_ratio
-        lsf_in = spec.lung_shunt_fraction if spec.lung_shunt_fraction is not None else d.lung_shunt_fraction
-        if tn_in is not None:
-            maa_kw["tumor_to_normal_ratio"] = tn_in
-        if lsf_in is not None:
-            maa_kw["lung_shunt_fraction"] = lsf_in
-        maa = phantom.maa_activity(perfused_mask, **maa_kw)
-        comp = _compartments_from_images(phantom, perfused_mask, maa, opts)
+    if img is not None:
+        comp = _compartments_from_images(img)
         if d.lung_mass_kg is not None:
             notes.append(
-                f"Lung mass {comp.lung_mass_kg:.3f} kg measured on the CT replaces the case's lung_mass_kg "
+                f"Lung mass {comp.lung_mass_kg:.3f} kg measured on the images replaces the case's lung_mass_kg "
                 f"{d.lung_mass_kg:g} kg."
             )
-        notes.append(
-            f"Compartments measured on the '{spec.name}' phantom (seed {spec.seed}, {spec.voxel_mm:g} mm voxels) "
-            "and its synthetic Tc-99m MAA map."
-        )
+        notes.append(f"Compartments measured on {img.description}.")
     else:
         comp = _compartments_from_case(case, opts)
 
@@ -268,11 +252,8 @@ def _tare(
     structures: list[StructureDose] = []
     dvhs: dict[str, DVHRecord] = {}
     kernel_params: dict[str, Any] | None = None
-    if phantom is not None:
-        assert perfused_mask is not None and maa is not None
-        voxel_data, voxel_doses, structures, dvhs, kernel_params, vnotes = _voxel_workflow(
-            case, phantom, perfused_mask, maa, activity_gbq, opts
-        )
+    if img is not None:
+        voxel_data, voxel_doses, structures, dvhs, kernel_params, vnotes = _voxel_workflow(case, img, activity_gbq, opts)
         notes.extend(vnotes)
 
     chosen = voxel_doses if voxel_doses is not None else compartment
@@ -323,6 +304,69 @@ def _perfused_normal(c: CompartmentDoses) -> float:
     return c.perfused_normal_liver_gy if c.perfused_normal_liver_gy is not None else c.normal_liver_gy
 
 
+# -------------------------------------------------------------------------------------------- images
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Everything the voxel workflow needs, on one grid ((z, y, x)): density (and CT numbers), the structure masks
+    (``liver``, ``tumors``, ``lungs``, the individual tumours, lobes/segments when known), the perfused territory,
+    and the pre-treatment activity distribution (relative counts: only its shape matters, the prescription sets
+    its scale)."""
+
+    grid: Grid
+    density_g_cm3: np.ndarray
+    masks: Mapping[str, np.ndarray]
+    perfused: np.ndarray
+    activity: np.ndarray
+    tumor_names: tuple[str, ...]
+    description: str
+    ct_hu: np.ndarray | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _image_set(case: Case) -> ImageSet | None:
+    d = case.dosimetry
+    images = d.images if d is not None else None
+    if images is None:
+        return None
+    if getattr(images, "phantom", None) is not None:
+        return _images_from_phantom(case)
+    dicom = getattr(images, "dicom", None)
+    if dicom is not None:
+        from .imaging.case_images import images_from_dicom
+
+        return images_from_dicom(case, dicom, ImageSet, _territory_mask)
+    return None
+
+
+def _images_from_phantom(case: Case) -> ImageSet:
+    d = case.dosimetry
+    assert d is not None and d.images is not None and d.images.phantom is not None
+    spec = d.images.phantom
+    phantom: Phantom = make_phantom(spec.name, spec.seed, spec.voxel_mm)
+    perfused = _territory_mask(case, phantom.masks, phantom.grid.shape)
+    maa_kw: dict[str, Any] = {}
+    tn_in = spec.tumor_to_normal_ratio if spec.tumor_to_normal_ratio is not None else d.tumor_to_normal_ratio
+    lsf_in = spec.lung_shunt_fraction if spec.lung_shunt_fraction is not None else d.lung_shunt_fraction
+    if tn_in is not None:
+        maa_kw["tumor_to_normal_ratio"] = tn_in
+    if lsf_in is not None:
+        maa_kw["lung_shunt_fraction"] = lsf_in
+    return ImageSet(
+        grid=phantom.grid,
+        density_g_cm3=phantom.density_g_cm3,
+        masks=phantom.masks,
+        perfused=perfused,
+        activity=phantom.maa_activity(perfused, **maa_kw),
+        tumor_names=phantom.tumor_names,
+        description=(
+            f"the '{spec.name}' phantom (seed {spec.seed}, {spec.voxel_mm:g} mm voxels) and its synthetic Tc-99m "
+            "MAA map"
+        ),
+        ct_hu=phantom.ct_hu,
+        attributes={"source": "phantom", "phantom": dict(phantom.parameters), "maa": maa_kw},
+    )
+
+
 # -------------------------------------------------------------------------------------------- compartments
 def _compartments_from_case(case: Case, opts: PlannerOptions) -> CompartmentInputs:
     d = case.dosimetry
@@ -362,29 +406,30 @@ def _need(value: float | None, path: str) -> float:
     return float(value)
 
 
-def _territory_mask(case: Case, phantom: Phantom) -> np.ndarray:
+def _territory_mask(case: Case, masks: Mapping[str, np.ndarray], shape: tuple[int, int, int]) -> np.ndarray:
+    """The perfused territory from the liver, lobe and Couinaud segment masks."""
     t = case.procedure.territory
-    masks = phantom.masks
     if t.scope == "whole_liver":
         return np.asarray(masks["liver"])
     if t.scope == "lobar":
-        return np.asarray(masks[f"liver_{t.lobe}"])
-    out = np.zeros(phantom.grid.shape, dtype=bool)
+        key = f"liver_{t.lobe}"
+        if key not in masks:
+            raise CaseError(f"procedure.territory.lobe: the images have no mask for the {t.lobe} lobe")
+        return np.asarray(masks[key])
+    out = np.zeros(shape, dtype=bool)
     for s in t.segments or ():
         key = f"segment_{s}"
         if key not in masks:
-            raise CaseError(f"procedure.territory.segments: the phantom has no {key}")
+            raise CaseError(f"procedure.territory.segments: the images have no mask for Couinaud segment {s}")
         out |= masks[key]
     return out
 
 
-def _compartments_from_images(
-    phantom: Phantom, perfused: np.ndarray, maa: np.ndarray, opts: PlannerOptions
-) -> CompartmentInputs:
-    """Volumes and masses from the masks and the density map; T/N and lung shunt from the MAA counts."""
-    m = phantom.masks
-    v_ml = phantom.grid.voxel_volume_ml
-    rho = phantom.density_g_cm3.astype(np.float64)
+def _compartments_from_images(img: ImageSet) -> CompartmentInputs:
+    """Volumes and masses from the masks and the density map; T/N and lung shunt from the activity counts."""
+    m, perfused, maa = img.masks, img.perfused, img.activity
+    v_ml = img.grid.voxel_volume_ml
+    rho = img.density_g_cm3.astype(np.float64)
     liver, tumors, lungs = m["liver"], m["tumors"], m["lungs"]
     perf = perfused & liver
     ptum = perf & tumors
@@ -580,8 +625,8 @@ def _compartment_doses(case: Case, comp: CompartmentInputs, activity_gbq: float,
 
 # -------------------------------------------------------------------------------------------- voxel workflow
 #: Structures whose mean dose and DVH the plan reports (name -> how to build it from the phantom's masks).
-def _structures(phantom: Phantom, perfused: np.ndarray) -> dict[str, np.ndarray]:
-    m = phantom.masks
+def _structures(img: ImageSet) -> dict[str, np.ndarray]:
+    m, perfused = img.masks, img.perfused
     liver, tumors = m["liver"], m["tumors"]
     perf = perfused & liver
     out = {
@@ -593,21 +638,22 @@ def _structures(phantom: Phantom, perfused: np.ndarray) -> dict[str, np.ndarray]
         "perfused_tumors": perf & tumors,
         "lungs": m["lungs"],
     }
-    for name in phantom.tumor_names:
+    for name in img.tumor_names:
         out[name] = m[name]
     return {k: np.asarray(v, dtype=bool) for k, v in out.items() if np.any(v)}
 
 
 def _voxel_workflow(
-    case: Case, phantom: Phantom, perfused: np.ndarray, maa: np.ndarray, activity_gbq: float, opts: PlannerOptions
+    case: Case, img: ImageSet, activity_gbq: float, opts: PlannerOptions
 ) -> tuple[VoxelData, CompartmentDoses, list[StructureDose], dict[str, DVHRecord], dict[str, Any], list[str]]:
-    grid: Grid = phantom.grid
+    grid: Grid = img.grid
+    maa = img.activity
     method = case.dosimetry.dose_method  # type: ignore[union-attr]
     notes: list[str] = []
     total = float(maa.sum())
     activity_mbq = maa * (activity_gbq * 1000.0 / total) if total > 0 else np.zeros_like(maa)
     tia = activity_mbq * y90_mean_life_s()
-    density = phantom.density_g_cm3
+    density = img.density_g_cm3
     maps = {method: dose_map(tia, grid, method, density, k_gy_kg_per_gbq=opts.k_gy_kg_per_gbq)}
     if method != "ldm":
         maps["ldm"] = dose_map(tia, grid, "ldm", density, k_gy_kg_per_gbq=opts.k_gy_kg_per_gbq)
@@ -620,7 +666,7 @@ def _voxel_workflow(
             "lung dose and lung DVH come from local deposition."
         )
     rho = density.astype(np.float64)
-    structs = _structures(phantom, perfused)
+    structs = _structures(img)
 
     def mean(mask: np.ndarray, src: np.ndarray) -> float:
         w = rho[mask]
@@ -665,12 +711,15 @@ def _voxel_workflow(
         lung_gy=means["lungs"],
     )
     arrays: dict[str, np.ndarray] = {
-        "ct_hu": np.asarray(phantom.ct_hu),
-        "density_g_cm3": np.asarray(phantom.density_g_cm3),
+        "density_g_cm3": np.asarray(img.density_g_cm3),
         "activity_mbq": activity_mbq,
         "tia_mbq_s": tia,
     }
+    if img.ct_hu is not None:
+        arrays["ct_hu"] = np.asarray(img.ct_hu)
     units = {"ct_hu": "HU", "density_g_cm3": "g/cm3", "activity_mbq": "MBq", "tia_mbq_s": "MBq s"}
+    if img.ct_hu is None:
+        del units["ct_hu"]
     for m_name, dm in maps.items():
         arrays[f"dose_{m_name}_gy"] = np.asarray(dm.dose_gy)
         units[f"dose_{m_name}_gy"] = "Gy"
@@ -684,7 +733,7 @@ def _voxel_workflow(
         units=units,
         attributes={
             "dose_methods": _jsonable(kernel_params),
-            "phantom": _jsonable(dict(phantom.parameters)),
+            "images": _jsonable(dict(img.attributes)),
             "activity_model": "administered activity distributed as the Tc-99m MAA map; permanent trapping, "
             "physical decay only",
         },

@@ -1,0 +1,947 @@
+"""DICOM readers: CT, NM (SPECT), PET series, RT Dose, RTSTRUCT contours and DICOM SEG masks.
+
+Every reader returns arrays in (z, y, x) order with their :class:`~embplan.grid.Grid` (a
+:class:`~embplan.imaging.volume.Volume`), and raises :class:`~embplan.errors.ImagingError` -- naming the file,
+the tag, the slice gap or the UIDs -- for anything unreadable, inconsistent or implausible. No other exception
+escapes a public function here (pydicom, highdicom and SimpleITK errors are wrapped).
+
+Geometry (PS3.3 C.7.6.2, Image Plane module): Image Orientation (Patient) gives the row direction (direction of
+increasing column index i) and the column direction (increasing row index j); the slice normal is their cross
+product. Slices are sorted by the projection of Image Position (Patient) on the normal (ascending), so the grid's
+k axis is the normal; the slice spacing comes from the positions, never from Slice Thickness, and must be uniform
+(within ``max(0.01 mm, 1 %)``): a gap that is a multiple of the spacing is reported as missing slices, any other as
+non-uniform spacing. Pixel Spacing is (row spacing = dy along j, column spacing = dx along i).
+
+Multi-frame NM (NM Image IOD, PS3.3 A.5; NM Detector and NM Reconstruction modules): position and orientation
+come from the Detector Information Sequence (or the top level), frames are Spacing Between Slices (0018,0088)
+apart along the normal.
+
+Volume.meta keys written by the image readers: ``patient_name``, ``patient_id``, ``patient_birth_date``,
+``patient_sex``, ``patient_position``, ``study_instance_uid``, ``study_date``, ``study_time``, ``study_id``,
+``accession_number``, ``referring_physician_name``, ``sop_class_uid``, ``sop_instance_uids``, ``source_files``,
+``series_description``, ``acquisition_datetime``, ``slice_spacing_source``; NM and PET add ``radiopharmaceutical``
+(:class:`~embplan.imaging.volume.Radiopharmaceutical`); PET adds ``pet_timing``
+(:class:`~embplan.imaging.volume.PetTiming`), ``dicom_units`` and ``decay_factors``; RT Dose adds
+``dose_type`` and ``dose_summation_type``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from ..errors import EmbplanError, ImagingError
+from ..grid import Grid
+from .volume import PetTiming, Radiopharmaceutical, Volume, grid_from_affine
+
+__all__ = [
+    "read_ct_series",
+    "read_pet_series",
+    "read_nm",
+    "read_rt_dose",
+    "read_rtstruct",
+    "read_seg",
+    "read_seg_volumes",
+    "read_header",
+    "grid_from_image_plane",
+    "require_same_frame_of_reference",
+    "PLAUSIBLE_HU_RANGE",
+    "MAX_PLAUSIBLE_BQ_ML",
+    "MAX_PLAUSIBLE_DOSE_GY",
+    "SLICE_SPACING_TOLERANCE_MM",
+    "SLICE_SPACING_TOLERANCE_FRACTION",
+]
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Hounsfield units outside this range cannot come from a 16-bit CT with a sane rescale (PS3.3 C.8.2.1: CT pixel
+#: data are at most 16 bits); a value outside means a corrupted Rescale Slope/Intercept.
+PLAUSIBLE_HU_RANGE: tuple[float, float] = (-32768.0, 65535.0)
+#: Largest plausible PET activity concentration, Bq/mL: 1e10 Bq/mL is 10 GBq in one mL, above any administered
+#: Y-90 activity (a few GBq) concentrated into a single millilitre.
+MAX_PLAUSIBLE_BQ_ML: float = 1.0e10
+#: Largest plausible absorbed dose in a voxel, Gy (issue 5: reject doses < 0 or > 5000 Gy; Y-90 voxel doses reach
+#: several hundred to about a thousand Gy in small hot tumours).
+MAX_PLAUSIBLE_DOSE_GY: float = 5000.0
+#: Slice positions must be uniform within max(SLICE_SPACING_TOLERANCE_MM, SLICE_SPACING_TOLERANCE_FRACTION x spacing).
+SLICE_SPACING_TOLERANCE_MM: float = 0.01
+SLICE_SPACING_TOLERANCE_FRACTION: float = 0.01
+#: Patient coordinates beyond 10 m from the origin are corrupt, not anatomy.
+MAX_PLAUSIBLE_COORDINATE_MM: float = 1.0e4
+#: Image position offsets across the slice plane (gantry tilt, shear) tolerated, mm.
+IN_PLANE_SHIFT_TOLERANCE_MM: float = 0.05
+#: Direction cosines must be unit and orthogonal to this tolerance.
+ORIENTATION_TOLERANCE: float = 1.0e-3
+
+_RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
+_RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
+_SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+_DICOMDIR = "1.2.840.10008.1.3.10"
+
+
+# ----------------------------------------------------------------------------------------------------- plumbing
+def _describe(obj: Any) -> str:
+    if isinstance(obj, str | os.PathLike):
+        return str(obj)
+    if isinstance(obj, list | tuple):
+        return f"{len(obj)} files" + (f", first {obj[0]}" if obj else "")
+    return type(obj).__name__
+
+
+def _boundary(func: F) -> F:
+    """Public readers let only ImagingError out: anything else raised while parsing becomes one, with the source."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ImagingError:
+            raise
+        except EmbplanError as exc:
+            src = _describe(args[0]) if args else ""
+            raise ImagingError(f"{func.__name__}({src}): {exc}") from exc
+        except Exception as exc:  # pydicom/highdicom/SimpleITK/numpy errors on malformed data
+            src = _describe(args[0]) if args else ""
+            raise ImagingError(
+                f"{func.__name__}({src}): unreadable or inconsistent DICOM data ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _has_dicm_prefix(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _read(path: Path, *, stop_before_pixels: bool = False, allow_no_preamble: bool = True) -> Dataset:
+    """dcmread with the failure named; files without the DICM preamble are read with force=True only when asked
+    for explicitly (a single file), and must then hold a SOP Class UID or Modality."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as exc:
+        if not allow_no_preamble:
+            raise ImagingError(f"{path}: not a DICOM file ({exc})") from exc
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+        except Exception as exc2:
+            raise ImagingError(f"{path}: not a DICOM file ({type(exc2).__name__}: {exc2})") from exc2
+        if "SOPClassUID" not in ds and "Modality" not in ds:
+            raise ImagingError(f"{path}: not a DICOM file (no DICM prefix, no SOP Class UID or Modality)") from exc
+        return ds
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise ImagingError(f"{path}: cannot open ({exc})") from exc
+    except Exception as exc:
+        raise ImagingError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+
+
+def _tag(ds: Dataset, keyword: str) -> str:
+    t = pydicom.datadict.tag_for_keyword(keyword)
+    return f"{keyword} ({t >> 16:04X},{t & 0xFFFF:04X})" if t is not None else keyword
+
+
+def _value(ds: Dataset, keyword: str, src: Any, required: bool = True) -> Any:
+    try:
+        present = keyword in ds
+        v = ds[keyword].value if present else None
+    except Exception as exc:
+        raise ImagingError(f"{src}: {_tag(ds, keyword)} cannot be decoded ({type(exc).__name__}: {exc})") from exc
+    if v is None or (isinstance(v, str | bytes) and not v.strip()) or (isinstance(v, list) and not v):
+        if required:
+            raise ImagingError(f"{src}: missing or empty {_tag(ds, keyword)}")
+        return None
+    return v
+
+
+def _float(ds: Dataset, keyword: str, src: Any, required: bool = True, default: float | None = None) -> float | None:
+    v = _value(ds, keyword, src, required)
+    if v is None:
+        return default
+    if isinstance(v, pydicom.multival.MultiValue | list | tuple):
+        if len(v) != 1:
+            raise ImagingError(f"{src}: {_tag(ds, keyword)} must hold one number, got {len(v)}")
+        v = v[0]
+    try:
+        f = float(v)
+    except (TypeError, ValueError) as exc:
+        raise ImagingError(f"{src}: {_tag(ds, keyword)} is not a number ({v!r})") from exc
+    if not math.isfinite(f):
+        raise ImagingError(f"{src}: {_tag(ds, keyword)} is not finite ({v!r})")
+    return f
+
+
+def _floats(ds: Dataset, keyword: str, src: Any, n: int, required: bool = True) -> np.ndarray | None:
+    v = _value(ds, keyword, src, required)
+    if v is None:
+        return None
+    try:
+        arr = np.array([float(x) for x in (v if isinstance(v, pydicom.multival.MultiValue | list | tuple) else [v])])
+    except (TypeError, ValueError) as exc:
+        raise ImagingError(f"{src}: {_tag(ds, keyword)} holds a non-number ({v!r})") from exc
+    if n and arr.size != n:
+        raise ImagingError(f"{src}: {_tag(ds, keyword)} must hold {n} numbers, got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise ImagingError(f"{src}: {_tag(ds, keyword)} holds non-finite values")
+    return arr
+
+
+def _int(ds: Dataset, keyword: str, src: Any, required: bool = True, default: int | None = None) -> int | None:
+    f = _float(ds, keyword, src, required)
+    if f is None:
+        return default
+    if f != int(f):
+        raise ImagingError(f"{src}: {_tag(ds, keyword)} must be an integer, got {f}")
+    return int(f)
+
+
+def _str(ds: Dataset, keyword: str, src: Any = None, default: str | None = None) -> str | None:
+    try:
+        v = ds.get(keyword)
+    except Exception:
+        return default
+    if v is None:
+        return default
+    if isinstance(v, pydicom.multival.MultiValue | list | tuple):
+        v = "\\".join(str(x) for x in v)
+    s = str(v).strip()
+    return s if s else default
+
+
+def _first_item(ds: Dataset, keyword: str, src: Any, required: bool = True) -> Dataset | None:
+    v = _value(ds, keyword, src, required)
+    if v is None:
+        return None
+    try:
+        return v[0]
+    except Exception as exc:
+        raise ImagingError(f"{src}: {_tag(ds, keyword)} is not a sequence with an item") from exc
+
+
+# ----------------------------------------------------------------------------------------------------- dates
+def _parse_da(s: str | None) -> date | None:
+    if not s:
+        return None
+    s = s.strip()
+    try:
+        return datetime.strptime(s[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _parse_tm(s: str | None) -> time | None:
+    if not s:
+        return None
+    s = s.strip().replace(":", "")
+    main, _, frac = s.partition(".")
+    try:
+        hh = int(main[0:2])
+        mm = int(main[2:4]) if len(main) >= 4 else 0
+        ss = int(main[4:6]) if len(main) >= 6 else 0
+        us = int((frac + "000000")[:6]) if frac else 0
+        return time(hh, mm, min(ss, 59), us)
+    except (ValueError, IndexError):
+        return None
+
+
+def _parse_dt(s: str | None) -> datetime | None:
+    """DICOM DT (YYYYMMDDHHMMSS.FFFFFF&ZZXX); a UTC offset is dropped (local time, like the DA/TM pairs)."""
+    if not s:
+        return None
+    s = s.strip()
+    for sign in ("+", "-"):
+        pos = s.find(sign, 4)
+        if pos > 0:
+            s = s[:pos]
+    d = _parse_da(s[:8])
+    if d is None:
+        return None
+    t = _parse_tm(s[8:]) if len(s) > 8 else time(0, 0)
+    return datetime.combine(d, t) if t is not None else None
+
+
+def _datetime(ds: Dataset, date_kw: str, time_kw: str) -> datetime | None:
+    d = _parse_da(_str(ds, date_kw))
+    t = _parse_tm(_str(ds, time_kw))
+    return datetime.combine(d, t) if d is not None and t is not None else None
+
+
+# ----------------------------------------------------------------------------------------------------- geometry
+def _orientation(iop: np.ndarray, src: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r, c = np.asarray(iop[:3], dtype=float), np.asarray(iop[3:6], dtype=float)
+    nr, nc = float(np.linalg.norm(r)), float(np.linalg.norm(c))
+    if abs(nr - 1.0) > ORIENTATION_TOLERANCE or abs(nc - 1.0) > ORIENTATION_TOLERANCE:
+        raise ImagingError(f"{src}: ImageOrientationPatient (0020,0037) direction cosines are not unit vectors ({iop})")
+    r, c = r / nr, c / nc
+    if abs(float(np.dot(r, c))) > ORIENTATION_TOLERANCE:
+        raise ImagingError(f"{src}: ImageOrientationPatient (0020,0037) row and column directions are not orthogonal")
+    c = c - np.dot(c, r) * r
+    c /= np.linalg.norm(c)
+    return r, c, np.cross(r, c)
+
+
+def grid_from_image_plane(
+    image_orientation: Iterable[float],
+    first_position: Iterable[float],
+    pixel_spacing: Iterable[float],
+    slice_spacing_mm: float,
+    shape: tuple[int, int, int],
+    *,
+    slice_direction: Iterable[float] | None = None,
+) -> Grid:
+    """A :class:`Grid` from DICOM image-plane attributes.
+
+    ``image_orientation``: the six IOP cosines (row direction = +i, column direction = +j); ``first_position``:
+    IPP of the first slice (voxel (0, 0, 0) centre); ``pixel_spacing``: DICOM Pixel Spacing (row spacing dy,
+    column spacing dx); ``slice_spacing_mm`` > 0; ``shape`` (slices, rows, columns); ``slice_direction``: unit
+    vector of +k (defaults to row x column, the slice normal; pass its negative for slices running against it).
+    """
+    iop = np.asarray(list(image_orientation), dtype=float)
+    if iop.size != 6 or not np.all(np.isfinite(iop)):
+        raise ImagingError("image_orientation: needs six finite direction cosines")
+    r, c, n = _orientation(iop, "image_orientation")
+    k = n if slice_direction is None else np.asarray(list(slice_direction), dtype=float)
+    if k.shape != (3,) or abs(abs(float(np.dot(k, n))) - 1.0) > ORIENTATION_TOLERANCE:
+        raise ImagingError("slice_direction: must be the slice normal or its negative")
+    k = n * np.sign(np.dot(k, n))
+    ps = np.asarray(list(pixel_spacing), dtype=float)
+    ipp = np.asarray(list(first_position), dtype=float)
+    if ps.size != 2 or ipp.size != 3 or not (np.all(np.isfinite(ps)) and np.all(np.isfinite(ipp))):
+        raise ImagingError("pixel_spacing / first_position: need 2 and 3 finite numbers")
+    d = np.column_stack([r, c, k])
+    try:
+        return Grid(shape=tuple(int(s) for s in shape), spacing_mm=(float(slice_spacing_mm), float(ps[0]), float(ps[1])),
+                    origin_mm=tuple(float(v) for v in ipp), direction=tuple(float(v) for v in d.reshape(-1)))
+    except EmbplanError as exc:
+        raise ImagingError(f"image plane geometry: {exc}") from exc
+
+
+def _uniform_spacing(s: np.ndarray, labels: list[str], what: str) -> float:
+    """Median spacing of sorted positions ``s``; ImagingError naming the first bad gap."""
+    gaps = np.diff(s)
+    if np.any(gaps <= SLICE_SPACING_TOLERANCE_MM):
+        i = int(np.argmax(gaps <= SLICE_SPACING_TOLERANCE_MM))
+        raise ImagingError(f"{what}: duplicate slice position {s[i]:.3f} mm ({labels[i]} and {labels[i + 1]})")
+    med = float(np.median(gaps))
+    tol = max(SLICE_SPACING_TOLERANCE_MM, SLICE_SPACING_TOLERANCE_FRACTION * med)
+    for i, g in enumerate(gaps):
+        if abs(g - med) <= tol:
+            continue
+        ratio = g / med
+        m = round(ratio)
+        if m >= 2 and abs(g - m * med) <= tol * m:
+            raise ImagingError(
+                f"{what}: missing slice(s): gap of {g:.3f} mm between slice positions {s[i]:.3f} and {s[i + 1]:.3f} mm "
+                f"({labels[i]}, {labels[i + 1]}) is {m} x the spacing {med:.3f} mm"
+            )
+        raise ImagingError(
+            f"{what}: non-uniform slice spacing: gap of {g:.3f} mm between slice positions {s[i]:.3f} and "
+            f"{s[i + 1]:.3f} mm ({labels[i]}, {labels[i + 1]}), expected {med:.3f} mm (tolerance {tol:.3f} mm)"
+        )
+    return float((s[-1] - s[0]) / (len(s) - 1))
+
+
+# ----------------------------------------------------------------------------------------------------- pixels
+def _pixel_frames(ds: Dataset, src: Any) -> np.ndarray:
+    """Stored pixel values as (frames, rows, columns); the size is checked against Rows x Columns x Frames."""
+    rows = _int(ds, "Rows", src)
+    cols = _int(ds, "Columns", src)
+    frames = _int(ds, "NumberOfFrames", src, required=False, default=1)
+    if rows < 1 or cols < 1 or frames < 1:
+        raise ImagingError(f"{src}: implausible image size Rows={rows} Columns={cols} NumberOfFrames={frames}")
+    _check_pixel_data_length(ds, src, rows, cols, frames, allowed_bits=(8, 16, 32))
+    try:
+        arr = np.asarray(ds.pixel_array)
+    except Exception as exc:
+        raise ImagingError(f"{src}: cannot decode the pixel data ({type(exc).__name__}: {exc})") from exc
+    if arr.size != rows * cols * frames:
+        raise ImagingError(f"{src}: shape mismatch: decoded {arr.shape}, expected {frames} x {rows} x {cols}")
+    return arr.reshape(frames, rows, cols)
+
+
+def _check_pixel_data_length(
+    ds: Dataset, src: Any, rows: int, cols: int, frames: int, allowed_bits: tuple[int, ...]
+) -> None:
+    """Grayscale, and (uncompressed) Pixel Data exactly Rows x Columns x NumberOfFrames x BitsAllocated bits long
+    -- checked before any decoder allocates an array of the declared size."""
+    spp = _int(ds, "SamplesPerPixel", src, required=False, default=1)
+    if spp != 1:
+        raise ImagingError(f"{src}: SamplesPerPixel (0028,0002) is {spp}; only grayscale (1) images are volumes")
+    bits = _int(ds, "BitsAllocated", src)
+    if "PixelData" not in ds:
+        raise ImagingError(f"{src}: no Pixel Data (7FE0,0010)")
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is None:
+        raise ImagingError(f"{src}: no Transfer Syntax UID (0002,0010): cannot decode the pixel data")
+    if ts.is_compressed:
+        return
+    if bits not in allowed_bits:
+        raise ImagingError(f"{src}: BitsAllocated (0028,0100) is {bits}; expected one of {allowed_bits}")
+    expected = (rows * cols * frames * bits + 7) // 8
+    got = len(_value(ds, "PixelData", src))
+    if got not in (expected, expected + 1):
+        raise ImagingError(
+            f"{src}: shape mismatch: Pixel Data holds {got} bytes, Rows x Columns x NumberOfFrames x "
+            f"BitsAllocated/8 = {rows} x {cols} x {frames} x {bits / 8:g} = {expected}"
+        )
+
+
+def _rescale(ds: Dataset, src: Any) -> tuple[float, float]:
+    slope = _float(ds, "RescaleSlope", src, required=False, default=1.0)
+    intercept = _float(ds, "RescaleIntercept", src, required=False, default=0.0)
+    if slope == 0.0:
+        raise ImagingError(f"{src}: RescaleSlope (0028,1053) is 0")
+    return slope, intercept
+
+
+def _check_finite(arr: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(arr)):
+        raise ImagingError(f"{what}: {int(np.count_nonzero(~np.isfinite(arr)))} non-finite voxel values")
+
+
+# ----------------------------------------------------------------------------------------------------- series
+def _list_files(source: Any) -> tuple[list[Path], bool]:
+    if isinstance(source, str | os.PathLike):
+        p = Path(source)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            return files, True
+        if p.is_file():
+            return [p], False
+        raise ImagingError(f"{p}: no such file or folder")
+    try:
+        files = [Path(f) for f in source]
+    except TypeError as exc:
+        raise ImagingError(f"source: expected a folder, a file or a list of files, got {type(source).__name__}") from exc
+    for f in files:
+        if not f.is_file():
+            raise ImagingError(f"{f}: no such file")
+    return files, False
+
+
+def _load_series(source: Any, modality: str, series_instance_uid: str | None) -> list[tuple[Path, Dataset]]:
+    """The files of one series of ``modality``. In a folder, files without the DICM prefix and files of other
+    modalities (an RTSTRUCT or RT Dose exported beside the CT) are skipped; an explicit file list must hold only
+    ``modality``. Headers are read first, pixel data only for the chosen series."""
+    files, from_folder = _list_files(source)
+    headers: list[tuple[Path, Dataset]] = []
+    other: dict[str, int] = {}
+    for f in files:
+        if from_folder and not _has_dicm_prefix(f):
+            log.debug("%s: no DICM prefix, skipped", f)
+            continue
+        ds = _read(f, stop_before_pixels=True, allow_no_preamble=not from_folder)
+        if _str(ds, "SOPClassUID") == _DICOMDIR or "DirectoryRecordSequence" in ds:
+            continue
+        mod = _str(ds, "Modality")
+        if mod != modality:
+            if from_folder:
+                other[str(mod)] = other.get(str(mod), 0) + 1
+                continue
+            raise ImagingError(f"{f}: Modality (0008,0060) is {mod!r}, expected {modality!r}")
+        headers.append((f, ds))
+    if not headers:
+        found = f" (found {', '.join(f'{n} {m}' for m, n in sorted(other.items()))})" if other else ""
+        raise ImagingError(f"{_describe(source)}: no DICOM {modality} image files{found}")
+    groups: dict[str, list[tuple[Path, Dataset]]] = {}
+    for f, ds in headers:
+        uid = _str(ds, "SeriesInstanceUID")
+        if uid is None:
+            raise ImagingError(f"{f}: missing SeriesInstanceUID (0020,000E)")
+        groups.setdefault(uid, []).append((f, ds))
+    if series_instance_uid is not None:
+        if series_instance_uid not in groups:
+            raise ImagingError(f"{_describe(source)}: no {modality} series {series_instance_uid}; found {sorted(groups)}")
+        chosen = groups[series_instance_uid]
+    elif len(groups) > 1:
+        desc = "; ".join(f"{uid} ({len(g)} files)" for uid, g in sorted(groups.items()))
+        raise ImagingError(
+            f"{_describe(source)}: mixed series ({len(groups)} {modality} series: {desc}); pass series_instance_uid"
+        )
+    else:
+        chosen = next(iter(groups.values()))
+    items = []
+    for f, _ in chosen:
+        ds = _read(f, allow_no_preamble=not from_folder)
+        if _str(ds, "Modality") != modality:  # the file changed between the two reads
+            raise ImagingError(f"{f}: Modality (0008,0060) is {_str(ds, 'Modality')!r}, expected {modality!r}")
+        if (_int(ds, "NumberOfFrames", f, required=False, default=1) or 1) != 1:
+            raise ImagingError(f"{f}: multi-frame (enhanced) {modality} images are not supported; expected one slice per file")
+        items.append((f, ds))
+    return items
+
+
+def _series_geometry(items: list[tuple[Path, Dataset]], what: str) -> tuple[list[tuple[Path, Dataset]], Grid, str]:
+    f0, ds0 = items[0]
+    iop0 = _floats(ds0, "ImageOrientationPatient", f0, 6)
+    ps0 = _floats(ds0, "PixelSpacing", f0, 2)
+    if np.any(ps0 <= 0):
+        raise ImagingError(f"{f0}: PixelSpacing (0028,0030) must be positive, got {tuple(ps0)}")
+    rows0, cols0 = _int(ds0, "Rows", f0), _int(ds0, "Columns", f0)
+    for0 = _str(ds0, "FrameOfReferenceUID")
+    r, c, n = _orientation(iop0, f0)
+    positions = []
+    for f, ds in items:
+        if _str(ds, "FrameOfReferenceUID") != for0:
+            raise ImagingError(
+                f"{what}: mismatched frames of reference: {f} has FrameOfReferenceUID "
+                f"{_str(ds, 'FrameOfReferenceUID')}, {f0} has {for0}"
+            )
+        if not np.allclose(_floats(ds, "ImageOrientationPatient", f, 6), iop0, atol=1e-4):
+            raise ImagingError(f"{what}: {f} has another ImageOrientationPatient (0020,0037) than {f0}")
+        if not np.allclose(_floats(ds, "PixelSpacing", f, 2), ps0, rtol=1e-4):
+            raise ImagingError(f"{what}: {f} has another PixelSpacing (0028,0030) than {f0}")
+        if (_int(ds, "Rows", f), _int(ds, "Columns", f)) != (rows0, cols0):
+            raise ImagingError(f"{what}: {f} has another Rows x Columns than {f0}")
+        positions.append(_floats(ds, "ImagePositionPatient", f, 3))
+    pos = np.array(positions)
+    s = pos @ n
+    order = np.argsort(s, kind="stable")
+    items = [items[i] for i in order]
+    pos, s = pos[order], s[order]
+    labels = [p.name for p, _ in items]
+    shift = (pos - pos[0]) - np.outer(s - s[0], n)
+    bad = np.linalg.norm(shift, axis=1) > IN_PLANE_SHIFT_TOLERANCE_MM
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise ImagingError(
+            f"{what}: slice {labels[i]} is shifted {float(np.linalg.norm(shift[i])):.3f} mm across the slice plane "
+            "(gantry tilt or sheared series); not supported"
+        )
+    if len(items) > 1:
+        dz = _uniform_spacing(s, labels, what)
+        source = "ImagePositionPatient"
+    else:
+        dz = _float(ds0, "SliceThickness", f0, required=False) or _float(ds0, "SpacingBetweenSlices", f0, required=False)
+        if not dz or dz <= 0:
+            raise ImagingError(f"{f0}: a single slice without a positive SliceThickness has no thickness")
+        source = "SliceThickness (single slice)"
+    grid = grid_from_image_plane(iop0, pos[0], ps0, dz, (len(items), rows0, cols0))
+    return items, grid, source
+
+
+def _common_meta(items: list[tuple[Path, Dataset]]) -> dict[str, Any]:
+    ds = items[0][1]
+    acq = _datetime(ds, "AcquisitionDate", "AcquisitionTime") or _datetime(ds, "SeriesDate", "SeriesTime")
+    adt = _parse_dt(_str(ds, "AcquisitionDateTime"))
+    return {
+        "patient_name": _str(ds, "PatientName", default=""),
+        "patient_id": _str(ds, "PatientID", default=""),
+        "patient_birth_date": _str(ds, "PatientBirthDate", default=""),
+        "patient_sex": _str(ds, "PatientSex", default=""),
+        "patient_position": _str(ds, "PatientPosition"),
+        "study_instance_uid": _str(ds, "StudyInstanceUID"),
+        "study_date": _str(ds, "StudyDate", default=""),
+        "study_time": _str(ds, "StudyTime", default=""),
+        "study_id": _str(ds, "StudyID", default=""),
+        "accession_number": _str(ds, "AccessionNumber", default=""),
+        "referring_physician_name": _str(ds, "ReferringPhysicianName", default=""),
+        "series_description": _str(ds, "SeriesDescription", default=""),
+        "sop_class_uid": _str(ds, "SOPClassUID"),
+        "sop_instance_uids": tuple(_str(d, "SOPInstanceUID", default="") for _, d in items),
+        "source_files": tuple(str(f) for f, _ in items),
+        "acquisition_datetime": adt or acq,
+    }
+
+
+def _radiopharmaceutical(ds: Dataset, src: Any) -> Radiopharmaceutical | None:
+    item = _first_item(ds, "RadiopharmaceuticalInformationSequence", src, required=False)
+    if item is None:
+        return None
+    nuclide = None
+    code = _first_item(item, "RadionuclideCodeSequence", src, required=False)
+    if code is not None:
+        nuclide = _str(code, "CodeMeaning")
+    total = _float(item, "RadionuclideTotalDose", src, required=False)
+    half = _float(item, "RadionuclideHalfLife", src, required=False)
+    if total is not None and total < 0:
+        raise ImagingError(f"{src}: RadionuclideTotalDose (0018,1074) is negative ({total})")
+    if half is not None and half <= 0:
+        raise ImagingError(f"{src}: RadionuclideHalfLife (0018,1075) must be positive ({half})")
+    return Radiopharmaceutical(
+        name=_str(item, "Radiopharmaceutical"),
+        radionuclide=nuclide,
+        total_dose_bq=total,
+        half_life_s=half,
+        start_datetime=_parse_dt(_str(item, "RadiopharmaceuticalStartDateTime")),
+        start_time_only=_str(item, "RadiopharmaceuticalStartTime"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- readers
+@_boundary
+def read_header(path: str | os.PathLike) -> Dataset:
+    """The DICOM header of one file (no pixel data), e.g. a CT slice to pass as ``reference_ct``."""
+    return _read(Path(path), stop_before_pixels=True)
+
+
+@_boundary
+def read_ct_series(
+    source: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    series_instance_uid: str | None = None,
+    hu_range: tuple[float, float] = PLAUSIBLE_HU_RANGE,
+) -> Volume:
+    """A CT series (folder, or list of files) as a Volume in Hounsfield units (Rescale Slope/Intercept applied,
+    float32). In a folder, non-DICOM files and other modalities (RTSTRUCT, RT Dose) are skipped; several CT series
+    are an error unless ``series_instance_uid`` selects one. A single slice takes its thickness from Slice
+    Thickness (there is nothing else); a series never does."""
+    items = _load_series(source, "CT", series_instance_uid)
+    items, grid, spacing_source = _series_geometry(items, f"CT series {_describe(source)}")
+    hu = np.empty(grid.shape, dtype=np.float32)
+    for k, (f, ds) in enumerate(items):
+        px = _pixel_frames(ds, f)
+        slope, intercept = _rescale(ds, f)
+        hu[k] = px[0] * slope + intercept
+    _check_finite(hu, "CT series")
+    lo, hi = float(hu.min()), float(hu.max())
+    if lo < hu_range[0] or hi > hu_range[1]:
+        raise ImagingError(f"CT series {_describe(source)}: implausible Hounsfield units [{lo:g}, {hi:g}] outside {hu_range}")
+    meta = _common_meta(items)
+    meta["slice_spacing_source"] = spacing_source
+    ds0 = items[0][1]
+    return Volume(array=hu, grid=grid, units="HU", modality="CT", frame_of_reference_uid=_str(ds0, "FrameOfReferenceUID"),
+                  series_instance_uid=_str(ds0, "SeriesInstanceUID"), meta=meta)
+
+
+@_boundary
+def read_pet_series(
+    source: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    series_instance_uid: str | None = None,
+    clip_negative: bool = False,
+    max_bq_ml: float = MAX_PLAUSIBLE_BQ_ML,
+) -> Volume:
+    """A PET series in Bq/mL (Units (0054,1001) must be BQML; per-slice Rescale Slope applied).
+
+    ``meta["pet_timing"]`` records Decay Correction (0054,1102), the decay-correction reference time, the
+    acquisition start (Series Date/Time, the PET reference time of PS3.3 C.8.9.1), the frame duration and the
+    radiopharmaceutical administration time and half-life; ``meta["radiopharmaceutical"]`` the injected activity.
+    Negative voxels are rejected unless ``clip_negative`` (then set to 0, counted in ``meta["negative_voxels"]``).
+    """
+    items = _load_series(source, "PT", series_instance_uid)
+    items, grid, spacing_source = _series_geometry(items, f"PET series {_describe(source)}")
+    f0, ds0 = items[0]
+    units = _str(ds0, "Units")
+    if units != "BQML":
+        raise ImagingError(f"{f0}: Units (0054,1001) is {units!r}; quantitative Y-90 PET must be BQML (Bq/mL)")
+    dc = _str(ds0, "DecayCorrection")
+    if dc not in ("START", "ADMIN", "NONE"):
+        raise ImagingError(f"{f0}: DecayCorrection (0054,1102) is {dc!r}; expected START, ADMIN or NONE")
+    conc = np.empty(grid.shape, dtype=np.float64)
+    decay_factors = []
+    for k, (f, ds) in enumerate(items):
+        if _str(ds, "Units") != units or _str(ds, "DecayCorrection") != dc:
+            raise ImagingError(f"{f}: Units or DecayCorrection differ from {f0} within one series")
+        px = _pixel_frames(ds, f)
+        slope, intercept = _rescale(ds, f)
+        conc[k] = px[0] * slope + intercept
+        decay_factors.append(_float(ds, "DecayFactor", f, required=False))
+    _check_finite(conc, "PET series")
+    n_neg = int(np.count_nonzero(conc < 0))
+    if n_neg and not clip_negative:
+        raise ImagingError(
+            f"PET series {_describe(source)}: {n_neg} voxels with negative activity concentration "
+            f"(minimum {conc.min():.6g} Bq/mL)"
+        )
+    conc = np.clip(conc, 0.0, None) if n_neg else conc
+    if conc.max(initial=0.0) > max_bq_ml:
+        raise ImagingError(f"PET series {_describe(source)}: implausible activity concentration {conc.max():.6g} Bq/mL > {max_bq_ml:g}")
+    rp = _radiopharmaceutical(ds0, f0)
+    acq = _datetime(ds0, "SeriesDate", "SeriesTime") or _datetime(ds0, "AcquisitionDate", "AcquisitionTime")
+    frame_ms = _float(ds0, "ActualFrameDuration", f0, required=False)
+    timing = PetTiming(
+        decay_correction=dc,  # type: ignore[arg-type]
+        acquisition_datetime=acq,
+        decay_correction_datetime=_parse_dt(_str(ds0, "DecayCorrectionDateTime")),
+        frame_duration_s=frame_ms / 1000.0 if frame_ms else None,
+        administration_datetime=rp.start_datetime if rp else None,
+        half_life_s=rp.half_life_s if rp else None,
+    )
+    meta = _common_meta(items)
+    meta.update(
+        slice_spacing_source=spacing_source, radiopharmaceutical=rp, pet_timing=timing, dicom_units=units,
+        decay_factors=tuple(decay_factors), negative_voxels=n_neg, acquisition_datetime=acq,
+    )
+    return Volume(array=conc, grid=grid, units="Bq/mL", modality="PT", frame_of_reference_uid=_str(ds0, "FrameOfReferenceUID"),
+                  series_instance_uid=_str(ds0, "SeriesInstanceUID"), meta=meta)
+
+
+@_boundary
+def read_nm(path: str | os.PathLike, *, allow_slice_thickness_fallback: bool = False) -> Volume:
+    """A reconstructed multi-frame NM (SPECT) volume in counts (Tc-99m MAA or Y-90 bremsstrahlung).
+
+    Image Type value 3 must be RECON TOMO. Geometry: Image Position/Orientation (Patient) from the Detector
+    Information Sequence (or the top level); frames are Spacing Between Slices (0018,0088) apart along the slice
+    normal (a negative value, written by some older systems, runs against it). Without Spacing Between Slices the
+    read fails unless ``allow_slice_thickness_fallback`` (then Slice Thickness is used and ``meta`` says so).
+    Counts must be finite and non-negative.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ImagingError(f"{p}: read_nm expects one multi-frame NM file, got a folder")
+    ds = _read(p)
+    if _str(ds, "Modality") != "NM":
+        raise ImagingError(f"{p}: Modality (0008,0060) is {_str(ds, 'Modality')!r}, expected 'NM'")
+    image_type_str = _str(ds, "ImageType", default="") or ""
+    image_type = [t.strip().upper() for t in image_type_str.split("\\")]
+    if len(image_type) < 3 or image_type[2] != "RECON TOMO":
+        raise ImagingError(
+            f"{p}: ImageType (0008,0008) is {image_type_str!r}; only reconstructed tomography "
+            "(value 3 RECON TOMO) is a volume"
+        )
+    px = _pixel_frames(ds, p)
+    frames = px.shape[0]
+    n_slices = _int(ds, "NumberOfSlices", p, required=False)
+    if n_slices is not None and n_slices != frames:
+        raise ImagingError(f"{p}: NumberOfSlices (0054,0081) {n_slices} differs from NumberOfFrames {frames}")
+    det = _first_item(ds, "DetectorInformationSequence", p, required=False)
+    holder = det if det is not None and "ImagePositionPatient" in det else ds
+    ipp = _floats(holder, "ImagePositionPatient", p, 3)
+    iop = _floats(holder, "ImageOrientationPatient", p, 6)
+    ps = _floats(ds, "PixelSpacing", p, 2)
+    if np.any(ps <= 0):
+        raise ImagingError(f"{p}: PixelSpacing (0028,0030) must be positive, got {tuple(ps)}")
+    spacing = _float(ds, "SpacingBetweenSlices", p, required=False)
+    source = "SpacingBetweenSlices"
+    if spacing is None:
+        if not allow_slice_thickness_fallback:
+            raise ImagingError(
+                f"{p}: missing SpacingBetweenSlices (0018,0088); the NM IOD's frame spacing "
+                "(pass allow_slice_thickness_fallback=True to use SliceThickness)"
+            )
+        spacing = _float(ds, "SliceThickness", p)
+        source = "SliceThickness (fallback)"
+    if spacing == 0:
+        raise ImagingError(f"{p}: SpacingBetweenSlices (0018,0088) is 0")
+    _, _, n = _orientation(iop, p)
+    direction = n if spacing > 0 else -n
+    grid = grid_from_image_plane(iop, ipp, ps, abs(spacing), px.shape, slice_direction=direction)
+    slope, intercept = _rescale(ds, p)
+    counts = px.astype(np.float64) * slope + intercept
+    _check_finite(counts, str(p))
+    if counts.min(initial=0.0) < 0:
+        raise ImagingError(f"{p}: negative counts (minimum {counts.min():.6g}); emission counts cannot be negative")
+    meta = _common_meta([(p, ds)])
+    meta.update(slice_spacing_source=source, radiopharmaceutical=_radiopharmaceutical(ds, p),
+                frame_duration_s=(_float(ds, "ActualFrameDuration", p, required=False) or 0.0) / 1000.0 or None)
+    return Volume(array=counts, grid=grid, units="counts", modality="NM", frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
+                  series_instance_uid=_str(ds, "SeriesInstanceUID"), meta=meta)
+
+
+@_boundary
+def read_rt_dose(path: str | os.PathLike, *, max_dose_gy: float = MAX_PLAUSIBLE_DOSE_GY) -> Volume:
+    """An RT Dose grid (units ``"Gy"`` for Dose Units GY, ``"relative"`` for RELATIVE), scaled by Dose Grid
+    Scaling. Frames are placed by Grid Frame Offset Vector (relative offsets, first 0; or, for axial images,
+    absolute z positions), which must be uniform. Doses must be finite, >= 0 and (Gy) <= ``max_dose_gy``."""
+    p = Path(path)
+    ds = _read(p)
+    if _str(ds, "Modality") != "RTDOSE" and _str(ds, "SOPClassUID") != _RT_DOSE:
+        raise ImagingError(f"{p}: not an RT Dose (Modality {_str(ds, 'Modality')!r})")
+    if "PixelData" not in ds:
+        raise ImagingError(f"{p}: RT Dose without Pixel Data (points, isodoses or DVH only): not a volume")
+    units = _str(ds, "DoseUnits")
+    if units not in ("GY", "RELATIVE"):
+        raise ImagingError(f"{p}: DoseUnits (3004,0002) is {units!r}; expected GY or RELATIVE")
+    scaling = _float(ds, "DoseGridScaling", p)
+    if scaling <= 0:
+        raise ImagingError(f"{p}: DoseGridScaling (3004,000E) must be positive, got {scaling}")
+    px = _pixel_frames(ds, p)
+    frames = px.shape[0]
+    ipp = _floats(ds, "ImagePositionPatient", p, 3)
+    iop = _floats(ds, "ImageOrientationPatient", p, 6)
+    ps = _floats(ds, "PixelSpacing", p, 2)
+    if np.any(ps <= 0):
+        raise ImagingError(f"{p}: PixelSpacing (0028,0030) must be positive, got {tuple(ps)}")
+    r, c, n = _orientation(iop, p)
+    if frames > 1:
+        offsets = _floats(ds, "GridFrameOffsetVector", p, frames)
+        if offsets[0] != 0.0:
+            axial = np.allclose(iop, [1, 0, 0, 0, 1, 0], atol=1e-6)
+            if axial and abs(offsets[0] - ipp[2]) < 1e-3:
+                offsets = offsets - offsets[0]  # PS3.3 C.8.8.3.2 type b: absolute z of each frame
+            else:
+                raise ImagingError(
+                    f"{p}: GridFrameOffsetVector (3004,000C) starts at {offsets[0]} instead of 0 and is not the "
+                    "absolute z of an axial dose"
+                )
+        sign = 1.0 if offsets[-1] > offsets[0] else -1.0
+        s = offsets * sign
+        labels = [f"frame {i + 1}" for i in range(frames)]
+        if np.any(np.diff(s) <= 0):
+            raise ImagingError(f"{p}: GridFrameOffsetVector (3004,000C) is not monotonic")
+        dz = _uniform_spacing(s, labels, f"RT Dose {p}")
+        direction = n * sign
+    else:
+        dz = _float(ds, "SliceThickness", p, required=False)
+        if not dz or dz <= 0:
+            raise ImagingError(f"{p}: single-frame RT Dose without a positive SliceThickness: not a volume")
+        direction = n
+    grid = grid_from_image_plane(iop, ipp, ps, dz, px.shape, slice_direction=direction)
+    dose = px.astype(np.float64) * scaling
+    _check_finite(dose, str(p))
+    if dose.min(initial=0.0) < 0:
+        raise ImagingError(f"{p}: negative dose (minimum {dose.min():.6g})")
+    if units == "GY" and dose.max(initial=0.0) > max_dose_gy:
+        raise ImagingError(f"{p}: implausible dose {dose.max():.6g} Gy > {max_dose_gy:g} Gy")
+    meta = _common_meta([(p, ds)])
+    meta.update(dose_type=_str(ds, "DoseType"), dose_summation_type=_str(ds, "DoseSummationType"),
+                slice_spacing_source="GridFrameOffsetVector" if frames > 1 else "SliceThickness (single frame)")
+    return Volume(array=dose, grid=grid, units="Gy" if units == "GY" else "relative", modality="RTDOSE",
+                  frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
+                  series_instance_uid=_str(ds, "SeriesInstanceUID"), meta=meta)
+
+
+@_boundary
+def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None = None) -> dict[str, list[np.ndarray]]:
+    """The closed planar contours of an RT Structure Set: ROI name -> list of (N, 3) arrays in patient mm.
+
+    Only CLOSED_PLANAR contours are returned (POINT and OPEN_* contours are skipped and logged); ROIs without one
+    are left out. Duplicate ROI names get `` [ROI n]`` appended. With ``frame_of_reference_uid`` every ROI must
+    be defined in that frame of reference (ImagingError naming both UIDs otherwise).
+    """
+    p = Path(path)
+    ds = _read(p)
+    if _str(ds, "Modality") != "RTSTRUCT" and _str(ds, "SOPClassUID") != _RT_STRUCT:
+        raise ImagingError(f"{p}: not an RT Structure Set (Modality {_str(ds, 'Modality')!r})")
+    rois = _value(ds, "StructureSetROISequence", p)
+    refs = [_str(i, "FrameOfReferenceUID") for i in (_value(ds, "ReferencedFrameOfReferenceSequence", p, required=False) or [])]
+    default_for = refs[0] if len(refs) == 1 else None
+    names: dict[int, tuple[str, str | None]] = {}
+    for item in rois:
+        number = _int(item, "ROINumber", p)
+        names[number] = (_str(item, "ROIName", default=f"ROI {number}"),
+                         _str(item, "ReferencedFrameOfReferenceUID") or default_for)
+    out: dict[str, list[np.ndarray]] = {}
+    for item in _value(ds, "ROIContourSequence", p, required=False) or []:
+        number = _int(item, "ReferencedROINumber", p)
+        if number not in names:
+            raise ImagingError(f"{p}: ROIContourSequence references ROI {number}, absent from StructureSetROISequence")
+        name, roi_for = names[number]
+        contours = []
+        for n_c, c in enumerate(_value(item, "ContourSequence", p, required=False) or []):
+            geom = _str(c, "ContourGeometricType")
+            if geom != "CLOSED_PLANAR":
+                log.debug("%s: ROI %r contour %d is %s: skipped", p, name, n_c, geom)
+                continue
+            data = _floats(c, "ContourData", p, 0)
+            if data.size % 3:
+                raise ImagingError(f"{p}: ROI {name!r} contour {n_c}: ContourData (3006,0050) length {data.size} is not a multiple of 3")
+            npts = _int(c, "NumberOfContourPoints", p, required=False)
+            if npts is not None and npts * 3 != data.size:
+                raise ImagingError(
+                    f"{p}: ROI {name!r} contour {n_c}: NumberOfContourPoints (3006,0046) {npts} but ContourData holds "
+                    f"{data.size // 3} points"
+                )
+            if data.size and np.abs(data).max() > MAX_PLAUSIBLE_COORDINATE_MM:
+                raise ImagingError(
+                    f"{p}: ROI {name!r} contour {n_c}: implausible coordinates (|value| > {MAX_PLAUSIBLE_COORDINATE_MM:g} mm)"
+                )
+            contours.append(data.reshape(-1, 3))
+        if not contours:
+            continue
+        if frame_of_reference_uid is not None and roi_for is not None and roi_for != frame_of_reference_uid:
+            raise ImagingError(
+                f"{p}: ROI {name!r} is defined in frame of reference {roi_for}, the image in {frame_of_reference_uid}"
+            )
+        key = name if name not in out else f"{name} [ROI {number}]"
+        if key != name:
+            log.warning("%s: duplicate ROI name %r renamed %r", p, name, key)
+        out[key] = contours
+    return out
+
+
+@_boundary
+def read_seg_volumes(path: str | os.PathLike) -> dict[str, Volume]:
+    """The segments of a DICOM SEG (highdicom) on their own geometry: label -> Volume (units ``"1"``: 0/1 for
+    BINARY, fraction in [0, 1] for FRACTIONAL)."""
+    import highdicom as hd
+
+    p = Path(path)
+    ds = _read(p)
+    if _str(ds, "Modality") != "SEG" and _str(ds, "SOPClassUID") != _SEG:
+        raise ImagingError(f"{p}: not a DICOM Segmentation (Modality {_str(ds, 'Modality')!r})")
+    rows, cols = _int(ds, "Rows", p), _int(ds, "Columns", p)
+    frames = _int(ds, "NumberOfFrames", p, required=False, default=1)
+    if rows < 1 or cols < 1 or frames < 1:
+        raise ImagingError(f"{p}: implausible image size Rows={rows} Columns={cols} NumberOfFrames={frames}")
+    _check_pixel_data_length(ds, p, rows, cols, frames, allowed_bits=(1, 8))
+    seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+    seg_type = _str(seg, "SegmentationType")
+    out: dict[str, Volume] = {}
+    for item in _value(seg, "SegmentSequence", p):
+        number = _int(item, "SegmentNumber", p)
+        label = _str(item, "SegmentLabel", default=f"segment {number}")
+        vol = seg.get_volume(segment_numbers=[number], combine_segments=False, rescale_fractional=True)
+        arr = np.asarray(vol.array)
+        if arr.ndim == 4:
+            arr = arr[..., 0]
+        if arr.ndim != 3:
+            raise ImagingError(f"{p}: segment {number} is not a 3D volume (shape {arr.shape})")
+        grid = grid_from_affine(vol.affine, arr.shape, what=f"{p} segment {number}")
+        arr = arr.astype(np.float32)
+        _check_finite(arr, f"{p} segment {number}")
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 1:
+            raise ImagingError(f"{p}: segment {number} values outside [0, 1]")
+        key = label if label not in out else f"{label} [segment {number}]"
+        out[key] = Volume(array=arr, grid=grid, units="1", modality="SEG",
+                          frame_of_reference_uid=_str(seg, "FrameOfReferenceUID"),
+                          series_instance_uid=_str(seg, "SeriesInstanceUID"),
+                          meta={"segment_number": number, "segmentation_type": seg_type, "source_files": (str(p),)})
+    return out
+
+
+@_boundary
+def read_seg(
+    path: str | os.PathLike, grid: Grid, *, frame_of_reference_uid: str | None = None, threshold: float = 0.5
+) -> dict[str, np.ndarray]:
+    """The segments of a DICOM SEG as boolean masks on ``grid``: BINARY segments by nearest-neighbour resampling,
+    FRACTIONAL ones by linear resampling of the fraction thresholded at ``threshold``. With
+    ``frame_of_reference_uid`` the SEG must be in that frame of reference."""
+    from .resample import resample_to_grid
+
+    if not isinstance(grid, Grid):
+        raise ImagingError(f"grid: expected a Grid, got {type(grid).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for name, vol in read_seg_volumes(path).items():
+        if frame_of_reference_uid is not None and vol.frame_of_reference_uid != frame_of_reference_uid:
+            raise ImagingError(
+                f"{path}: segment {name!r} is in frame of reference {vol.frame_of_reference_uid}, "
+                f"the target grid in {frame_of_reference_uid}"
+            )
+        if vol.meta.get("segmentation_type") == "FRACTIONAL":
+            out[name] = resample_to_grid(vol.array, vol.grid, grid, "linear") >= threshold
+        else:
+            out[name] = resample_to_grid(vol.array >= 0.5, vol.grid, grid, "nearest")
+    return out
+
+
+def require_same_frame_of_reference(**uids: str | None) -> str:
+    """Check that every named Frame of Reference UID is the same; returns it. ImagingError names the UIDs that
+    differ, e.g. ``require_same_frame_of_reference(ct=ct.frame_of_reference_uid, spect=nm.frame_of_reference_uid)``."""
+    if not uids:
+        raise ImagingError("require_same_frame_of_reference: nothing to compare")
+    missing = [k for k, v in uids.items() if not v]
+    if missing:
+        raise ImagingError(f"frame of reference unknown for {', '.join(missing)}")
+    values = set(uids.values())
+    if len(values) > 1:
+        desc = ", ".join(f"{k}={v}" for k, v in uids.items())
+        raise ImagingError(f"mismatched frames of reference ({desc}): the images need a registration first")
+    return next(iter(values))  # type: ignore[return-value]

@@ -1,0 +1,426 @@
+"""Synthetic DICOM for the imaging tests, built with pydicom (and highdicom for SEG), never with embplan code.
+
+Each writer returns a ``Truth``: the geometry it used (origin, unit vectors of the slice, row and column steps)
+and the values it stored, in the order it wrote them. ``Truth.index_of(points)`` maps patient points back to the
+writer's own (slice, row, column) indices, so a test can check a reader's array voxel by voxel in patient space,
+whatever order and orientation the reader chose -- without trusting embplan's Grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+NM_IMAGE = "1.2.840.10008.5.1.4.1.1.20"
+PET_IMAGE = "1.2.840.10008.5.1.4.1.1.128"
+RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
+
+#: Image Orientation (Patient) of the usual patient positions (row direction, column direction).
+ORIENTATIONS = {
+    "HFS": ((1, 0, 0), (0, 1, 0)),  # head first supine
+    "FFS": ((-1, 0, 0), (0, 1, 0)),  # feet first supine
+    "HFP": ((-1, 0, 0), (0, -1, 0)),  # head first prone
+    "HFDL": ((0, -1, 0), (1, 0, 0)),  # head first decubitus left
+}
+
+
+@dataclass
+class Study:
+    patient_id: str = "EMB-TEST-001"
+    patient_name: str = "Test^Phantom"
+    study_uid: str = field(default_factory=generate_uid)
+    for_uid: str = field(default_factory=generate_uid)
+    study_date: str = "20240301"
+    study_time: str = "083000"
+
+
+@dataclass
+class Geometry:
+    """Voxel (k, j, i) centre = origin + k*dk*slice_dir + j*dj*col_dir + i*di*row_dir."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]  # (dk, dj=row spacing, di=column spacing)
+    origin: tuple[float, float, float]
+    row_dir: tuple[float, float, float] = (1, 0, 0)
+    col_dir: tuple[float, float, float] = (0, 1, 0)
+    slice_dir: tuple[float, float, float] | None = None  # default: row x col
+
+    def __post_init__(self) -> None:
+        if self.slice_dir is None:
+            self.slice_dir = tuple(np.cross(self.row_dir, self.col_dir).astype(float))
+
+    @property
+    def iop(self) -> list[float]:
+        return [float(v) for v in (*self.row_dir, *self.col_dir)]
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(np.asarray(self.row_dir, float), np.asarray(self.col_dir, float))
+
+    def slice_position(self, k: int) -> np.ndarray:
+        return np.asarray(self.origin, float) + k * self.spacing[0] * np.asarray(self.slice_dir, float)
+
+    def matrix(self) -> np.ndarray:
+        """3x3 with columns the patient steps of k, j, i."""
+        return np.column_stack([
+            self.spacing[0] * np.asarray(self.slice_dir, float),
+            self.spacing[1] * np.asarray(self.col_dir, float),
+            self.spacing[2] * np.asarray(self.row_dir, float),
+        ])
+
+    def points(self) -> np.ndarray:
+        k, j, i = np.meshgrid(*[np.arange(n) for n in self.shape], indexing="ij")
+        idx = np.stack([k, j, i], axis=-1).astype(float)
+        return idx @ self.matrix().T + np.asarray(self.origin, float)
+
+
+def geometry(position: str, shape, spacing, origin, *, reverse_slices: bool = False) -> Geometry:
+    row, col = ORIENTATIONS[position]
+    normal = tuple(np.cross(row, col).astype(float))
+    slice_dir = tuple(-v for v in normal) if reverse_slices else normal
+    return Geometry(shape=tuple(shape), spacing=tuple(float(s) for s in spacing), origin=tuple(float(o) for o in origin),
+                    row_dir=row, col_dir=col, slice_dir=slice_dir)
+
+
+@dataclass
+class Truth:
+    geom: Geometry
+    values: np.ndarray  # (k, j, i) as written, physical units
+    paths: list[Path]
+    series_uid: str
+    for_uid: str
+    sop_instance_uids: list[str] = field(default_factory=list)
+
+    def index_of(self, points_xyz: np.ndarray) -> np.ndarray:
+        """Writer's (k, j, i) of patient points (fractional)."""
+        m = self.geom.matrix()
+        return (np.asarray(points_xyz, float) - np.asarray(self.geom.origin, float)) @ np.linalg.inv(m).T
+
+    def values_at(self, points_xyz: np.ndarray) -> np.ndarray:
+        idx = self.index_of(points_xyz)
+        r = np.rint(idx)
+        assert np.abs(idx - r).max() < 1e-6, "points are not voxel centres of the written geometry"
+        r = r.astype(int)
+        return self.values[r[..., 0], r[..., 1], r[..., 2]]
+
+
+def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = sop_class
+    fm.MediaStorageSOPInstanceUID = sop_uid
+    fm.TransferSyntaxUID = ExplicitVRLittleEndian
+    return fm
+
+
+def _base(sop_class: str, modality: str, study: Study, series_uid: str, series_number: int = 1) -> Dataset:
+    sop_uid = generate_uid()
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_class, sop_uid)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.Modality = modality
+    ds.PatientName = study.patient_name
+    ds.PatientID = study.patient_id
+    ds.PatientBirthDate = "19600101"
+    ds.PatientSex = "F"
+    ds.StudyInstanceUID = study.study_uid
+    ds.StudyDate = study.study_date
+    ds.StudyTime = study.study_time
+    ds.StudyID = "1"
+    ds.AccessionNumber = "A1"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.FrameOfReferenceUID = study.for_uid
+    ds.PositionReferenceIndicator = ""
+    ds.Manufacturer = "dicom_factory"
+    return ds
+
+
+def _image_pixel(ds: Dataset, raw: np.ndarray, signed: bool) -> None:
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(raw.shape[-2]), int(raw.shape[-1])
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.PixelData = raw.astype("<i2" if signed else "<u2").tobytes()
+
+
+def write_ct_series(
+    folder: Path, geom: Geometry, hu: np.ndarray, study: Study, *, series_uid: str | None = None,
+    slope: float = 1.0, intercept: float = -1024.0, file_order: str = "instance", rng: np.random.Generator | None = None,
+) -> Truth:
+    """One file per slice; HU stored as int16 via Rescale Slope/Intercept. ``file_order``: 'instance' (file names
+    follow k), 'reversed' or 'shuffled' (file names in another order than the slices)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    raw = np.rint((np.asarray(hu, float) - intercept) / slope).astype(np.int16)
+    values = raw * slope + intercept
+    nk = geom.shape[0]
+    names = list(range(nk))
+    if file_order == "reversed":
+        names = names[::-1]
+    elif file_order == "shuffled":
+        (rng or np.random.default_rng(0)).shuffle(names)
+    paths, uids = [], []
+    for k in range(nk):
+        ds = _base(CT_IMAGE, "CT", study, series_uid)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SeriesDate = study.study_date
+        ds.SeriesTime = "084500"
+        ds.AcquisitionDate = study.study_date
+        ds.AcquisitionTime = "084510"
+        ds.PatientPosition = "HFS"
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [float(v) for v in geom.slice_position(k)]
+        ds.ImageOrientationPatient = geom.iop
+        ds.PixelSpacing = [geom.spacing[1], geom.spacing[2]]
+        ds.SliceThickness = geom.spacing[0]
+        ds.RescaleSlope = slope
+        ds.RescaleIntercept = intercept
+        ds.RescaleType = "HU"
+        _image_pixel(ds, raw[k], signed=True)
+        p = folder / f"ct_{names[k]:04d}.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        paths.append(p)
+        uids.append(ds.SOPInstanceUID)
+    return Truth(geom=geom, values=values, paths=paths, series_uid=series_uid, for_uid=study.for_uid, sop_instance_uids=uids)
+
+
+def _radiopharm(name: str, nuclide: str, total_bq: float, half_life_s: float, start: datetime | None) -> Dataset:
+    item = Dataset()
+    item.Radiopharmaceutical = name
+    item.RadionuclideTotalDose = total_bq
+    item.RadionuclideHalfLife = half_life_s
+    if start is not None:
+        item.RadiopharmaceuticalStartDateTime = start.strftime("%Y%m%d%H%M%S")
+        item.RadiopharmaceuticalStartTime = start.strftime("%H%M%S")
+    code = Dataset()
+    code.CodeValue = "C-162A3" if "Y" in nuclide else "C-163A8"
+    code.CodingSchemeDesignator = "SRT"
+    code.CodeMeaning = nuclide
+    item.RadionuclideCodeSequence = Sequence([code])
+    return item
+
+
+def write_nm(
+    path: Path, geom: Geometry, counts: np.ndarray, study: Study, *, series_uid: str | None = None,
+    spacing_between_slices: bool = True, image_type: str = "RECON TOMO", acquisition: datetime | None = None,
+    radiopharmaceutical: tuple[str, str, float, float] = ("Tc99m MAA", "^99m^Technetium", 150e6, 21624.12),
+    administration: datetime | None = None,
+) -> Truth:
+    """A multi-frame NM reconstruction. Frames follow geom.slice_dir; Spacing Between Slices is +dk when that is
+    the slice normal, -dk when it runs against it (the older convention)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    raw = np.rint(np.asarray(counts, float)).astype(np.uint16)
+    ds = _base(NM_IMAGE, "NM", study, series_uid)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", image_type, "EMISSION"]
+    acq = acquisition or datetime(2024, 3, 1, 10, 0, 0)
+    ds.SeriesDate = ds.AcquisitionDate = acq.strftime("%Y%m%d")
+    ds.SeriesTime = ds.AcquisitionTime = acq.strftime("%H%M%S")
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = geom.shape[0]
+    ds.NumberOfSlices = geom.shape[0]
+    ds.FrameIncrementPointer = [0x00540080]
+    ds.SliceVector = list(range(1, geom.shape[0] + 1))
+    ds.PixelSpacing = [geom.spacing[1], geom.spacing[2]]
+    ds.SliceThickness = geom.spacing[0]
+    if spacing_between_slices:
+        sign = 1.0 if np.dot(geom.normal, geom.slice_dir) > 0 else -1.0
+        ds.SpacingBetweenSlices = sign * geom.spacing[0]
+    det = Dataset()
+    det.ImagePositionPatient = [float(v) for v in geom.origin]
+    det.ImageOrientationPatient = geom.iop
+    ds.DetectorInformationSequence = Sequence([det])
+    ds.ActualFrameDuration = 20000
+    name, nuclide, total, half = radiopharmaceutical
+    ds.RadiopharmaceuticalInformationSequence = Sequence([_radiopharm(name, nuclide, total, half, administration)])
+    _image_pixel(ds, raw, signed=False)
+    ds.save_as(path, enforce_file_format=True)
+    return Truth(geom=geom, values=raw.astype(float), paths=[path], series_uid=series_uid, for_uid=study.for_uid,
+                 sop_instance_uids=[ds.SOPInstanceUID])
+
+
+def write_pet_series(
+    folder: Path, geom: Geometry, conc_bq_ml: np.ndarray, study: Study, *, series_uid: str | None = None,
+    units: str = "BQML", decay_correction: str = "START", series_time: datetime | None = None,
+    administration: datetime | None = None, total_dose_bq: float = 3.0e9, half_life_s: float = 230760.0,
+    frame_duration_ms: float = 900000.0, with_datetime: bool = True,
+) -> Truth:
+    """One file per slice, int16 with a per-slice Rescale Slope (as PET scanners write)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    st = series_time or datetime(2024, 3, 2, 9, 0, 0)
+    admin = administration or datetime(2024, 3, 1, 11, 30, 0)
+    conc = np.asarray(conc_bq_ml, float)
+    values = np.empty_like(conc)
+    paths, uids = [], []
+    for k in range(geom.shape[0]):
+        peak = max(float(np.abs(conc[k]).max()), 1e-9)
+        slope = peak / 32000.0
+        raw = np.rint(conc[k] / slope).astype(np.int16)
+        ds = _base(PET_IMAGE, "PT", study, series_uid)
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.SeriesDate = st.strftime("%Y%m%d")
+        ds.SeriesTime = st.strftime("%H%M%S")
+        ds.AcquisitionDate = st.strftime("%Y%m%d")
+        ds.AcquisitionTime = st.strftime("%H%M%S")
+        ds.Units = units
+        ds.DecayCorrection = decay_correction
+        ds.CorrectedImage = ["DECY", "ATTN", "SCAT"]
+        ds.ActualFrameDuration = frame_duration_ms
+        ds.DecayFactor = 1.0
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [float(v) for v in geom.slice_position(k)]
+        ds.ImageOrientationPatient = geom.iop
+        ds.PixelSpacing = [geom.spacing[1], geom.spacing[2]]
+        ds.SliceThickness = geom.spacing[0]
+        ds.RescaleSlope = f"{slope:.10g}"
+        ds.RescaleIntercept = 0
+        values[k] = raw * float(ds.RescaleSlope)
+        item = _radiopharm("Y-90 microspheres", "^90^Yttrium", total_dose_bq, half_life_s, admin if with_datetime else None)
+        if not with_datetime:
+            item.RadiopharmaceuticalStartTime = admin.strftime("%H%M%S")
+        ds.RadiopharmaceuticalInformationSequence = Sequence([item])
+        _image_pixel(ds, raw, signed=True)
+        p = folder / f"pt_{k:04d}.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        paths.append(p)
+        uids.append(ds.SOPInstanceUID)
+    return Truth(geom=geom, values=values, paths=paths, series_uid=series_uid, for_uid=study.for_uid, sop_instance_uids=uids)
+
+
+# ----------------------------------------------------------------------------------------------------- contours
+def circle(center: np.ndarray, radius: float, u: np.ndarray, v: np.ndarray, n_points: int = 180) -> np.ndarray:
+    t = np.linspace(0.0, 2.0 * np.pi, n_points, endpoint=False)
+    return center + radius * (np.cos(t)[:, None] * u + np.sin(t)[:, None] * v)
+
+
+def sphere_contours(geom: Geometry, center, radius: float, n_points: int = 180) -> list[np.ndarray]:
+    """Circles where the sphere cuts the slice planes of ``geom`` (as a contouring tool draws it)."""
+    c = np.asarray(center, float)
+    n = np.asarray(geom.slice_dir, float)
+    u, v = np.asarray(geom.row_dir, float), np.asarray(geom.col_dir, float)
+    out = []
+    for k in range(geom.shape[0]):
+        p = geom.slice_position(k)
+        d = float(np.dot(p - c, n))
+        if abs(d) >= radius:
+            continue
+        out.append(circle(c + d * n, math.sqrt(radius * radius - d * d), u, v, n_points))
+    return out
+
+
+def ring_contours(geom: Geometry, center, r_out: float, r_in: float, k_range: range, n_points: int = 180) -> list[np.ndarray]:
+    """An outer and an inner circle on each slice plane in ``k_range`` (a tube with a hole)."""
+    c = np.asarray(center, float)
+    n = np.asarray(geom.slice_dir, float)
+    u, v = np.asarray(geom.row_dir, float), np.asarray(geom.col_dir, float)
+    out = []
+    for k in k_range:
+        p = geom.slice_position(k)
+        cc = c + float(np.dot(p - c, n)) * n
+        out.append(circle(cc, r_out, u, v, n_points))
+        out.append(circle(cc, r_in, u, v, n_points)[::-1])
+    return out
+
+
+def write_rtstruct(
+    path: Path, structures: dict[str, list[np.ndarray]], study: Study, *, referenced_series_uid: str | None = None,
+    roi_for_uid: str | None = None, point_roi: bool = True,
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = _base(RT_STRUCT, "RTSTRUCT", study, generate_uid())
+    del ds.FrameOfReferenceUID, ds.PositionReferenceIndicator
+    ds.StructureSetLabel = "TEST"
+    ds.StructureSetDate = study.study_date
+    ds.StructureSetTime = study.study_time
+    ref_for = Dataset()
+    ref_for.FrameOfReferenceUID = study.for_uid
+    if referenced_series_uid:
+        rs = Dataset()
+        rs.SeriesInstanceUID = referenced_series_uid
+        rs.ContourImageSequence = Sequence([])
+        st = Dataset()
+        st.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+        st.ReferencedSOPInstanceUID = study.study_uid
+        st.RTReferencedSeriesSequence = Sequence([rs])
+        ref_for.RTReferencedStudySequence = Sequence([st])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([ref_for])
+    rois, contours_seq, obs = [], [], []
+    items = list(structures.items())
+    if point_roi:
+        items.append(("Isocenter", []))
+    for number, (name, contours) in enumerate(items, start=1):
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = roi_for_uid or study.for_uid
+        roi.ROIName = name
+        roi.ROIGenerationAlgorithm = "MANUAL"
+        rois.append(roi)
+        rc = Dataset()
+        rc.ReferencedROINumber = number
+        rc.ROIDisplayColor = [255, 0, 0]
+        seq = []
+        if name == "Isocenter" and not contours:
+            c = Dataset()
+            c.ContourGeometricType = "POINT"
+            c.NumberOfContourPoints = 1
+            c.ContourData = [0.0, 0.0, 0.0]
+            seq.append(c)
+        for n_c, pts in enumerate(contours):
+            c = Dataset()
+            c.ContourGeometricType = "CLOSED_PLANAR"
+            c.NumberOfContourPoints = len(pts)
+            c.ContourNumber = n_c + 1
+            c.ContourData = [f"{x:.6f}" for x in np.asarray(pts, float).reshape(-1)]
+            seq.append(c)
+        rc.ContourSequence = Sequence(seq)
+        contours_seq.append(rc)
+        o = Dataset()
+        o.ObservationNumber = number
+        o.ReferencedROINumber = number
+        o.RTROIInterpretedType = "ORGAN"
+        o.ROIInterpreter = ""
+        obs.append(o)
+    ds.StructureSetROISequence = Sequence(rois)
+    ds.ROIContourSequence = Sequence(contours_seq)
+    ds.RTROIObservationsSequence = Sequence(obs)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_seg(path: Path, ct: Truth, mask: np.ndarray, label: str = "Liver") -> Path:
+    """A BINARY DICOM SEG (highdicom) of ``mask`` (k, j, i on the CT truth's geometry) referencing the CT files;
+    highdicom leaves out empty frames."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    sources = [pydicom.dcmread(p) for p in ct.paths]
+    desc = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=label, segmented_property_category=codes.SCT.Organ,
+        segmented_property_type=codes.SCT.Liver, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+    )
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=np.asarray(mask, dtype=np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[desc],
+        series_instance_uid=generate_uid(), series_number=3, sop_instance_uid=generate_uid(), instance_number=1,
+        manufacturer="dicom_factory", manufacturer_model_name="dicom_factory", software_versions="1",
+        device_serial_number="1",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return path
