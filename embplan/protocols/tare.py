@@ -112,11 +112,11 @@ class TAREStandard(StrictModel):
 
     devices: tuple[Device, ...] = ("resin", "glass")
     scopes: tuple[Scope, ...] = ("segmental", "lobar", "whole_liver")
-    source: str = f"{EANM_2022}; DESIGN.md clinical picture"
+    source: str = f"{EANM_2022}; Su, JVIR 2017 and Currie, JVIR 2019 (whole-liver TARE in NET: prefer staged lobar)"
 
     def describe(self) -> str:
-        return (f"{' or '.join(self.devices)} Y-90 microspheres, {', '.join(self.scopes)} territory "
-                f"({self.source})")
+        scopes = ", ".join(s.replace("_", "-") for s in self.scopes)
+        return f"{' or '.join(self.devices)} Y-90 microspheres, {scopes} territory ({self.source})"
 
 
 TARE_STANDARD = TAREStandard()
