@@ -37,7 +37,8 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import CaseError
+from .anthropometry import body_surface_area_m2
+from .errors import CaseError, EmbplanError
 from .protocols import Procedure, standards_from_thresholds
 from .protocols.base import (
     MISSING,
@@ -83,21 +84,12 @@ __all__ = [
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
 
-# Du Bois D, Du Bois EF. A formula to estimate the approximate surface area if height and weight be known.
-# Arch Intern Med 1916;17:863-871: BSA [m2] = 0.007184 * W[kg]^0.425 * H[cm]^0.725.
-DU_BOIS_COEFFICIENT = 0.007184
-DU_BOIS_WEIGHT_EXPONENT = 0.425
-DU_BOIS_HEIGHT_EXPONENT = 0.725
-
-
-def du_bois_bsa_m2(weight_kg: float, height_cm: float, *, coefficient: float = DU_BOIS_COEFFICIENT,
-                   weight_exponent: float = DU_BOIS_WEIGHT_EXPONENT,
-                   height_exponent: float = DU_BOIS_HEIGHT_EXPONENT) -> float:
-    """Body surface area (m2) by Du Bois & Du Bois (Arch Intern Med 1916)."""
-    if not (math.isfinite(weight_kg) and math.isfinite(height_cm)) or weight_kg <= 0 or height_cm <= 0:
-        raise CaseError(f"du_bois_bsa_m2: weight_kg and height_cm must be finite and > 0, got {weight_kg}, "
-                        f"{height_cm}")
-    return coefficient * weight_kg**weight_exponent * height_cm**height_exponent
+def du_bois_bsa_m2(weight_kg: float, height_cm: float) -> float:
+    """Body surface area (m2) by Du Bois & Du Bois (Arch Intern Med 1916); see :mod:`embplan.anthropometry`."""
+    try:
+        return body_surface_area_m2(weight_kg, height_cm, "dubois")
+    except EmbplanError as exc:
+        raise CaseError(f"du_bois_bsa_m2: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------

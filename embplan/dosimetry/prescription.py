@@ -44,14 +44,13 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from .. import nuclides
+from ..anthropometry import BSA_FORMULAS
+from ..anthropometry import body_surface_area_m2 as _bsa_m2
 from ..errors import DosimetryError, EmbplanError
 from ..nuclides import K_GY_KG_PER_GBQ_DEFAULT, Y90_HALF_LIFE_H
 
 __all__ = [
     # constants
-    "DUBOIS_COEFFICIENT",
-    "DUBOIS_WEIGHT_EXPONENT",
-    "DUBOIS_HEIGHT_EXPONENT",
     "BSA_OFFSET_M2",
     "RESIN_LSF_REDUCTION_BANDS",
     "RESIN_LSF_MAX_FRACTION",
@@ -101,10 +100,6 @@ __all__ = [
 ]
 
 # ----------------------------------------------------------------------------------------------------- constants
-#: Du Bois & Du Bois (1916) BSA formula: BSA [m^2] = 0.007184 * W[kg]^0.425 * H[cm]^0.725.
-DUBOIS_COEFFICIENT: float = 0.007184
-DUBOIS_WEIGHT_EXPONENT: float = 0.425
-DUBOIS_HEIGHT_EXPONENT: float = 0.725
 #: The constant subtracted from BSA in the resin BSA method, m^2 (Sirtex IFU via van Roekel thesis [U]).
 BSA_OFFSET_M2: float = 0.2
 
@@ -235,11 +230,9 @@ def body_surface_area_m2(weight_kg: float, height_cm: float, formula: str = "dub
         raise DosimetryError(f"weight_kg: must be <= 500 kg, got {weight_kg!r}")
     if h > 300.0:
         raise DosimetryError(f"height_cm: must be <= 300 cm (height in cm, not mm), got {height_cm!r}")
-    if formula == "dubois":
-        return DUBOIS_COEFFICIENT * w**DUBOIS_WEIGHT_EXPONENT * h**DUBOIS_HEIGHT_EXPONENT
-    if formula == "mosteller":
-        return math.sqrt(w * h / 3600.0)
-    raise DosimetryError(f"formula: must be 'dubois' or 'mosteller', got {formula!r}")
+    if formula not in BSA_FORMULAS:
+        raise DosimetryError(f"formula: must be one of {BSA_FORMULAS}, got {formula!r}")
+    return _bsa_m2(w, h, formula)
 
 
 def bsa_activity_gbq(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..anthropometry import body_surface_area_m2 as _bsa_m2
 from ..thresholds import Thresholds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,10 +34,6 @@ TRANSARTERIAL_CHEMO_OR_BLAND_KINDS = frozenset({"TAE", "TACE", "DEB_TACE"})
 PORTAL_DRAINAGE_SITES = frozenset({"stomach", "small_intestine", "pancreas", "appendix", "colon"})
 SYSTEMIC_DRAINAGE_SITES = frozenset({"lung", "rectum"})
 
-# Du Bois & Du Bois, Arch Intern Med 1916: BSA [m2] = 0.007184 * W[kg]^0.425 * H[cm]^0.725.
-DU_BOIS_COEFFICIENT = 0.007184
-DU_BOIS_WEIGHT_EXPONENT = 0.425
-DU_BOIS_HEIGHT_EXPONENT = 0.725
 
 
 def effective_thresholds(case: Case, thresholds: Thresholds | None = None) -> Thresholds:
@@ -99,8 +96,8 @@ def case_hepatic_reserve_fraction(case: Case) -> float | None:
 
 
 def body_surface_area_m2(weight_kg: float, height_cm: float) -> float:
-    """Du Bois body surface area (Du Bois & Du Bois, Arch Intern Med 1916)."""
-    return DU_BOIS_COEFFICIENT * weight_kg**DU_BOIS_WEIGHT_EXPONENT * height_cm**DU_BOIS_HEIGHT_EXPONENT
+    """Du Bois body surface area (Du Bois & Du Bois, Arch Intern Med 1916; :mod:`embplan.anthropometry`)."""
+    return _bsa_m2(weight_kg, height_cm, "dubois")
 
 
 def portal_drainage(case: Case) -> tuple[bool | None, str]:
