@@ -24,6 +24,7 @@ __all__ = [
     "SequenceSummary",
     "PrescriptionRecord",
     "CompartmentDoses",
+    "DeliveryRecord",
     "StructureDose",
     "DVHRecord",
     "DosimetryResult",
@@ -70,6 +71,25 @@ class PrescriptionRecord(BaseModel):
     lung_shunt_reduction_fraction: float = 0.0
     k_gy_kg_per_gbq: float
     inputs: dict[str, Any] = Field(default_factory=dict)
+    explanation: str = ""
+
+
+class DeliveryRecord(BaseModel):
+    """From the prescribed activity (delivered into the patient at administration) to what to order or draw:
+    the residual in vial and lines, decay from calibration, and for glass the standard vial and day."""
+
+    model_config = _FROZEN
+    delivered_activity_gbq: float = Field(ge=0)
+    residual_fraction: float = Field(ge=0, lt=1)
+    vial_activity_at_administration_gbq: float = Field(ge=0)
+    calibration_datetime: str | None = None
+    administration_datetime: str | None = None
+    hours_after_calibration: float | None = None
+    activity_at_calibration_gbq: float | None = None
+    glass_vial_gbq: float | None = None
+    glass_vial_hours_after_calibration: float | None = None
+    glass_vial_delivered_gbq: float | None = None
+    glass_vial_deviation_fraction: float | None = None
     explanation: str = ""
 
 
@@ -125,6 +145,7 @@ class DosimetryResult(BaseModel):
     source: Literal["compartment", "voxel"]
     method: str  # "partition"/"mird"/"bsa" for compartment; dose method ("vsv_density", ...) for voxel
     prescription: PrescriptionRecord
+    delivery: DeliveryRecord | None = None
     limits: DoseLimits
     compartment: CompartmentDoses
     voxel: CompartmentDoses | None = None

@@ -43,6 +43,7 @@ from .imaging.phantom import Phantom, make_phantom
 from .nuclides import K_GY_KG_PER_GBQ_DEFAULT, y90_mean_life_s
 from .plan_model import (
     CompartmentDoses,
+    DeliveryRecord,
     DosimetryResult,
     DVHRecord,
     Plan,
@@ -80,6 +81,11 @@ class PlannerOptions:
     densities: rx.TissueDensities = rx.TissueDensities()
     dvh_bin_width_gy: float = 0.5
     default_lung_mass_kg: float = rx.LUNG_MASS_CONVENTION_KG
+    #: glass vials: the standard sizes at calibration (TheraSphere package insert) and the tolerance on the
+    #: delivered activity when choosing one; the days after calibration that are searched.
+    glass_vial_sizes_gbq: tuple[float, ...] = rx.GLASS_VIAL_SIZES_GBQ
+    glass_vial_tolerance_fraction: float = rx.VIAL_TOLERANCE_FRACTION
+    glass_vial_search_days: tuple[int, ...] = tuple(range(0, 12))
 
 
 @dataclass(frozen=True)
@@ -281,6 +287,7 @@ def _tare(
         source="voxel" if voxel_doses is not None else "compartment",
         method=case.dosimetry.dose_method if voxel_doses is not None else record.method,
         prescription=record,
+        delivery=_delivery(case, activity_gbq, opts),
         limits=limits,
         compartment=compartment,
         voxel=voxel_doses,
@@ -594,6 +601,55 @@ def _prescribe(
             explanation=" ".join(explanation),
         ),
         activity,
+    )
+
+
+def _delivery(case: Case, activity_gbq: float, opts: PlannerOptions) -> DeliveryRecord:
+    """What to draw or order for ``activity_gbq`` delivered at administration: the vial activity at administration
+    given the residual in vial and lines, the activity at calibration (when both times are given), and for glass
+    the smallest standard vial and the treatment time (a whole number of days after calibration, or the given
+    administration time) that deliver the prescription within the tolerance."""
+    proc = case.procedure
+    r = proc.residual_fraction or 0.0
+    in_vial = rx.required_vial_activity_gbq(activity_gbq, r)
+    cal, adm = proc.calibration_datetime, proc.administration_datetime
+    hours = (adm - cal).total_seconds() / 3600.0 if cal is not None and adm is not None else None
+    at_cal = in_vial / rx.decay_factor(hours) if hours is not None else None
+    text = [f"Deliver {activity_gbq:.3f} GBq; with {r:.0%} left in the vial and lines, {in_vial:.3f} GBq in the vial "
+            "at administration."]
+    if at_cal is not None:
+        text.append(f"{hours:.1f} h after calibration: {at_cal:.3f} GBq at calibration.")
+    vial = None
+    if proc.device == "glass" and activity_gbq > 0:
+        candidates = [hours] if hours is not None else [24.0 * d for d in opts.glass_vial_search_days]
+        vial = rx.glass_vial_choice(
+            activity_gbq, hours_after_calibration=candidates, vial_sizes_gbq=opts.glass_vial_sizes_gbq,
+            tolerance_fraction=opts.glass_vial_tolerance_fraction, residual_fraction=r,
+        )
+        if vial is None:
+            text.append(
+                f"No standard glass vial ({', '.join(f'{v:g}' for v in opts.glass_vial_sizes_gbq)} GBq at calibration) "
+                f"delivers {activity_gbq:.3f} GBq within {opts.glass_vial_tolerance_fraction:.0%}"
+                + (" at the given administration time." if hours is not None else " on any day searched.")
+            )
+        else:
+            text.append(
+                f"Glass vial {vial.vial_gbq:g} GBq, treating {vial.hours_after_calibration:.0f} h after calibration, "
+                f"delivers {vial.delivered_gbq:.3f} GBq ({vial.deviation_fraction:+.1%})."
+            )
+    return DeliveryRecord(
+        delivered_activity_gbq=activity_gbq,
+        residual_fraction=r,
+        vial_activity_at_administration_gbq=in_vial,
+        calibration_datetime=cal.isoformat() if cal is not None else None,
+        administration_datetime=adm.isoformat() if adm is not None else None,
+        hours_after_calibration=hours,
+        activity_at_calibration_gbq=at_cal,
+        glass_vial_gbq=vial.vial_gbq if vial else None,
+        glass_vial_hours_after_calibration=vial.hours_after_calibration if vial else None,
+        glass_vial_delivered_gbq=vial.delivered_gbq if vial else None,
+        glass_vial_deviation_fraction=vial.deviation_fraction if vial else None,
+        explanation=" ".join(text),
     )
 
 

@@ -505,6 +505,8 @@ def _prescription_section(plan: Plan) -> str:
                  "capped by the binding constraint.</p>")
     if rx.explanation:
         body += f"<p>{html.escape(rx.explanation)}</p>"
+    if d.delivery is not None:
+        body += "<h3>Delivery</h3><p>" + html.escape(d.delivery.explanation) + "</p>"
     if rx.inputs:
         body += "<h3>Model inputs</h3>" + _kv_table((_label(k), v) for k, v in rx.inputs.items())
     limits = d.limits.model_dump(mode="json")

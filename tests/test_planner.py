@@ -309,3 +309,31 @@ def test_voxel_grid_travels_with_the_arrays(phantom_plan):
         assert arr.shape == vox.grid.shape, name
         assert name in vox.units
     assert np.all(vox.arrays["dose_vsv_density_gy"] >= 0)
+
+
+# ----------------------------------------------------------------------------------------- delivery and vials
+def test_delivery_decay_and_residual_by_hand(shared_examples):
+    raw = _example(shared_examples, "tare_lobar_resin")
+    raw["procedure"].update(
+        calibration_datetime="2026-12-09T12:00:00", administration_datetime="2026-12-10T10:00:00",
+        residual_fraction=0.05,
+    )
+    d = embplan.plan(raw).dosimetry
+    dl = d.delivery
+    assert dl.hours_after_calibration == pytest.approx(22.0)
+    in_vial = d.activity_gbq / 0.95
+    assert dl.vial_activity_at_administration_gbq == pytest.approx(in_vial, rel=1e-12)
+    assert dl.activity_at_calibration_gbq == pytest.approx(in_vial * 2.0 ** (22.0 / 64.10), rel=1e-12)
+    assert dl.glass_vial_gbq is None  # resin
+
+
+def test_glass_vial_is_the_smallest_standard_one_within_tolerance(phantom_plan):
+    dl = phantom_plan.dosimetry.delivery
+    a = phantom_plan.dosimetry.activity_gbq
+    assert dl.glass_vial_gbq in (3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
+    delivered = dl.glass_vial_gbq * 2.0 ** (-dl.glass_vial_hours_after_calibration / 64.10)
+    assert dl.glass_vial_delivered_gbq == pytest.approx(delivered, rel=1e-12)
+    assert abs(delivered / a - 1.0) <= 0.10 + 1e-12
+    smaller = [v for v in (3.0, 5.0, 7.0, 10.0, 15.0, 20.0) if v < dl.glass_vial_gbq]
+    for v in smaller:  # no smaller vial fits on any searched day
+        assert all(abs(v * 2.0 ** (-24.0 * day / 64.10) / a - 1.0) > 0.10 for day in range(12))
