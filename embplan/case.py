@@ -13,8 +13,13 @@ Cross-field checks (each names the field at fault): perfused volume <= liver vol
 liver; perfused tumour <= perfused volume; the territory's lobe (lobar) or Couinaud segments (segmental); TARE needs
 dosimetry, and without images the compartment inputs its prescription method needs (partition: lung shunt, lung
 mass, liver, tumour, perfused and perfused-tumour volumes and T/N; mird: lung shunt, perfused and liver volumes;
-bsa: lung shunt, liver and tumour volumes); prior treatments not after the procedure date; threshold overrides
-(``thresholds.<name>``) valid for :class:`~embplan.thresholds.Thresholds`.
+bsa: lung shunt, liver and tumour volumes); with DICOM images, the ROIs of the procedure's territory (lobe or
+segments) unless the perfused territory is given as ROIs; prior treatments not after the procedure date; threshold
+overrides (``thresholds.<name>``) valid for :class:`~embplan.thresholds.Thresholds`.
+
+Images (``dosimetry.images``) come from exactly one source: the synthetic ``phantom`` or a ``dicom`` set
+(:class:`DicomImages`: CT, SPECT or PET, RTSTRUCT or SEG, and the ROI roles; see docs/dicom.md). Relative DICOM paths
+are relative to the case file's folder (:meth:`Case.resolve_path`).
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ __all__ = [
     "DosimetryInputs",
     "ImageInputs",
     "PhantomSpec",
+    "DicomImages",
+    "StructureRoles",
     "load_case",
     "du_bois_bsa_m2",
     "SCHEMA_VERSION",
@@ -197,15 +204,133 @@ class PhantomSpec(StrictModel):
     lung_shunt_fraction: float | None = Field(default=None, ge=0, lt=1)
 
 
+#: A DICOM ROI Name (3006,0026) or SEG Segment Label (0062,0005): Long String, at most 64 characters.
+RoiName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"\S")]
+#: A file or folder path in a case: relative paths are relative to the case file's folder (see Case.resolve_path).
+ImagePath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"\S")]
+
+
+def _segment_number(value: Any) -> Any:
+    """JSON object keys are strings: "1".."8" name Couinaud segments 1..8."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value
+
+
+SegmentNumber = Annotated[int, BeforeValidator(_segment_number), Field(ge=1, le=8)]
+
+
+class StructureRoles(StrictModel):
+    """Which ROIs (RTSTRUCT ROI names or SEG segment labels) play which role in the dosimetry.
+
+    - ``liver``: ROIs whose union is the liver (tumours included: the planner adds the tumour ROIs to the liver, so
+      an outline that leaves the lesions out gives the same liver);
+    - ``tumors``: one ROI per tumour (may be empty); each gets its own mean dose and DVH;
+    - ``lungs``: ROIs whose union is the lungs;
+    - ``perfused``: ROIs whose union is the perfused territory (from the MAA or the cone-beam CT); without it the
+      territory of the procedure is built from ``right_lobe`` / ``left_lobe`` (lobar) or ``segments``
+      (segmental: Couinaud segment number -> ROIs), or is the whole liver.
+    """
+
+    liver: list[RoiName] = Field(min_length=1, max_length=64)
+    tumors: list[RoiName] = Field(default_factory=list, max_length=500)
+    lungs: list[RoiName] = Field(min_length=1, max_length=64)
+    perfused: list[RoiName] | None = Field(default=None, min_length=1, max_length=64)
+    right_lobe: list[RoiName] | None = Field(default=None, min_length=1, max_length=64)
+    left_lobe: list[RoiName] | None = Field(default=None, min_length=1, max_length=64)
+    segments: dict[SegmentNumber, Annotated[list[RoiName], Field(min_length=1, max_length=64)]] | None = None
+
+    @model_validator(mode="after")
+    def _roles_consistent(self) -> StructureRoles:
+        issues: list[Issue] = []
+        lists: dict[str, list[str]] = {
+            "liver": self.liver, "tumors": self.tumors, "lungs": self.lungs, "perfused": self.perfused or [],
+            "right_lobe": self.right_lobe or [], "left_lobe": self.left_lobe or [],
+        }
+        for n, names in (self.segments or {}).items():
+            lists[f"segments.{n}"] = names
+        for role, names in lists.items():
+            seen: set[str] = set()
+            for i, name in enumerate(names):
+                if name in seen:
+                    issues.append(Issue(f"{role}.{i}", "ROI listed twice", name))
+                seen.add(name)
+        # a ROI cannot be lung and liver tissue at once, nor a tumour and the whole liver
+        exclusive = [("lungs", "liver"), ("lungs", "tumors"), ("lungs", "perfused"), ("tumors", "liver")]
+        for role, other in exclusive:
+            taken = set(lists[other])
+            for i, name in enumerate(lists[role]):
+                if name in taken:
+                    issues.append(Issue(f"{role}.{i}", f"ROI also mapped to {other}: one ROI cannot play both roles",
+                                        name))
+        if issues:
+            raise_issues(issues)
+        return self
+
+    def roi_names(self) -> list[str]:
+        """Every ROI named, each once, in role order (liver, tumours, lungs, perfused, lobes, segments)."""
+        out: list[str] = []
+        for names in (self.liver, self.tumors, self.lungs, self.perfused or [], self.right_lobe or [],
+                      self.left_lobe or [], *(self.segments or {}).values()):
+            out.extend(n for n in names if n not in out)
+        return out
+
+
+class DicomImages(StrictModel):
+    """A DICOM image set: a CT series, the pre-treatment activity distribution (a Tc-99m MAA SPECT, i.e. one
+    multi-frame NM file or a folder holding one; or a Y-90 PET series folder, Bq/mL) and the structures (an RT
+    Structure Set or a DICOM SEG file), all in one frame of reference, with the ROI roles.
+
+    Paths are relative to the folder of the case file (or, for a case given as a mapping, to the current folder);
+    they are not opened when the case is loaded, only when it is planned. ``grid`` is the dosimetry grid: the
+    activity image's (default) or the CT's.
+    """
+
+    ct: ImagePath
+    spect: ImagePath | None = None
+    pet: ImagePath | None = None
+    rtstruct: ImagePath | None = None
+    seg: ImagePath | None = None
+    structures: StructureRoles
+    grid: Literal["activity", "ct"] = "activity"
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> DicomImages:
+        issues: list[Issue] = []
+        if self.spect is None and self.pet is None:
+            issues.append(Issue("spect", "required (or pet): the pre-treatment activity distribution"))
+        elif self.spect is not None and self.pet is not None:
+            issues.append(Issue("pet", "give spect or pet, not both", self.pet))
+        if self.rtstruct is None and self.seg is None:
+            issues.append(Issue("rtstruct", "required (or seg): the structures"))
+        elif self.rtstruct is not None and self.seg is not None:
+            issues.append(Issue("seg", "give rtstruct or seg, not both", self.seg))
+        if issues:
+            raise_issues(issues)
+        return self
+
+    @property
+    def activity_source(self) -> Literal["spect", "pet"]:
+        return "spect" if self.spect is not None else "pet"
+
+    @property
+    def structure_source(self) -> Literal["rtstruct", "seg"]:
+        return "rtstruct" if self.rtstruct is not None else "seg"
+
+
 class ImageInputs(StrictModel):
-    """Where the images come from; exactly one source is needed (so far: ``phantom``)."""
+    """Where the images come from: exactly one of ``phantom`` (the synthetic phantom) or ``dicom`` (a DICOM CT,
+    SPECT or PET, and RTSTRUCT or SEG set)."""
 
     phantom: PhantomSpec | None = None
+    dicom: DicomImages | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ImageInputs:
-        if self.phantom is None:
-            raise_issues([Issue("phantom", "required: images need a source (so far only a synthetic phantom)")])
+        if self.phantom is None and self.dicom is None:
+            raise_issues([Issue("phantom", "required (or dicom): images need exactly one source")])
+        if self.phantom is not None and self.dicom is not None:
+            raise_issues([Issue("dicom", "give phantom or dicom, not both")])
         return self
 
 
@@ -289,6 +414,7 @@ class Case(StrictModel):
     thresholds: dict[str, float] = Field(default_factory=dict)
 
     _source_json: str | None = PrivateAttr(default=None)
+    _base_dir: str | None = PrivateAttr(default=None)  # the case file's folder (load_case from a path)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -326,9 +452,23 @@ class Case(StrictModel):
                     if getattr(dos, name) is None:
                         issues.append(Issue(f"dosimetry.{name}",
                                             f"required for the {method} method without images"))
+            elif dos.images.dicom is not None:
+                issues.extend(_territory_role_issues(proc, dos.images.dicom.structures))
         if issues:
             raise_issues(issues)
         return self
+
+    # ---- where relative paths in the case point ----------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths of the case (DICOM inputs) are resolved against: the case file's folder when
+        the case was loaded from a file, else the current folder (at the time of the call)."""
+        return Path(self._base_dir) if self._base_dir is not None else Path.cwd()
+
+    def resolve_path(self, path: str | os.PathLike[str]) -> Path:
+        """``path`` made absolute: kept when absolute, else taken relative to :attr:`base_dir`."""
+        p = Path(path)
+        return p if p.is_absolute() else self.base_dir / p
 
     def __eq__(self, other: object) -> bool:  # the source as given takes no part in equality
         if not isinstance(other, Case):
@@ -390,6 +530,26 @@ class Case(StrictModel):
         )
 
 
+def _territory_role_issues(proc: TAREProcedure, roles: StructureRoles) -> list[Issue]:
+    """A DICOM case must say where the procedure's territory is: ``structures.perfused``, or the lobe / segment
+    ROIs the territory needs."""
+    if roles.perfused is not None:
+        return []
+    t = proc.territory
+    base = "dosimetry.images.dicom.structures"
+    unless = "unless structures.perfused names the perfused territory"
+    if t.scope == "lobar" and getattr(roles, f"{t.lobe}_lobe") is None:
+        return [Issue(f"{base}.{t.lobe}_lobe", f"required for the lobar ({t.lobe}) territory of the procedure {unless}")]
+    if t.scope == "segmental":
+        if roles.segments is None:
+            return [Issue(f"{base}.segments", f"required for the segmental territory of the procedure {unless}")]
+        missing = [s for s in (t.segments or ()) if s not in roles.segments]
+        if missing:
+            return [Issue(f"{base}.segments", f"no ROI for Couinaud segment(s) {', '.join(map(str, missing))} of "
+                                              f"procedure.territory.segments ({unless})")]
+    return []
+
+
 def _threshold_issues(overrides: dict[str, float]) -> list[Issue]:
     """Every problem of the threshold overrides, as issues with paths relative to ``thresholds``."""
     from .thresholds import Thresholds
@@ -430,9 +590,14 @@ def load_case(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | Case) -
     ``loc``, ``path``, ``msg`` and, when a value was given, ``input``). NaN/Infinity literals and duplicate keys
     in a JSON file are errors; an unknown ``schema_version`` is reported alone (a newer schema would raise
     nothing but noise).
+
+    Relative paths in the case (``dosimetry.images.dicom``) are relative to the case file's folder, or to the current
+    folder for a mapping (:meth:`Case.resolve_path`); the files they name are not opened here, only when the case is
+    planned (a missing file is then an :class:`~embplan.errors.ImagingError` naming it).
     """
     if isinstance(path_or_dict, Case):
         return path_or_dict
+    base_dir: str | None = None
     if isinstance(path_or_dict, Mapping):
         data: Any = dict(path_or_dict)
         where = "case"
@@ -440,6 +605,7 @@ def load_case(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | Case) -
         path = Path(path_or_dict)
         where = f"case file {path}"
         data = _read_json(path, where)
+        base_dir = os.path.dirname(os.path.abspath(path))
     else:
         raise CaseError(f"load_case: expected a path to a JSON case file or a mapping, got "
                         f"{type(path_or_dict).__name__}")
@@ -449,9 +615,11 @@ def load_case(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | Case) -
     if problem:  # reported alone: a case of another version would raise nothing but noise
         raise case_error(where, [make_problem(("schema_version",), problem, version)])
     try:
-        return Case.model_validate(data)
+        case = Case.model_validate(data)
     except ValidationError as exc:
         raise case_error(where, validation_problems(exc, data, Case)) from None
+    case._base_dir = base_dir  # from a file: relative paths in the case are relative to its folder
+    return case
 
 
 class _NonFinite:

@@ -1,7 +1,8 @@
 """The ``embplan`` command.
 
 ``embplan demo``, ``embplan plan CASE.json -o plan.h5``, ``embplan validate CASE.json``, ``embplan show plan.h5``,
-``embplan kernel --voxel-mm 4.42 -o kernel.csv``, ``embplan export-dicom plan.h5 -o dose.dcm``, ``embplan --version``.
+``embplan kernel --voxel-mm 4.42 -o kernel.csv``, ``embplan export-dicom plan.h5 -o dose.dcm``,
+``embplan phantom-dicom --out DIR``, ``embplan --version``.
 
 Exit codes: 0 done; 1 invalid input or unreadable file (one line on stderr, ``embplan: error: <reason>``, and
 nothing written); 2 usage. Summaries are rich tables on a terminal, plain text otherwise; ``--json`` prints one
@@ -28,10 +29,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .case import Case
     from .plan_model import Plan
 
-__all__ = ["app", "main", "plan_summary", "DEMO_CASE_RESOURCE"]
+__all__ = ["app", "main", "plan_summary", "DEMO_CASE_RESOURCE", "DICOM_TEMPLATE_RESOURCE"]
 
 #: The packaged demo case (package data, read through importlib.resources).
 DEMO_CASE_RESOURCE = "data/demo_tare_phantom.json"
+#: The case template of ``embplan phantom-dicom`` (package data).
+DICOM_TEMPLATE_RESOURCE = "data/tare_dicom_template.json"
 
 _SEVERITY_ORDER = ("contraindication", "warning", "caution", "info")
 _SEVERITY_STYLE = {
@@ -559,7 +562,8 @@ def export_dicom(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export a plan's dose map as a DICOM RT Dose file."""
+    """Export a plan's dose map as a DICOM RT Dose file (in the CT's frame of reference for a DICOM case, or of
+    --reference-ct)."""
     with _errors():
         from .imaging.rtdose import write_rt_dose
         from .io.hdf5 import load_plan
@@ -574,24 +578,82 @@ def export_dicom(
             method = method or sorted(maps)[0]
         if method not in maps:
             raise _Failure(f"--method: the plan has no {method!r} dose map; it has {', '.join(sorted(maps))}")
+        images = plan.voxel.attributes.get("images")
+        stored = images.get("rt_dose_reference") if isinstance(images, dict) else None
         if reference_ct is not None:
             reference: Any = reference_ct
+            reference_source = "reference-ct"
+        elif isinstance(stored, dict) and stored.get("frame_of_reference_uid"):
+            # a DICOM case: the CT's patient, study and frame of reference, stored with the plan
+            reference, reference_source = stored, "stored"
         else:
             from pydicom.uid import generate_uid
 
             # no CT: a new frame of reference, and the patient id of the case
             reference = {"patient_id": plan.case.patient.id, "frame_of_reference_uid": generate_uid()}
+            reference_source = "new"
         activity = plan.dosimetry.activity_gbq if plan.dosimetry is not None else None
         comment = f"embplan {__version__}; {method}" + (f"; {activity:.3f} GBq" if activity is not None else "")
         write_rt_dose(
             maps[method], plan.voxel.grid, output, reference_ct=reference, dose_comment=comment,
             tissue_heterogeneity_correction=_HETEROGENEITY.get(method),
         )
-        info = {"written": str(output), "method": method, "max_gy": float(maps[method].max())}
+        info = {"written": str(output), "method": method, "max_gy": float(maps[method].max()),
+                "reference": reference_source}
         if as_json:
             _print_json(info)
         else:
             typer.echo(f"wrote {output}: {method} dose, max {info['max_gy']:.1f} Gy")
+
+
+@app.command("phantom-dicom")
+def phantom_dicom(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the DICOM set and the case file.")],
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Phantom seed (places the tumours).")] = 7,
+    voxel_mm: Annotated[
+        float, typer.Option("--voxel-mm", min=1.0, max=10.0, help="Phantom voxel size in mm (the CT and SPECT grid).")
+    ] = 4.42,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the synthetic phantom as DICOM (OUT/ct/, OUT/spect/nm.dcm, OUT/rtstruct.dcm) and a case that uses it,
+    OUT/tare_dicom.json (glass TARE of the right lobe); then: embplan plan OUT/tare_dicom.json -o OUT/plan.h5."""
+    with _errors():
+        import numpy as np
+
+        from .case import load_case
+        from .imaging.phantom import make_phantom
+        from .imaging.phantom_dicom import structure_roles, write_phantom_dicom
+        from .io import atomic_write_text
+        from .planner import _territory_mask
+
+        if out.exists() and not out.is_dir():
+            raise _Failure(f"{out}: --out must be a folder")
+        if not out.parent.is_dir() and str(out.parent):
+            raise _Failure(f"{out}: cannot create the output folder: {out.parent} does not exist")
+        case_path = out / "tare_dicom.json"
+        data = json.loads(resources.files("embplan").joinpath(DICOM_TEMPLATE_RESOURCE).read_text(encoding="utf-8"))
+        phantom = make_phantom("net_liver", seed, voxel_mm)
+        dicom = data["dosimetry"]["images"]["dicom"]
+        dicom.update(ct="ct", spect="spect/nm.dcm", rtstruct="rtstruct.dcm", structures=structure_roles(phantom))
+        case = load_case(data)  # checked before anything is written
+        # the MAA goes where the case's procedure injects (its territory), as in the phantom workflow
+        perfused = _territory_mask(case, phantom.masks, phantom.grid.shape)
+        with _progress("Writing the phantom DICOM set ..."):
+            paths = write_phantom_dicom(phantom, out, perfused_mask=np.asarray(perfused), patient_id=case.patient.id)
+        atomic_write_text(case_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", error=EmbplanError,
+                          what="case")
+        info = {
+            "written": {name: str(path) for name, path in paths.items()} | {"case": str(case_path)},
+            "phantom": {"seed": seed, "voxel_mm": voxel_mm, "shape": list(phantom.grid.shape)},
+            "next": [f"embplan plan {case_path} -o {out / 'plan.h5'}",
+                     f"embplan export-dicom {out / 'plan.h5'} -o {out / 'dose.dcm'}"],
+        }
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(f"wrote {out}: CT series ct/ ({phantom.grid.shape[0]} slices), SPECT spect/nm.dcm, RTSTRUCT "
+                       f"rtstruct.dcm, and the case {case_path}")
+            typer.echo("next: " + " && ".join(info["next"]))
 
 
 def main(argv: list[str] | None = None) -> int:
