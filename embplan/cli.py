@@ -621,10 +621,10 @@ def phantom_dicom(
         import numpy as np
 
         from .case import load_case
+        from .imaging.image_set import territory_mask
         from .imaging.phantom import make_phantom
         from .imaging.phantom_dicom import structure_roles, write_phantom_dicom
         from .io import atomic_write_text
-        from .planner import _territory_mask
 
         if out.exists() and not out.is_dir():
             raise _Failure(f"{out}: --out must be a folder")
@@ -637,7 +637,7 @@ def phantom_dicom(
         dicom.update(ct="ct", spect="spect/nm.dcm", rtstruct="rtstruct.dcm", structures=structure_roles(phantom))
         case = load_case(data)  # checked before anything is written
         # the MAA goes where the case's procedure injects (its territory), as in the phantom workflow
-        perfused = _territory_mask(case, phantom.masks, phantom.grid.shape)
+        perfused = territory_mask(case, phantom.masks, phantom.grid.shape)
         with _progress("Writing the phantom DICOM set ..."):
             paths = write_phantom_dicom(phantom, out, perfused_mask=np.asarray(perfused), patient_id=case.patient.id)
         atomic_write_text(case_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", error=EmbplanError,

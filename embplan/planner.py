@@ -26,10 +26,8 @@ import datetime as _dt
 import logging
 import math
 import platform
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,9 +37,9 @@ from .case import Case
 from .dosimetry import metrics as _metrics
 from .dosimetry import prescription as rx
 from .dosimetry.dose import dose_map
-from .errors import CaseError, ImagingError
+from .errors import CaseError
 from .grid import Grid
-from .imaging.phantom import Phantom, make_phantom
+from .imaging.image_set import ImageSet, build_image_set
 from .nuclides import K_GY_KG_PER_GBQ_DEFAULT, y90_mean_life_s
 from .plan_model import (
     CompartmentDoses,
@@ -233,7 +231,7 @@ def _tare(
     d = case.dosimetry
     if d is None:  # the case model forbids it; defend the invariant anyway
         raise CaseError("dosimetry: required for TARE")
-    img = _image_set(case)
+    img = build_image_set(case)
     notes: list[str] = []
     if img is not None:
         comp = _compartments_from_images(img)
@@ -243,6 +241,7 @@ def _tare(
                 f"{d.lung_mass_kg:g} kg."
             )
         notes.append(f"Compartments measured on {img.description}.")
+        notes.extend(img.notes)
     else:
         comp = _compartments_from_case(case, opts)
 
@@ -313,298 +312,6 @@ def _perfused_normal(c: CompartmentDoses) -> float:
     return c.perfused_normal_liver_gy if c.perfused_normal_liver_gy is not None else c.normal_liver_gy
 
 
-# -------------------------------------------------------------------------------------------- images
-@dataclass(frozen=True, eq=False)
-class ImageSet:
-    """Everything the voxel workflow needs, on one grid ((z, y, x)): density (and CT numbers), the structure masks
-    (``liver``, ``tumors``, ``lungs``, the individual tumours, lobes/segments when known), the perfused territory,
-    and the pre-treatment activity distribution (relative counts: only its shape matters, the prescription sets
-    its scale)."""
-
-    grid: Grid
-    density_g_cm3: np.ndarray
-    masks: Mapping[str, np.ndarray]
-    perfused: np.ndarray
-    activity: np.ndarray
-    tumor_names: tuple[str, ...]
-    description: str
-    ct_hu: np.ndarray | None = None
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-
-
-def _image_set(case: Case) -> ImageSet | None:
-    d = case.dosimetry
-    images = d.images if d is not None else None
-    if images is None:
-        return None
-    if getattr(images, "phantom", None) is not None:
-        return _images_from_phantom(case)
-    dicom = getattr(images, "dicom", None)
-    if dicom is not None:
-        return _images_from_dicom(case, dicom)
-    return None
-
-
-def _images_from_phantom(case: Case) -> ImageSet:
-    d = case.dosimetry
-    assert d is not None and d.images is not None and d.images.phantom is not None
-    spec = d.images.phantom
-    phantom: Phantom = make_phantom(spec.name, spec.seed, spec.voxel_mm)
-    perfused = _territory_mask(case, phantom.masks, phantom.grid.shape)
-    maa_kw: dict[str, Any] = {}
-    tn_in = spec.tumor_to_normal_ratio if spec.tumor_to_normal_ratio is not None else d.tumor_to_normal_ratio
-    lsf_in = spec.lung_shunt_fraction if spec.lung_shunt_fraction is not None else d.lung_shunt_fraction
-    if tn_in is not None:
-        maa_kw["tumor_to_normal_ratio"] = tn_in
-    if lsf_in is not None:
-        maa_kw["lung_shunt_fraction"] = lsf_in
-    return ImageSet(
-        grid=phantom.grid,
-        density_g_cm3=phantom.density_g_cm3,
-        masks=phantom.masks,
-        perfused=perfused,
-        activity=phantom.maa_activity(perfused, **maa_kw),
-        tumor_names=phantom.tumor_names,
-        description=(
-            f"the '{spec.name}' phantom (seed {spec.seed}, {spec.voxel_mm:g} mm voxels) and its synthetic Tc-99m "
-            "MAA map"
-        ),
-        ct_hu=phantom.ct_hu,
-        attributes={"source": "phantom", "phantom": dict(phantom.parameters), "maa": maa_kw},
-    )
-
-
-#: CT number given to dosimetry-grid voxels outside the CT's field of view (air).
-HU_OUTSIDE_CT = -1000.0
-
-
-def _sanitise_roi(name: str) -> str:
-    """A ROI name as a structure key: lower case, runs of anything but letters and digits -> "_"."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "roi"
-
-
-def _tumor_keys(rois: list[str]) -> list[str]:
-    """``tumor_<sanitised ROI>`` per tumour ROI (a name already starting with tumor_ is kept), made unique."""
-    keys: list[str] = []
-    for roi in rois:
-        base = _sanitise_roi(roi)
-        key = base if base.startswith("tumor_") else f"tumor_{base}"
-        unique, n = key, 2
-        while unique in keys:
-            unique, n = f"{key}_{n}", n + 1
-        keys.append(unique)
-    return keys
-
-
-def _single_nm_file(folder: Path) -> Path:
-    """The one NM file of a SPECT folder."""
-    from .imaging.dicom import read_header
-
-    found = []
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith("."):
-            try:
-                if str(read_header(f).get("Modality", "")) == "NM":
-                    found.append(f)
-            except ImagingError:
-                continue
-    if len(found) != 1:
-        raise ImagingError(
-            f"dosimetry.images.dicom.spect: {folder} holds {len(found)} NM files; name the SPECT reconstruction file"
-        )
-    return found[0]
-
-
-def _describe_spacing(grid: Grid) -> str:
-    dz, dy, dx = grid.spacing_mm
-    if max(grid.spacing_mm) - min(grid.spacing_mm) < 1e-3:
-        return f"{dx:.3g} mm"
-    return f"{dx:.3g} x {dy:.3g} x {dz:.3g} mm"
-
-
-def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
-    """The image set of a DICOM case (``dosimetry.images.dicom``, :class:`embplan.case.DicomImages`).
-
-    Reads the CT series, the SPECT (Tc-99m MAA counts) or the PET (Y-90, Bq/mL, absolutely calibrated to MBq per
-    voxel) and the structures (RTSTRUCT contours rasterised by our code, or SEG masks), checks that they share one
-    frame of reference, and puts everything on the dosimetry grid -- the activity image's grid (``grid:
-    "activity"``) or the CT's (``"ct"``): CT numbers by linear interpolation (voxels outside the CT: air, -1000 HU)
-    converted to density by :func:`embplan.dosimetry.dose.hu_to_density_g_cm3`; the activity by the
-    total-conserving resampling of :mod:`embplan.imaging.resample`; each ROI as a mask in which a voxel counts when
-    at least half of it lies inside the contours (for SEG: nearest neighbour for BINARY, fraction >= 0.5 for
-    FRACTIONAL). The liver is the union of the liver ROIs and the tumour ROIs; the lungs lose any voxel of the liver.
-    Only the shape of the activity matters (the prescription sets the scale).
-    """
-    from .dosimetry.dose import hu_to_density_g_cm3
-    from .imaging import dicom as dcm
-    from .imaging.resample import resample_to_grid
-    from .imaging.rtdose import rt_dose_reference
-    from .imaging.rtstruct import rasterize_structure
-    from .imaging.volume import calibrate_absolute_pet
-
-    roles = spec.structures
-    field_base = "dosimetry.images.dicom"
-    paths: dict[str, Path] = {}
-    for name in ("ct", "spect", "pet", "rtstruct", "seg"):
-        given = getattr(spec, name)
-        if given is None:
-            continue
-        path = case.resolve_path(given)
-        if not path.exists():
-            raise ImagingError(f"{field_base}.{name}: {path} not found")
-        paths[name] = path
-    notes: list[str] = []
-
-    # ---- images
-    ct = dcm.read_ct_series(paths["ct"])
-    act_attrs: dict[str, Any]
-    if "spect" in paths:
-        nm_path = _single_nm_file(paths["spect"]) if paths["spect"].is_dir() else paths["spect"]
-        act_vol = dcm.read_nm(nm_path)
-        act_array = np.asarray(act_vol.array, dtype=np.float64)
-        rp = act_vol.meta.get("radiopharmaceutical")
-        act_kind, act_label = "counts", "NM SPECT"
-        act_attrs = {"modality": "NM", "file": str(nm_path), "units": "counts",
-                     "radiopharmaceutical": getattr(rp, "name", None), "total_counts": float(act_array.sum())}
-    else:
-        act_vol = dcm.read_pet_series(paths["pet"], clip_negative=True)
-        if act_vol.meta.get("negative_voxels"):
-            notes.append(f"PET: {act_vol.meta['negative_voxels']} voxels of negative concentration set to 0.")
-        act_kind, act_label = "MBq", "PET"
-        act_attrs = {"modality": "PT", "units": "Bq/mL", "use": "distribution only: the Y-90 PET is post-treatment-"
-                     "like; the planner rescales it to the prescribed activity"}
-        try:
-            amap = calibrate_absolute_pet(act_vol, decay_reference="acquisition")
-            act_array = np.asarray(amap.activity_mbq, dtype=np.float64)
-            act_attrs.update(calibration="absolute_pet", decay_reference=amap.decay_reference,
-                             decay_factor=amap.decay_factor, total_activity_mbq=amap.total_activity_mbq)
-        except ImagingError as exc:  # the timing is unknown: a uniform factor, irrelevant to the distribution
-            act_array = np.asarray(act_vol.array, dtype=np.float64) * act_vol.grid.voxel_volume_ml * 1.0e-6
-            act_attrs.update(calibration=f"Bq/mL x voxel volume, not decay-corrected ({exc})")
-            notes.append(f"PET timing incomplete ({exc}): concentration x voxel volume used as the distribution.")
-    for_uid = dcm.require_same_frame_of_reference(ct=ct.frame_of_reference_uid,
-                                                  **{spec.activity_source: act_vol.frame_of_reference_uid})
-
-    # ---- the dosimetry grid
-    grid = act_vol.grid if spec.grid == "activity" else ct.grid
-    if ct.grid == grid:
-        ct_hu = np.asarray(ct.array, dtype=np.float32)
-    else:
-        ct_hu = np.asarray(resample_to_grid(ct.array, ct.grid, grid, "linear", default_value=HU_OUTSIDE_CT),
-                           dtype=np.float32)
-        inside = np.asarray(resample_to_grid(np.ones(ct.grid.shape, np.float32), ct.grid, grid, "linear"))
-        outside = float(np.mean(inside < 0.5))
-        if outside > 0:
-            notes.append(f"{outside:.1%} of the dosimetry grid lies outside the CT: taken as air ({HU_OUTSIDE_CT:g} HU).")
-    density = hu_to_density_g_cm3(ct_hu).astype(np.float32)
-    if act_vol.grid == grid:
-        activity = act_array
-    else:
-        activity = np.asarray(resample_to_grid(act_array, act_vol.grid, grid, "activity"), dtype=np.float64)
-    n_neg = int(np.count_nonzero(activity < 0))
-    if n_neg:
-        activity = np.clip(activity, 0.0, None)
-        notes.append(f"{n_neg} voxels of negative activity set to 0.")
-
-    # ---- structures
-    needed = roles.roi_names()
-    rois: dict[str, np.ndarray] = {}
-    if "rtstruct" in paths:
-        contours = dcm.read_rtstruct(paths["rtstruct"], frame_of_reference_uid=for_uid)
-        available = sorted(contours)
-        for name in needed:
-            if name in contours:
-                rois[name] = rasterize_structure(contours[name], grid, output="mask", mask_threshold=0.5)
-    else:
-        seg_masks = dcm.read_seg(paths["seg"], grid, frame_of_reference_uid=for_uid)
-        available = sorted(seg_masks)
-        rois = {name: np.asarray(seg_masks[name], dtype=bool) for name in needed if name in seg_masks}
-    src_field = f"{field_base}.{spec.structure_source}"
-    missing = [n for n in needed if n not in rois]
-    if missing:
-        raise ImagingError(
-            f"{src_field}: {paths[spec.structure_source]} has no ROI {', '.join(repr(m) for m in missing)} (named in "
-            f"{field_base}.structures); it has {', '.join(repr(a) for a in available) or 'none'}"
-        )
-
-    def union(names: list[str]) -> np.ndarray:
-        out = np.zeros(grid.shape, dtype=bool)
-        for n in names:
-            out |= rois[n]
-        return out
-
-    tumor_keys = _tumor_keys(list(roles.tumors))
-    tumors = union(list(roles.tumors))
-    liver = union(list(roles.liver))
-    added = int(np.count_nonzero(tumors & ~liver))
-    if added:
-        notes.append(f"{added} tumour voxels outside the liver ROIs were added to the liver.")
-    liver |= tumors
-    if not liver.any():
-        raise ImagingError(f"{field_base}.structures.liver: the liver ROIs cover no voxel of the dosimetry grid")
-    lungs = union(list(roles.lungs))
-    overlap = int(np.count_nonzero(lungs & liver))
-    if overlap:
-        lungs &= ~liver
-        notes.append(f"{overlap} voxels in both the lung and the liver ROIs counted as liver.")
-    if not lungs.any():
-        raise ImagingError(f"{field_base}.structures.lungs: the lung ROIs cover no voxel of the dosimetry grid")
-    masks: dict[str, np.ndarray] = {"liver": liver, "tumors": tumors, "lungs": lungs}
-    for key, roi in zip(tumor_keys, roles.tumors, strict=True):
-        masks[key] = rois[roi]
-        if not rois[roi].any():
-            notes.append(f"Tumour ROI {roi!r} covers no voxel of the dosimetry grid (under half a voxel): no DVH.")
-    if roles.right_lobe is not None:
-        masks["liver_right"] = union(list(roles.right_lobe)) & liver
-    if roles.left_lobe is not None:
-        masks["liver_left"] = union(list(roles.left_lobe)) & liver
-    for number, names in (roles.segments or {}).items():
-        masks[f"segment_{number}"] = union(list(names)) & liver
-    perfused = union(list(roles.perfused)) if roles.perfused is not None else _territory_mask(case, masks, grid.shape)
-    if not (perfused & liver).any():
-        raise ImagingError(f"{field_base}.structures: the perfused territory does not overlap the liver")
-
-    liver_counts = float(activity[liver].sum())
-    if not liver_counts > 0:
-        raise ImagingError(f"{field_base}.{spec.activity_source}: no counts in the liver")
-
-    grid_label = "SPECT" if spec.activity_source == "spect" else "PET"
-    grid_name = grid_label if spec.grid == "activity" else "CT"
-    src_label = "RTSTRUCT" if spec.structure_source == "rtstruct" else "SEG"
-    description = (f"DICOM CT + {act_label} + {src_label} ({len(needed)} structures) on the {_describe_spacing(grid)} "
-                   f"{grid_name} grid")
-    for n in notes:
-        log.info("%s", n)
-    attributes: dict[str, Any] = {
-        "source": "dicom",
-        "files": {k: str(v) for k, v in paths.items()},
-        "grid": spec.grid,
-        "frame_of_reference_uid": for_uid,
-        "study_instance_uid": ct.meta.get("study_instance_uid"),
-        "patient_id": ct.meta.get("patient_id"),
-        "series_instance_uids": {"ct": ct.series_instance_uid, spec.activity_source: act_vol.series_instance_uid},
-        "activity": act_attrs | {"kind": act_kind},
-        "structures": roles.model_dump(mode="json", exclude_none=True),
-        "structure_keys": {"tumors": dict(zip(roles.tumors, tumor_keys, strict=True))},
-        "mask_rule": "a voxel is in a structure when at least half of it lies inside the contours "
-                     "(SEG: nearest neighbour, or fraction >= 0.5)",
-        "hu_to_density": "embplan.dosimetry.dose.hu_to_density_g_cm3 (default calibration)",
-        "rt_dose_reference": rt_dose_reference(ct),
-        "notes": notes,
-    }
-    return ImageSet(
-        grid=grid,
-        density_g_cm3=density,
-        masks=masks,
-        perfused=np.asarray(perfused, dtype=bool),
-        activity=activity,
-        tumor_names=tuple(tumor_keys),
-        description=description,
-        ct_hu=ct_hu,
-        attributes=attributes,
-    )
-
-
 # -------------------------------------------------------------------------------------------- compartments
 def _compartments_from_case(case: Case, opts: PlannerOptions) -> CompartmentInputs:
     d = case.dosimetry
@@ -642,25 +349,6 @@ def _need(value: float | None, path: str) -> float:
     if value is None:
         raise CaseError(f"{path}: required by this prescription method when no images are given")
     return float(value)
-
-
-def _territory_mask(case: Case, masks: Mapping[str, np.ndarray], shape: tuple[int, int, int]) -> np.ndarray:
-    """The perfused territory from the liver, lobe and Couinaud segment masks."""
-    t = case.procedure.territory
-    if t.scope == "whole_liver":
-        return np.asarray(masks["liver"])
-    if t.scope == "lobar":
-        key = f"liver_{t.lobe}"
-        if key not in masks:
-            raise CaseError(f"procedure.territory.lobe: the images have no mask for the {t.lobe} lobe")
-        return np.asarray(masks[key])
-    out = np.zeros(shape, dtype=bool)
-    for s in t.segments or ():
-        key = f"segment_{s}"
-        if key not in masks:
-            raise CaseError(f"procedure.territory.segments: the images have no mask for Couinaud segment {s}")
-        out |= masks[key]
-    return out
 
 
 def _compartments_from_images(img: ImageSet) -> CompartmentInputs:

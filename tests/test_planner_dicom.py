@@ -423,3 +423,21 @@ def test_written_case_is_the_template_with_the_rois(dicom_dir, phantom):
     shutil.copy(dicom_dir / "tare_dicom.json", dicom_dir / "copy.json")
     r = run("validate", dicom_dir / "copy.json")
     assert r.exit_code == 0, r.output
+
+
+def test_counts_outside_liver_and_lungs_are_not_dosed(phantom, dicom_dir, dicom_plan, tmp_path):
+    """Patient-relative calibration: 25 % of the counts put in the spine (outside liver and lungs) are set to 0,
+    with notes (and the >20 % guardrail); the liver and lung doses are those of the clean set."""
+    maa = phantom.maa_activity(phantom.masks["liver_right"])
+    spine = phantom.masks["spine"]
+    dirty = maa.copy()
+    dirty[spine] = (maa.sum() / 3.0) / np.count_nonzero(spine)  # 1/4 of the new total
+    out = tmp_path / "dirty"
+    write_phantom_dicom(phantom, out, activity=dirty, patient_id="phantom")
+    plan = embplan.plan(embplan.load_case(_write_case(out, _case_json(dicom_dir))))  # same relative paths
+    notes = " ".join(plan.dosimetry.notes)
+    assert "outside the liver and lungs: set to 0" in notes and "More than 20%" in notes
+    assert plan.voxel.arrays["activity_mbq"][spine].sum() == 0.0
+    ref = dicom_plan.dosimetry
+    assert plan.dosimetry.lung_shunt_fraction == pytest.approx(ref.lung_shunt_fraction, rel=0.02)
+    assert plan.dosimetry.normal_liver_dose_gy == pytest.approx(ref.normal_liver_dose_gy, rel=0.02)
