@@ -4,7 +4,9 @@ For each grid, on the same seeded inputs and in one process: the median time of
 ``scipy.signal.fftconvolve(tia, kernel, mode="same")`` on the full volume (the baseline), the median time of
 ``embplan.dosimetry.convolve.convolve(tia, kernel)`` with all threads and with one, their ratio, the accuracy
 against the baseline, and (in a fresh subprocess per grid) the peak memory of one embplan call. Timings of the
-three are interleaved round by round so that a change in machine load hits them alike. The dose-map table times
+three are interleaved round by round, in a seeded random order per round, so that a change in machine load hits
+them alike and none of them always runs right after the same other one (a fixed order always hands one of them
+the caches that the call before left). The dose-map table times
 ``absorbed_dose_gy`` with ``vsv`` and ``vsv_density``.
 
 The table is printed and saved as JSON (default ``.benchmarks/compare/<UTC time>_<commit>.json``) so that runs
@@ -103,6 +105,18 @@ def _stats(samples: list[float]) -> dict[str, float]:
             "samples_s": [float(v) for v in a]}
 
 
+#: Seed of the per-round order of the timed calls (see ``_round_orders``).
+ORDER_SEED = 20240601
+
+
+def _round_orders(n_calls: int, repeat: int, seed: int = ORDER_SEED) -> list[list[int]]:
+    """The order of the timed calls in each round: a seeded random permutation per round, so that no call always
+    runs right after the same other one. A fixed order is biased: the call after the scipy baseline always finds
+    the caches flushed by it, and the baseline always finds the input cached by the call before it."""
+    rng = np.random.default_rng(seed)
+    return [[int(i) for i in rng.permutation(n_calls)] for _ in range(repeat)]
+
+
 def measure_convolution(name: str, smoke: bool, repeat: int) -> dict[str, Any]:
     case = make_case(name, smoke)
     all_threads = numba.config.NUMBA_NUM_THREADS
@@ -113,16 +127,21 @@ def measure_convolution(name: str, smoke: bool, repeat: int) -> dict[str, Any]:
     cold2, _ = _time(convolve, case.tia, case.kernel)
     base, emb, one = [], [], []
     ref = result = None
-    for _ in range(repeat):
-        t, ref = _time(scipy.signal.fftconvolve, case.tia, case.kernel, mode="same")
-        base.append(t)
-        numba.set_num_threads(all_threads)
-        t, result = _time(convolve, case.tia, case.kernel)
-        emb.append(t)
-        numba.set_num_threads(1)
-        t, _ = _time(convolve, case.tia, case.kernel)
-        one.append(t)
-        numba.set_num_threads(all_threads)
+    orders = _round_orders(3, repeat)
+    for order in orders:
+        for call in order:
+            if call == 0:
+                t, ref = _time(scipy.signal.fftconvolve, case.tia, case.kernel, mode="same")
+                base.append(t)
+            elif call == 1:
+                numba.set_num_threads(all_threads)
+                t, result = _time(convolve, case.tia, case.kernel)
+                emb.append(t)
+            else:
+                numba.set_num_threads(1)
+                t, _ = _time(convolve, case.tia, case.kernel)
+                one.append(t)
+                numba.set_num_threads(all_threads)
     err = float(np.abs(result.astype(np.float64) - ref).max() / np.abs(ref).max())
     b, e, o = _stats(base), _stats(emb), _stats(one)
     return {
@@ -148,6 +167,7 @@ def measure_convolution(name: str, smoke: bool, repeat: int) -> dict[str, Any]:
         "threads": all_threads,
         "thread_speedup": o["median_s"] / e["median_s"],
         "max_error_fraction_of_max": err,
+        "round_orders": [[("scipy", "embplan", "embplan_1_thread")[i] for i in o] for o in orders],
     }
 
 
@@ -165,9 +185,12 @@ def measure_dose(name: str, smoke: bool, repeat: int) -> dict[str, Any] | None:
     absorbed_dose_gy(case.tia, grid, "vsv")
     absorbed_dose_gy(case.tia, grid, "vsv_density", density)
     vsv, vsvd = [], []
-    for _ in range(repeat):
-        vsv.append(_time(absorbed_dose_gy, case.tia, grid, "vsv")[0])
-        vsvd.append(_time(absorbed_dose_gy, case.tia, grid, "vsv_density", density)[0])
+    for order in _round_orders(2, repeat, ORDER_SEED + 1):
+        for call in order:
+            if call == 0:
+                vsv.append(_time(absorbed_dose_gy, case.tia, grid, "vsv")[0])
+            else:
+                vsvd.append(_time(absorbed_dose_gy, case.tia, grid, "vsv_density", density)[0])
     a, b = _stats(vsv), _stats(vsvd)
     label = case.spec.label if not smoke else f"{name} stand-in {'x'.join(map(str, case.shape))}"
     return {"grid": name, "label": label, "vsv": a, "vsv_density": b, "ratio_median": b["median_s"] / a["median_s"]}
@@ -306,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             r["memory"] = measure_memory(g, args.smoke, args.baseline_memory)
         results.append(r)
         if not args.no_dose:
-            d = measure_dose(g, args.smoke, max(3, args.repeat // 2))
+            d = measure_dose(g, args.smoke, args.repeat)
             if d is not None:
                 doses.append(d)
     table = format_table(results, doses)

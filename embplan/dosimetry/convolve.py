@@ -15,10 +15,13 @@ What makes it fast is only what is exactly true:
 
   - *direct*: the kernel factored exactly into what repeats in it -- its distinct x-profiles (rows of taps),
     its distinct planes (lists of (sy, profile) rows) and the (sz, plane) pairs that make it up (a radial kernel
-    of 7^3 with 251 taps has 9 profiles and 4 planes) -- and applied in three numba passes over the output box:
-    every input row convolved along x with every profile, those rows summed along y into every distinct plane,
-    those planes summed along z into the output. About 86 multiply-adds per voxel instead of 251 for that
-    kernel, all of them flat loops over whole planes, four sources at a time.
+    of 7^3 with 251 taps has 9 profiles and 4 planes) -- and applied in one walk along z per y-slab of the
+    output box: every input row convolved along x with every profile (a mirror-symmetric profile, w(-s) == w(s)
+    exactly, from the pair sums src[x - s] + src[x + s]: 31 multiply-adds and 3 adds instead of 53 taps), those
+    rows summed along y into every distinct plane, kept in a ring of the last 2 hz + 1 input planes that stays
+    in cache, and each output plane the sum of the ring's planes along z, written straight into the output.
+    About 66 operations per voxel instead of 251 for that kernel, all of them flat loops over whole planes, four
+    sources at a time.
   - *fft*: real FFTs (``scipy.fft``, pocketfft) of fast 5-smooth lengths over the output box only. The kernel is
     stored centred on index 0 of the circular buffer; when it is point-symmetric (checked exactly:
     ``k == k[::-1, ::-1, ::-1]``; true for every radial dose kernel) its spectrum is real, which halves the cached
@@ -29,7 +32,7 @@ What makes it fast is only what is exactly true:
     When the whole box would exceed the temporary-memory budget, the output box is cut into z-blocks
     (overlap-save).
 
-* **All cores, same answer.** Both paths cut their work into chunks (planes of the input or output; planes or
+* **All cores, same answer.** Both paths cut their work into chunks (y-slabs of the output box; planes or
   columns of the spectrum) that are handed out dynamically to ``numba.get_num_threads()`` threads of a small pool (the calling
   thread included); compiled kernels release the GIL and FFT calls run one worker each. Every output voxel is
   computed by exactly one chunk, in an order that does not depend on the chunking, so results are bitwise
@@ -39,7 +42,10 @@ What makes it fast is only what is exactly true:
 
 Output dtype: float32 for float32 (or float16) ``tia`` -- the kernel is then applied in float32 --, float64 for
 float64 ``tia``, and float64 for integer or boolean ``tia``. Temporaries stay within ``max_temp_bytes`` (default:
-1.5x the output's bytes, at least 64 MiB) apart from per-row index arrays of (nz, ny) integers.
+1.5x the output's bytes, at least 64 MiB) apart from per-row index arrays of (nz, ny) integers. The output is a
+fresh array every call: outputs up to 32 MiB are allocated uninitialised and zeroed outside the output box by
+the worker threads (recycled heap memory would otherwise be memset on one thread), larger ones come from
+``np.zeros`` (fresh pages that the OS zeroes lazily, never touched outside the box).
 """
 
 from __future__ import annotations
@@ -87,6 +93,10 @@ _KERNEL_CACHE_SIZE = 4
 _MIN_TEMP_BYTES = 64 * 2**20
 _CHUNK_BYTES = 4 * 2**20  # working set of one FFT chunk: a few MiB stays in the caches
 _CHUNKS_PER_THREAD = 4  # dynamic hand-out: a few chunks per thread balance uneven rows and busy cores
+_DIRECT_SLABS_PER_THREAD = 1  # y-slabs per thread on the direct path: each costs 2 hy extra rows along x
+# Outputs above this size come from fresh, lazily zeroed pages (glibc serves allocations above its largest mmap
+# threshold, 32 MiB on 64-bit, with mmap); smaller ones are zeroed by the worker threads.
+_FRESH_PAGES_BYTES = 32 * 2**20
 
 
 # ----------------------------------------------------------------------------------------------- threads
@@ -250,17 +260,22 @@ def _flat_taps(d, src, base, tap_sx, tap_w, t0, t1, accumulate):  # pragma: no c
 
 
 @numba.njit(cache=True, nogil=True)
-def _flat_sum(d, rows, prof, offs, k0, k1, n):  # pragma: no cover - compiled
-    """d[i] = sum over k in k0:k1 of rows[prof[k]].flat[offs[k] + i], for i < n: four sources at a time (one load
-    and store of d per four), the first group assigning. The order of the sum at i does not depend on i."""
-    d = d[:n]
+def _flat_sum(d, rows, prof, offs, base, k0, k1):  # pragma: no cover - compiled
+    """d[i] = sum over k in k0:k1 of rows[prof[k]].flat[offs[k] + base + i], for i < len(d): four sources at a
+    time (one load and store of d per four), the first group assigning. The order of the sum at i does not depend
+    on i."""
+    n = d.shape[0]
     k = k0
     first = True
     while k + 4 <= k1:
-        p0 = rows[prof[k]].reshape(-1)[offs[k]:offs[k] + n]
-        p1 = rows[prof[k + 1]].reshape(-1)[offs[k + 1]:offs[k + 1] + n]
-        p2 = rows[prof[k + 2]].reshape(-1)[offs[k + 2]:offs[k + 2] + n]
-        p3 = rows[prof[k + 3]].reshape(-1)[offs[k + 3]:offs[k + 3] + n]
+        o0 = offs[k] + base
+        o1 = offs[k + 1] + base
+        o2 = offs[k + 2] + base
+        o3 = offs[k + 3] + base
+        p0 = rows[prof[k]].reshape(-1)[o0:o0 + n]
+        p1 = rows[prof[k + 1]].reshape(-1)[o1:o1 + n]
+        p2 = rows[prof[k + 2]].reshape(-1)[o2:o2 + n]
+        p3 = rows[prof[k + 3]].reshape(-1)[o3:o3 + n]
         if first:
             for i in range(n):
                 d[i] = p0[i] + p1[i] + p2[i] + p3[i]
@@ -270,8 +285,10 @@ def _flat_sum(d, rows, prof, offs, k0, k1, n):  # pragma: no cover - compiled
         first = False
         k += 4
     if k + 2 <= k1:
-        p0 = rows[prof[k]].reshape(-1)[offs[k]:offs[k] + n]
-        p1 = rows[prof[k + 1]].reshape(-1)[offs[k + 1]:offs[k + 1] + n]
+        o0 = offs[k] + base
+        o1 = offs[k + 1] + base
+        p0 = rows[prof[k]].reshape(-1)[o0:o0 + n]
+        p1 = rows[prof[k + 1]].reshape(-1)[o1:o1 + n]
         if first:
             for i in range(n):
                 d[i] = p0[i] + p1[i]
@@ -281,100 +298,271 @@ def _flat_sum(d, rows, prof, offs, k0, k1, n):  # pragma: no cover - compiled
         first = False
         k += 2
     if k < k1:
-        p0 = rows[prof[k]].reshape(-1)[offs[k]:offs[k] + n]
+        o0 = offs[k] + base
+        p0 = rows[prof[k]].reshape(-1)[o0:o0 + n]
         if first:
             for i in range(n):
                 d[i] = p0[i]
         else:
             for i in range(n):
                 d[i] += p0[i]
+        first = False
+    if first:
+        d[:] = 0.0
 
 
-@numba.njit(cache=True, nogil=True)
-def _direct_stage1(padded, ylo, yhi, prof_ptr, prof_sx, prof_w, cls_ptr, cls_sy, cls_prof, hx, hy, planes,
-                   z0, z1):  # pragma: no cover - compiled
-    """Stage 1 of the direct path, input planes z0:z1 of the slab.
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
+    """d[i] = sum over the terms t0:t1 of a mirror-symmetric x-profile of w * sums[j, i], where sums[0] is the
+    centre row and sums[j] the pair sum src[i - j] + src[i + j]; four terms at a time, the first group assigning.
+    The order of the sum at i does not depend on i."""
+    n = d.shape[0]
+    t = t0
+    first = True
+    while t + 4 <= t1:
+        w0 = sym_w[t]
+        w1 = sym_w[t + 1]
+        w2 = sym_w[t + 2]
+        w3 = sym_w[t + 3]
+        p0 = sums[sym_j[t]]
+        p1 = sums[sym_j[t + 1]]
+        p2 = sums[sym_j[t + 2]]
+        p3 = sums[sym_j[t + 3]]
+        if first:
+            for i in range(n):
+                d[i] = w0 * p0[i] + w1 * p1[i] + w2 * p2[i] + w3 * p3[i]
+        else:
+            for i in range(n):
+                d[i] += w0 * p0[i] + w1 * p1[i] + w2 * p2[i] + w3 * p3[i]
+        first = False
+        t += 4
+    if t + 2 <= t1:
+        w0 = sym_w[t]
+        w1 = sym_w[t + 1]
+        p0 = sums[sym_j[t]]
+        p1 = sums[sym_j[t + 1]]
+        if first:
+            for i in range(n):
+                d[i] = w0 * p0[i] + w1 * p1[i]
+        else:
+            for i in range(n):
+                d[i] += w0 * p0[i] + w1 * p1[i]
+        first = False
+        t += 2
+    if t < t1:
+        w0 = sym_w[t]
+        p0 = sums[sym_j[t]]
+        if first:
+            for i in range(n):
+                d[i] = w0 * p0[i]
+        else:
+            for i in range(n):
+                d[i] += w0 * p0[i]
+        first = False
+    if first:
+        d[:] = 0.0
 
-    ``padded`` (nz_in, nyo + 2 hy, wp) holds the input in the output's frame widened by the kernel: row j is
-    y = oy0 - hy + j, column i is x = ox0 - hx + i (wp = wx + 2 hx); its data rows are ylo[z]:yhi[z].
-    (a) rows[r, j, x] = sum over the taps of profile r of w * padded[z, j, x + hx - s], for every distinct
-    x-profile r, as one flat loop over the plane's data rows (other rows are zero; columns x >= wx are scratch).
-    (b) planes[c, z, y, x] = sum over the (sy, r) rows of distinct kernel plane c of rows[r, y + hy - sy, x], as
-    flat loops over the whole plane, four rows at a time. Sums run in a fixed order."""
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, sym, prof_ptr, prof_sx, prof_w, sym_ptr,
+                 sym_j, sym_w, cls_ptr, cls_sy, cls_prof, pl_sz, pl_cls, use_roi, roi):  # pragma: no cover
+    """The direct path for out[z0:z1, y0:y1], written whole (zeros outside the output box).
+
+    Walks z once, keeping the last 2 hz + 1 input planes' partial sums in a ring buffer that stays in cache:
+    every input plane the slab needs is (a) copied into a zero-padded frame (the output box widened by the
+    kernel; columns i <-> x = ox0 - hx + i, rows j <-> y = oy0 - hy + j), (b) convolved along x with every
+    distinct x-profile of the kernel (flat loops over its data rows; mirror-symmetric profiles from the pair sums
+    src[x - j] + src[x + j], so 2 h + 1 taps cost h + 1 multiply-adds), (c) summed along y into every distinct
+    kernel plane, over the rows that can be non-zero; each output plane is then the sum over the kernel's
+    (sz, plane) pairs whose input plane holds data anywhere (decided on the whole input box, not on the slab's
+    rows), in a fixed order. Rows recomputed by two slabs get identical values, so the result does not depend on
+    how the box is cut into slabs."""
+    oz0, oz1 = obox[0, 0], obox[0, 1]
+    oy0 = max(y0, obox[1, 0])  # the slab's part of the output box
+    oy1 = min(y1, obox[1, 1])
+    ox0, ox1 = obox[2, 0], obox[2, 1]
+    iz0, iz1 = ibox[0, 0], ibox[0, 1]
+    iy0, iy1 = ibox[1, 0], ibox[1, 1]
+    c0 = max(z0, oz0)
+    c1 = min(z1, oz1)
+    for z in range(z0, z1):
+        if z < c0 or z >= c1 or oy0 >= oy1:
+            out[z, y0:y1] = 0.0
+    if c0 >= c1 or oy0 >= oy1:
+        return
+    ly0 = max(iy0, oy0 - hy)  # the input rows this slab reads
+    ly1 = min(iy1, oy1 + hy)
+    wx = ox1 - ox0
+    wp = wx + 2 * hx
+    nyo = oy1 - oy0
+    nyf = nyo + 2 * hy
+    f0 = oy0 - hy
+    xa = ox0 - hx
     nprof = prof_ptr.shape[0] - 1
     ncls = cls_ptr.shape[0] - 1
-    nyf = padded.shape[1]
-    wp = padded.shape[2]
-    n_out = (nyf - 2 * hy) * wp
-    rows = np.empty((nprof, nyf, wp), dtype=padded.dtype)
+    nsl = 2 * hz + 1
+    m = pl_sz.shape[0]
+    # uninitialised buffers: every row that is read is written first, or zeroed because it is marked dirty
+    pad = np.empty((nyf, wp), dtype=out.dtype)
+    rows = np.empty((nprof, nyf, wp), dtype=out.dtype)
+    sums = np.empty((hx + 1, nyf * wp), dtype=out.dtype)
+    ring = np.empty((nsl, ncls, nyo, wp), dtype=out.dtype)
+    slot_empty = np.ones(nsl, dtype=np.bool_)
+    slot_ra = np.zeros(nsl, dtype=np.int64)  # rows [ra, rb) of a slot's planes may be non-zero, the rest is 0
+    slot_rb = np.full(nsl, nyo, dtype=np.int64)
+    src_slot = np.empty(m, dtype=np.int64)
+    src_cls = np.empty(m, dtype=np.int64)
     offs = (hy - cls_sy) * wp
-    for z in range(z0, z1):
-        a = ylo[z]
-        b = yhi[z]
-        if a >= b:
-            for c in range(ncls):
-                planes[c, z] = 0.0
-            continue
-        src = padded[z].reshape(-1)
-        base = a * wp
-        n = (b - a) * wp - 2 * hx
-        for r in range(nprof):
-            rows[r, :a] = 0.0
-            rows[r, b:] = 0.0
-            rows[r, b - 1, wp - 2 * hx:] = 0.0
-            dst = rows[r].reshape(-1)[base:base + n]
-            _flat_taps(dst, src, base + hx, prof_sx, prof_w, prof_ptr[r], prof_ptr[r + 1], False)
-        for c in range(ncls):
-            _flat_sum(planes[c, z].reshape(-1), rows, cls_prof, offs, cls_ptr[c], cls_ptr[c + 1], n_out)
-
-
-@numba.njit(cache=True, nogil=True)
-def _direct_stage2(planes, pl_sz, pl_cls, pz0, oy0, oy1, ox0, ox1, use_roi, roi, out, z0, z1):  # pragma: no cover
-    """Stage 2 of the direct path, output planes z0:z1: out[z, y, ox0 + x] = sum over the kernel's planes
-    (sz, c), in a fixed order, of planes[c, z - sz - pz0, y - oy0, x], as flat loops over whole planes, four at a
-    time; zero outside ``roi`` when ``use_roi``."""
-    npl = planes.shape[1]
-    wp = planes.shape[3]
-    wx = ox1 - ox0
-    n = (oy1 - oy0) * wp
-    acc = np.empty(n, dtype=planes.dtype)
-    idx = np.empty(pl_sz.shape[0], dtype=np.int64)
-    zls = np.empty(pl_sz.shape[0], dtype=np.int64)
-    for z in range(z0, z1):
-        m = 0
-        for t in range(pl_sz.shape[0]):
-            zl = z - pl_sz[t] - pz0
-            if 0 <= zl < npl:
-                idx[m] = pl_cls[t]
-                zls[m] = zl
-                m += 1
-        if m == 0:
-            continue
-        acc[:] = 0.0
-        j = 0
-        while j + 4 <= m:
-            p0 = planes[idx[j], zls[j]].reshape(-1)
-            p1 = planes[idx[j + 1], zls[j + 1]].reshape(-1)
-            p2 = planes[idx[j + 2], zls[j + 2]].reshape(-1)
-            p3 = planes[idx[j + 3], zls[j + 3]].reshape(-1)
-            for i in range(n):
-                acc[i] += p0[i] + p1[i] + p2[i] + p3[i]
-            j += 4
-        while j < m:
-            p0 = planes[idx[j], zls[j]].reshape(-1)
-            for i in range(n):
-                acc[i] += p0[i]
-            j += 1
-        for y in range(oy0, oy1):
-            orow = out[z, y]
-            arow = acc[(y - oy0) * wp:(y - oy0) * wp + wx]
-            if use_roi:
-                mrow = roi[z, y]
-                for x in range(wx):
-                    orow[ox0 + x] = arow[x] if mrow[ox0 + x] else 0.0
+    src = pad.reshape(-1)
+    pa = 0  # frame rows [pa, pb) of ``rows`` may be non-zero, the rest is 0
+    pb = nyf
+    nxt = max(iz0, c0 - hz)
+    for z in range(c0, c1):
+        top = min(z + hz, iz1 - 1)
+        while nxt <= top:
+            zi = nxt
+            nxt += 1
+            s = zi % nsl
+            slot_empty[s] = True
+            for y in range(iy0, iy1):
+                if rhi[zi, y] > rlo[zi, y]:
+                    slot_empty[s] = False
+                    break
+            if slot_empty[s]:
+                continue
+            a = -1
+            b = -1
+            for y in range(ly0, ly1):
+                if rhi[zi, y] > rlo[zi, y]:
+                    if a < 0:
+                        a = y
+                    b = y + 1
+            ra = slot_ra[s]
+            rb = slot_rb[s]
+            if a < 0:  # data elsewhere in the plane but not in the slab's rows: its planes read as 0 here
+                for c in range(ncls):
+                    for j in range(ra, rb):
+                        ring[s, c, j] = 0.0
+                slot_ra[s] = 0
+                slot_rb[s] = 0
+                continue
+            fa = a - f0
+            fb = b - f0
+            for y in range(a, b):  # (a) the input rows in the frame
+                prow = pad[y - f0]
+                prow[:] = 0.0
+                lo = max(rlo[zi, y], xa)
+                hi = min(rhi[zi, y], xa + wp)
+                if hi > lo:
+                    prow[lo - xa:hi - xa] = tia[zi, y, lo:hi]
+            for r in range(nprof):  # rows outside [fa, fb) must read as 0
+                for j in range(pa, min(pb, fa)):
+                    rows[r, j] = 0.0
+                for j in range(max(pa, fb), pb):
+                    rows[r, j] = 0.0
+                rows[r, fb - 1, wx:] = 0.0
+            pa = fa
+            pb = fb
+            base = fa * wp
+            n = (fb - fa) * wp - 2 * hx
+            if sym:  # (b) along x
+                s0 = sums[0]
+                c = src[base + hx:base + hx + n]
+                for i in range(n):
+                    s0[i] = c[i]
+                for j in range(1, hx + 1):  # slices, so that the loop has no negative-index checks
+                    sj = sums[j]
+                    lft = src[base + hx - j:base + hx - j + n]
+                    rgt = src[base + hx + j:base + hx + j + n]
+                    for i in range(n):
+                        sj[i] = lft[i] + rgt[i]
+                for r in range(nprof):
+                    dst = rows[r].reshape(-1)[base:base + n]
+                    _flat_sym(dst, sums, sym_j, sym_w, sym_ptr[r], sym_ptr[r + 1])
             else:
+                for r in range(nprof):
+                    dst = rows[r].reshape(-1)[base:base + n]
+                    _flat_taps(dst, src, base + hx, prof_sx, prof_w, prof_ptr[r], prof_ptr[r + 1], False)
+            ca = max(0, fa - 2 * hy)  # (c) along y, over the output rows that can be non-zero
+            cb = min(nyo, fb)
+            for c in range(ncls):
+                pl = ring[s, c]
+                for j in range(ra, min(rb, ca)):
+                    pl[j] = 0.0
+                for j in range(max(ra, cb), rb):
+                    pl[j] = 0.0
+                if cb > ca:
+                    _flat_sum(pl.reshape(-1)[ca * wp:cb * wp], rows, cls_prof, offs, ca * wp, cls_ptr[c],
+                              cls_ptr[c + 1])
+            slot_ra[s] = ca
+            slot_rb[s] = cb
+        # the output plane: sum over the kernel's (sz, plane) pairs whose input plane holds data
+        k = 0
+        ua = nyo
+        ub = 0
+        for t in range(m):
+            zi = z - pl_sz[t]
+            if zi < iz0 or zi >= iz1:
+                continue
+            s = zi % nsl
+            if slot_empty[s]:
+                continue
+            src_slot[k] = s
+            src_cls[k] = pl_cls[t]
+            k += 1
+            ua = min(ua, slot_ra[s])
+            ub = max(ub, slot_rb[s])
+        if k == 0 or ua >= ub:
+            out[z, y0:y1] = 0.0
+            continue
+        for y in range(y0, oy0 + ua):
+            out[z, y] = 0.0
+        for y in range(oy0 + ub, y1):
+            out[z, y] = 0.0
+        for yo in range(ua, ub):
+            orow = out[z, oy0 + yo]
+            orow[:ox0] = 0.0
+            orow[ox1:] = 0.0
+            o = orow[ox0:ox1]
+            j = 0
+            first = True
+            while j + 4 <= k:
+                p0 = ring[src_slot[j], src_cls[j], yo]
+                p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
+                p2 = ring[src_slot[j + 2], src_cls[j + 2], yo]
+                p3 = ring[src_slot[j + 3], src_cls[j + 3], yo]
+                if first:
+                    for x in range(wx):
+                        o[x] = p0[x] + p1[x] + p2[x] + p3[x]
+                else:
+                    for x in range(wx):
+                        o[x] += p0[x] + p1[x] + p2[x] + p3[x]
+                first = False
+                j += 4
+            if j + 2 <= k:
+                p0 = ring[src_slot[j], src_cls[j], yo]
+                p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
+                if first:
+                    for x in range(wx):
+                        o[x] = p0[x] + p1[x]
+                else:
+                    for x in range(wx):
+                        o[x] += p0[x] + p1[x]
+                first = False
+                j += 2
+            if j < k:
+                p0 = ring[src_slot[j], src_cls[j], yo]
+                if first:
+                    for x in range(wx):
+                        o[x] = p0[x]
+                else:
+                    for x in range(wx):
+                        o[x] += p0[x]
+            if use_roi:
+                mrow = roi[z, oy0 + yo]
                 for x in range(wx):
-                    orow[ox0 + x] = arow[x]
+                    if not mrow[ox0 + x]:
+                        o[x] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -386,6 +574,22 @@ def _mul_spectrum(spec, k):  # pragma: no cover - compiled
             krow = k[z, y]
             for x in range(srow.shape[0]):
                 srow[x] = srow[x] * krow[x]
+
+
+@numba.njit(cache=True, nogil=True)
+def _zero_outside_box(out, z0, z1, oz0, oz1, oy0, oy1, ox0, ox1):  # pragma: no cover - compiled
+    """Zero the planes z0:z1 of ``out`` outside the box [oz0, oz1) x [oy0, oy1) x [ox0, ox1)."""
+    for z in range(z0, z1):
+        if z < oz0 or z >= oz1:
+            out[z] = 0.0
+            continue
+        for y in range(oy0):
+            out[z, y] = 0.0
+        for y in range(oy1, out.shape[1]):
+            out[z, y] = 0.0
+        for y in range(oy0, oy1):
+            out[z, y, :ox0] = 0.0
+            out[z, y, ox1:] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -436,6 +640,10 @@ class _Profiles:
     cls_prof: np.ndarray
     pl_sz: np.ndarray
     pl_cls: np.ndarray
+    symmetric_x: bool
+    sym_ptr: np.ndarray
+    sym_j: np.ndarray
+    sym_w: np.ndarray
 
     @property
     def count(self) -> int:
@@ -469,38 +677,49 @@ def _profiles(kc: np.ndarray) -> _Profiles:
         cls_sy.extend(iy - hy)
         cls_prof.extend(pat[iy])
         cls_ptr.append(len(cls_sy))
+    # mirror-symmetric x-profiles (w(-s) == w(s) exactly; true for every radial kernel): one term per |s|
+    symmetric_x = True
+    sym_ptr, sym_j, sym_w = [0], [], []
+    for r in range(len(uniq)):
+        sx = prof_sx[prof_ptr[r]:prof_ptr[r + 1]]
+        w = prof_w[prof_ptr[r]:prof_ptr[r + 1]]
+        if not (np.array_equal(sx, -sx[::-1]) and np.array_equal(w, w[::-1])):
+            symmetric_x = False
+        keep = sx >= 0
+        sym_j.extend(sx[keep])
+        sym_w.extend(w[keep])
+        sym_ptr.append(len(sym_j))
     return _Profiles(prof_ptr, prof_sx, np.ascontiguousarray(prof_w), np.asarray(cls_ptr, dtype=np.int64),
                      np.asarray(cls_sy, dtype=np.int64), np.asarray(cls_prof, dtype=np.int64),
-                     (used_pl - hz).astype(np.int64), np.asarray(pl_inv, dtype=np.int64).reshape(-1))
+                     (used_pl - hz).astype(np.int64), np.asarray(pl_inv, dtype=np.int64).reshape(-1),
+                     symmetric_x, np.asarray(sym_ptr, dtype=np.int64), np.asarray(sym_j, dtype=np.int64),
+                     np.asarray(sym_w, dtype=kc.dtype))
 
 
-def _direct_layout(obox, ibox, he, prof: _Profiles, spans: np.ndarray, itemsize: int, budget: int):
-    """Slabs of output z for the direct path (the fewest whose padded input and stage-1 planes fit ``budget``)
-    and the estimated cost. Returns (cost_ns, temp_bytes, z_blocks)."""
+def _direct_layout(obox, ibox, he, prof: _Profiles, spans: np.ndarray, itemsize: int, threads: int):
+    """The estimated cost of the direct path and its temporaries (per-thread buffers that stay in cache: the
+    padded frame, the x-profile rows, the pair sums and the ring of 2 hz + 1 planes of partial sums).
+    Returns (cost_ns, temp_bytes, z_blocks)."""
     (oz0, oz1), (oy0, oy1), (ox0, ox1) = obox
     (iz0, iz1), (iy0, iy1), _ = ibox
     wp = ox1 - ox0 + 2 * he[2]
-    plane_bytes = ((oy1 - oy0 + 2 * he[1]) + prof.classes * (oy1 - oy0)) * wp * itemsize
+    nyo = oy1 - oy0
+    nyf = nyo + 2 * he[1]
+    per_thread = (nyf * wp * (2 + prof.count + he[2]) + (2 * he[0] + 1) * prof.classes * nyo * wp) * itemsize
     # lanes of one pass over the data rows of every input plane (first to last non-empty row)
     ne = spans > 0
     has = ne.any(axis=1)
     rows_per_plane = np.where(has, ne.shape[1] - ne.argmax(axis=1) - ne[:, ::-1].argmax(axis=1), 0)
     lanes = float(rows_per_plane.sum()) * wp
     nzo = oz1 - oz0
-    n = 1
-    while True:
-        slabs = _z_blocks((oz0, oz1), (iz0, iz1), he[0], n)
-        planes = [i1 - i0 for _, _, i0, i1 in slabs]
-        temp = max(planes) * plane_bytes
-        if temp <= budget or n >= nzo:
-            break
-        n = min(nzo, n + 1 if n < 4 else n + n // 2)
-    halo = sum(planes) / max(1, iz1 - iz0)
-    out_voxels = float(nzo * (oy1 - oy0) * wp)
-    stage1 = halo * (float(prof.prof_sx.shape[0]) * DIRECT_NS_PER_TAP_VOXEL * lanes
-                     + float(prof.cls_sy.shape[0]) * DIRECT_NS_PER_ADD * float((iz1 - iz0) * (oy1 - oy0) * wp))
+    # per tap along x (fitted before the mirror-symmetric pair sums; they make small kernels about 1.3x faster,
+    # but not large ones, whose profiles and ring of planes outgrow the caches, so the fit is kept)
+    x_ops = float(prof.prof_sx.shape[0])
+    out_voxels = float(nzo * nyo * wp)
+    stage1 = (x_ops * DIRECT_NS_PER_TAP_VOXEL * lanes
+              + float(prof.cls_sy.shape[0]) * DIRECT_NS_PER_ADD * float((iz1 - iz0) * nyo * wp))
     stage2 = (float(prof.pl_sz.shape[0]) * DIRECT_NS_PER_ADD + DIRECT_NS_PER_OUT_VOXEL) * out_voxels
-    return stage1 + stage2, int(temp), tuple((b0, b1) for b0, b1, _, _ in slabs)
+    return stage1 + stage2, int(per_thread * max(1, threads)), ((oz0, oz1),)
 
 
 @dataclass
@@ -680,7 +899,7 @@ def _prepare(tia, kernel, roi, method: str, max_temp_bytes: int | None) -> _Prep
     symmetric = info.symmetric
     out_bytes = int(np.prod(tia.shape)) * dtype.itemsize
     budget = max(int(1.5 * out_bytes), _MIN_TEMP_BYTES) if max_temp_bytes is None else int(max_temp_bytes)
-    direct_cost, direct_temp, slabs = _direct_layout(obox, ibox, he, prof, spans, dtype.itemsize, budget)
+    direct_cost, direct_temp, slabs = _direct_layout(obox, ibox, he, prof, spans, dtype.itemsize, threads)
     fft_cost, fft_temp, fshape, zblocks = _fft_layout(obox, ibox, he, dtype.itemsize, budget, symmetric)
     if not _kernel_cache_has(info, fshape):
         npts = fshape[0] * fshape[1] * fshape[2]
@@ -769,50 +988,33 @@ def _kernel_spectrum(kc: np.ndarray, info: _KernelInfo, fshape: tuple[int, int, 
 
 # ----------------------------------------------------------------------------------------------- execution
 
-def _run_direct(p: _Prepared, out: np.ndarray, threads: int) -> None:
-    """Direct path, slab by slab of output z: (1) every input plane the slab needs, convolved along x with every
-    distinct x-profile of the kernel, then summed along y into every distinct kernel plane; (2) every output
-    plane, the sum of those over the kernel's planes."""
+def _run_direct(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool = True) -> None:
+    """Direct path into an uninitialised ``out``: the output box cut along y into one slab per thread (each
+    walks the box's planes once, see ``_direct_slab``; a cut costs only 2 hy rows of the pass along x), and the
+    rest of the volume zeroed (unless ``zero_outside`` is false: ``out`` then holds zeros already), handed out
+    dynamically."""
     plan = p.plan
     prof = p.info.profiles
     hz, hy, hx = plan.kernel_half
-    (_, _), (oy0, oy1), (ox0, ox1) = plan.output_box
-    (iz0, iz1), (iy0, iy1), (ix0, ix1) = plan.input_box
-    wp = ox1 - ox0 + 2 * hx
-    f0 = oy0 - hy  # first row of the frame: the output rows widened by the kernel
-    nyf = oy1 - oy0 + 2 * hy
-    nonempty = (p.rhi > p.rlo)[:, iy0:iy1]
+    (oz0, oz1), (oy0, oy1), _ = plan.output_box
+    obox = np.asarray(plan.output_box, dtype=np.int64)
+    ibox = np.asarray(plan.input_box, dtype=np.int64)
+    nz, ny, _ = out.shape
+    items = [(oz0, oz1, y0, y1) for y0, y1 in _ranges(oy0, oy1, _DIRECT_SLABS_PER_THREAD * threads)]
+    if zero_outside:
+        items += [r for r in ((0, oz0, 0, ny), (oz1, nz, 0, ny), (oz0, oz1, 0, oy0), (oz0, oz1, oy1, ny))
+                  if r[1] > r[0] and r[3] > r[2]]
     if p.roi is not None:
         roi, use_roi = p.roi, True
     else:
         roi, use_roi = np.ones((1, 1, 1), dtype=np.bool_), False
-    parts_per = threads * _CHUNKS_PER_THREAD if threads > 1 else 1
-    for s0, s1 in plan.z_blocks:
-        pz0 = max(iz0, s0 - hz)
-        pz1 = min(iz1, s1 + hz)
-        # the data rows of each input plane, in the frame: first and one-past-last non-empty row
-        ne = nonempty[pz0:pz1]
-        has = ne.any(axis=1)
-        ylo = np.where(has, ne.argmax(axis=1) + iy0 - f0, 0).astype(np.int64)
-        yhi = np.where(has, ne.shape[1] - ne[:, ::-1].argmax(axis=1) + iy0 - f0, 0).astype(np.int64)
-        padded = np.zeros((pz1 - pz0, nyf, wp), dtype=p.dtype)
-        padded[:, iy0 - f0:iy1 - f0, ix0 - ox0 + hx:ix1 - ox0 + hx] = p.tia[pz0:pz1, iy0:iy1, ix0:ix1]
-        planes = np.empty((prof.classes, pz1 - pz0, oy1 - oy0, wp), dtype=p.dtype)
-        in_parts = _ranges(0, pz1 - pz0, parts_per)
-        out_parts = _ranges(s0, s1, parts_per)
 
-        def stage1(i: int, padded=padded, planes=planes, ylo=ylo, yhi=yhi, in_parts=in_parts) -> None:
-            _direct_stage1(padded, ylo, yhi, prof.prof_ptr, prof.prof_sx, prof.prof_w, prof.cls_ptr, prof.cls_sy,
-                           prof.cls_prof, hx, hy, planes, *in_parts[i])
+    def slab(i: int) -> None:
+        _direct_slab(p.tia, p.rlo, p.rhi, out, *items[i], obox, ibox, hz, hy, hx, prof.symmetric_x,
+                     prof.prof_ptr, prof.prof_sx, prof.prof_w, prof.sym_ptr, prof.sym_j, prof.sym_w, prof.cls_ptr,
+                     prof.cls_sy, prof.cls_prof, prof.pl_sz, prof.pl_cls, use_roi, roi)
 
-        def stage2(i: int, planes=planes, pz0=pz0, out_parts=out_parts) -> None:
-            _direct_stage2(planes, prof.pl_sz, prof.pl_cls, pz0, oy0, oy1, ox0, ox1, use_roi, roi, out,
-                           *out_parts[i])
-
-        _parallel(stage1, len(in_parts), threads)
-        del padded
-        _parallel(stage2, len(out_parts), threads)
-        del planes
+    _parallel(slab, len(items), threads)
 
 
 def _chunk_ranges(start: int, stop: int, item_bytes: int, threads: int) -> list[tuple[int, int]]:
@@ -824,13 +1026,15 @@ def _chunk_ranges(start: int, stop: int, item_bytes: int, threads: int) -> list[
     return _ranges(start, stop, parts)
 
 
-def _run_fft(p: _Prepared, out: np.ndarray, threads: int) -> None:
+def _run_fft(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool = False) -> None:
     """Pruned real-FFT convolution over the output box, block by block along z, chunk by chunk in cache.
 
     Per block: (1) for chunks of input planes: pad the rows to the transform length, rfft along x into the block
     spectrum, fft along y (in place); (2) for chunks of y: fft along z, multiply by the kernel spectrum, inverse fft
     along z (in place, one sweep through memory); (3) for chunks of kept planes: inverse fft along y, irfft along x
-    of the kept rows, copy the kept part into ``out``. Chunks of a phase run in parallel, one FFT worker each."""
+    of the kept rows, copy the kept part into ``out``. Chunks of a phase run in parallel, one FFT worker each.
+    With ``zero_outside`` (``out`` uninitialised) the same chunks zero their planes outside the output box, and
+    the planes outside it are zeroed alongside the first block's inverse phase."""
     plan = p.plan
     lz, ly, lx = plan.fft_shape
     lxh = lx // 2 + 1
@@ -843,6 +1047,13 @@ def _run_fft(p: _Prepared, out: np.ndarray, threads: int) -> None:
     ctype = np.result_type(p.dtype, np.complex64)
     citem = np.dtype(ctype).itemsize
     tia, roi, dtype = p.tia, p.roi, p.dtype
+    (oz0, oz1), _, _ = plan.output_box
+    nz = out.shape[0]
+    outside = []
+    if zero_outside:
+        for a, b in ((0, oz0), (oz1, nz)):
+            if b > a:
+                outside += _chunk_ranges(a, b, out[0].nbytes, threads)
     for bz0, bz1 in plan.z_blocks:
         iz0 = max(iz0_all, bz0 - he[0])
         iz1 = min(iz1_all, bz1 + he[0])
@@ -867,7 +1078,10 @@ def _run_fft(p: _Prepared, out: np.ndarray, threads: int) -> None:
             _mul_spectrum(cols, kspec[:, y0:y1])
             scipy.fft.ifft(cols, axis=0, workers=1, overwrite_x=True)
 
-        def inverse(i: int, spec=spec, inv=inv, cz=cz) -> None:
+        def inverse(i: int, spec=spec, inv=inv, cz=cz, outside=outside) -> None:
+            if i >= len(inv):
+                _zero_outside_box(out, *outside[i - len(inv)], oz0, oz1, oy0, oy1, ox0, ox1)
+                return
             z0, z1 = inv[i]
             planes = spec[z0 - cz:z1 - cz]
             scipy.fft.ifft(planes, axis=1, workers=1, overwrite_x=True)
@@ -875,10 +1089,13 @@ def _run_fft(p: _Prepared, out: np.ndarray, threads: int) -> None:
             out[z0:z1, oy0:oy1, ox0:ox1] = res[:, :, ox0 - cx:ox1 - cx]
             if roi is not None:
                 _zero_outside_roi(out, roi, z0, z1, oy0, oy1, ox0, ox1)
+            if zero_outside:
+                _zero_outside_box(out, z0, z1, oz0, oz1, oy0, oy1, ox0, ox1)
 
         _parallel(forward, len(fwd), threads)
         _parallel(along_z, len(sweep), threads)
-        _parallel(inverse, len(inv), threads)
+        _parallel(inverse, len(inv) + len(outside), threads)
+        outside = []
         del spec
 
 
@@ -909,15 +1126,26 @@ def convolve(tia: np.ndarray, kernel: np.ndarray, roi: np.ndarray | None = None,
     float64 otherwise. Runs on ``numba.get_num_threads()`` threads (set it with ``numba.set_num_threads``); the
     result does not depend on that number.
     """
+    return _convolve_box(tia, kernel, roi, method, max_temp_bytes)[0]
+
+
+def _convolve_box(tia, kernel, roi=None, method: Method = "auto", max_temp_bytes: int | None = None
+                  ) -> tuple[np.ndarray, tuple[tuple[int, int], ...] | None]:
+    """:func:`convolve`, and the output box outside which the result is exactly 0 (``None``: 0 everywhere), so
+    that callers can post-process the box only."""
     p = _prepare(tia, kernel, roi, method, max_temp_bytes)
-    out = np.zeros(p.tia.shape, dtype=p.dtype)
     plan = p.plan
     log.debug("convolve: %s", plan)
     if plan.method == "zero" or plan.taps == 0:
-        return out
+        return np.zeros(p.tia.shape, dtype=p.dtype), None
     threads = _threads()
+    # A fresh output: a large one from np.zeros (calloc maps fresh pages that the OS zeroes lazily, so the part
+    # outside the output box is never touched); a smaller one usually recycles heap memory that calloc would
+    # memset on one thread, so it is left uninitialised and the worker threads zero their own part of it.
+    big = p.tia.size * p.dtype.itemsize > _FRESH_PAGES_BYTES
+    out = (np.zeros if big else np.empty)(p.tia.shape, dtype=p.dtype)
     if plan.method == "direct":
-        _run_direct(p, out, threads)
+        _run_direct(p, out, threads, zero_outside=not big)
     else:
-        _run_fft(p, out, threads)
-    return out
+        _run_fft(p, out, threads, zero_outside=not big)
+    return out, plan.output_box

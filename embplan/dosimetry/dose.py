@@ -45,13 +45,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import DosimetryError
 from ..grid import Grid
 from ..nuclides import K_GY_KG_PER_GBQ_DEFAULT, MEV_TO_J, energy_per_decay_mev
-from .convolve import convolve
+from .convolve import _convolve_box, _parallel, _ranges, _threads
 from .kernels import DENSITY_SOFT_TISSUE_G_CM3_DEFAULT, VoxelKernel, y90_voxel_kernel
 
 __all__ = [
@@ -80,6 +81,8 @@ SOFT_TISSUE_DENSITY_G_CM3: float = DENSITY_SOFT_TISSUE_G_CM3_DEFAULT
 #: ICRU Report 44, 1989) and air. Adipose tissue (about 0.95, ICRU 44) stays above it. Mikell 2015: the plain
 #: kernel is about -60% in lung.
 VSV_MIN_DENSITY_G_CM3: float = 0.8
+
+_PARALLEL_MIN_BYTES = 1 << 22  # input checks of arrays from 4 MiB on are split over the threads
 
 
 # ---------------------------------------------------------------------------------------------------- CT -> density
@@ -217,10 +220,11 @@ def _check_tia(tia_mbq_s: Any, grid: Grid) -> np.ndarray:
         raise DosimetryError(f"tia_mbq_s: shape {a.shape} does not match the grid shape {grid.shape}")
     dtype = np.float32 if a.dtype == np.float32 else np.float64
     a = a.astype(dtype, copy=False)
-    bad = ~np.isfinite(a)
-    if np.any(bad):
+    lo, hi = _min_max(a)  # two vectorised passes, no full-size temporaries; NaN propagates into both
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = ~np.isfinite(a)
         raise DosimetryError(f"tia_mbq_s: {int(np.count_nonzero(bad))} voxels are NaN or infinite")
-    if a.size and a.min() < 0:
+    if lo < 0:
         raise DosimetryError(
             f"tia_mbq_s: {int(np.count_nonzero(a < 0))} voxels are negative (min {float(a.min()):g} MBq s); "
             "cumulated activity must be >= 0"
@@ -240,15 +244,58 @@ def _check_density(density_g_cm3: Any, grid: Grid, dtype: type) -> np.ndarray | 
     if a.shape != grid.shape:
         raise DosimetryError(f"density_g_cm3: shape {a.shape} does not match the grid shape {grid.shape}")
     a = a.astype(dtype, copy=False)
-    bad = ~np.isfinite(a)
-    if np.any(bad):
+    lo, hi = _min_max(a)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = ~np.isfinite(a)
         raise DosimetryError(f"density_g_cm3: {int(np.count_nonzero(bad))} voxels are NaN or infinite")
-    if a.min() <= 0:
+    if lo <= 0:
         raise DosimetryError(
             f"density_g_cm3: {int(np.count_nonzero(a <= 0))} voxels are <= 0 (min {float(a.min()):g} g/cm3); "
             "every density must be > 0 (air is about 0.0012)"
         )
     return a
+
+
+def _min_max(a: np.ndarray) -> tuple[float, float]:
+    """(min, max) of an array (0, 0 when empty); NaN when it holds a NaN. No temporaries; for large arrays the
+    slabs along the first axis are reduced on the convolution's threads (numpy releases the GIL)."""
+    if a.size == 0:
+        return 0.0, 0.0
+    threads = _threads()
+    if threads <= 1 or a.ndim == 0 or a.shape[0] < 2 or a.nbytes < _PARALLEL_MIN_BYTES:
+        return float(a.min()), float(a.max())
+    parts = _ranges(0, a.shape[0], threads)
+    lo = [0.0] * len(parts)
+    hi = [0.0] * len(parts)
+
+    def run(i: int) -> None:
+        part = a[parts[i][0]:parts[i][1]]
+        lo[i] = float(part.min())
+        hi[i] = float(part.max())
+
+    _parallel(run, len(parts), threads)
+    if any(math.isnan(v) for v in lo + hi):
+        return math.nan, math.nan
+    return min(lo), max(hi)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # numpy error model: no zero-division branch, vectorised
+def _finish_box(dose, z0, z1, y0, y1, x0, x1, scale, rho, k_rho, use_rho):  # pragma: no cover - compiled
+    """In place over the box: dose = max(dose * scale, 0), times k_rho / rho when ``use_rho`` (rho an array of the
+    dose's shape). One pass over the box only: outside it the convolution is exactly 0."""
+    zero = scale - scale
+    for z in range(z0, z1):
+        for y in range(y0, y1):
+            d = dose[z, y, x0:x1]
+            if use_rho:
+                r = rho[z, y, x0:x1]
+                for x in range(x1 - x0):
+                    v = d[x] * scale
+                    d[x] = (v if v > zero else zero) * (k_rho / r[x])
+            else:
+                for x in range(x1 - x0):
+                    v = d[x] * scale
+                    d[x] = v if v > zero else zero
 
 
 def _check_roi(roi: Any, grid: Grid) -> np.ndarray | None:
@@ -382,12 +429,21 @@ def _compute(
     meta["kernel_density_g_cm3"] = k_rho
     meta["kernel_parameters"] = dict(kern.parameters)
     k_arr = np.asarray(kern.mgy_per_mbq_s, dtype=dtype)
-    dose = np.asarray(convolve(tia, k_arr, roi=r), dtype=dtype)
-    dose *= 1.0e-3  # mGy -> Gy
-    np.maximum(dose, 0, out=dose)  # FFT rounding only: every kernel value is >= 0
+    dose, box = _convolve_box(tia, k_arr, roi=r)  # a fresh array of the work dtype, exactly 0 outside box
+    dose = np.asarray(dose, dtype=dtype)
+    if box is not None:
+        # mGy -> Gy; max(., 0) removes FFT rounding only (every kernel value is >= 0); vsv_density rescales the
+        # energy to each voxel's mass (k_rho / rho), in the same pass and only where the dose can be non-zero
+        rho_arr = rho if isinstance(rho, np.ndarray) else np.ones((1, 1, 1), dtype=dtype)
+        scale = dtype(1.0e-3)
+        k_over = dtype(k_rho)
+        if method == "vsv_density" and not isinstance(rho, np.ndarray):
+            scale = dtype(scale * dtype(k_rho / rho))
+        (z0, z1), (y0, y1), (x0, x1) = box
+        _finish_box(dose, z0, z1, y0, y1, x0, x1, scale, rho_arr, k_over,
+                    method == "vsv_density" and isinstance(rho, np.ndarray))
     notes: list[str] = []
     if method == "vsv_density":
-        dose *= k_rho / rho
         notes.append(
             "density-corrected kernel (Mikell 2015): soft-tissue transport, energy rescaled to the voxel mass; "
             "lung about +20%, density interfaces less accurate"

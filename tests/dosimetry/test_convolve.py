@@ -264,6 +264,55 @@ def test_result_does_not_depend_on_the_thread_count(method):
 # ------------------------------------------------------------------------------------------- bad input
 
 GOOD = np.zeros((4, 4, 4), dtype=np.float32)
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba runs with a single thread here")
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_direct_result_does_not_depend_on_how_the_box_is_cut(monkeypatch, symmetric):
+    """The direct path cuts the output box into y-slabs (2 per thread by default); planes whose activity lies in
+    only some slabs must still be summed in the same order everywhere, so that every cut gives the same bits."""
+    rng = np.random.default_rng(23)
+    tia = np.zeros((20, 44, 30), dtype=np.float32)
+    for z in range(2, 18):  # each plane holds data in a band of rows that moves with z
+        y0 = 2 + (z * 5) % 30
+        tia[z, y0:y0 + 6, 5:25] = rng.uniform(0.1, 2.0, (6, 20))
+    kernel = radial_kernel(7, reach_mm=3.2)
+    if not symmetric:
+        kernel = kernel * (1.0 + 0.3 * rng.random(kernel.shape))
+    kernel = kernel.astype(np.float32)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads, per_thread in [(1, 1), (2, 1), (2, 2), (2, 7)]:
+            monkeypatch.setattr(conv, "_DIRECT_SLABS_PER_THREAD", per_thread)
+            numba.set_num_threads(threads)
+            results.append(convolve(tia, kernel, method="direct"))
+    finally:
+        numba.set_num_threads(before)
+    for r in results[1:]:
+        assert np.array_equal(results[0], r), "the summation order must not depend on the slabs"
+    assert_matches(results[0], reference(tia, kernel), np.dtype(np.float32))
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("with_roi", [False, True])
+def test_every_voxel_of_the_uninitialised_output_is_written(method, with_roi):
+    """Outputs are allocated uninitialised and zeroed by the worker threads outside the output box: recycled
+    memory full of NaN must not show through anywhere."""
+    rng = np.random.default_rng(31)
+    tia = np.zeros((30, 34, 38), dtype=np.float32)
+    tia[12:18, 10:20, 20:30] = rng.uniform(0.5, 1.5, (6, 10, 10))
+    kernel = radial_kernel(5).astype(np.float32)
+    roi = None
+    if with_roi:
+        roi = np.zeros(tia.shape, dtype=bool)
+        roi[5:25, 8:30, 4:34] = True
+    for _ in range(3):  # leave freed NaN-filled blocks of the output's size for the allocator to hand back
+        junk = np.full(tia.shape, np.nan, dtype=np.float32)
+        del junk
+        result = convolve(tia, kernel, roi, method=method)
+        assert np.isfinite(result).all()
+        assert_matches(result, reference(tia, kernel, roi), np.dtype(np.float32), roi)
+
+
 KERNEL = np.ones((3, 3, 3))
 
 

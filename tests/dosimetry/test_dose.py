@@ -315,3 +315,34 @@ def test_non_positive_spacing_is_refused_by_the_grid():
     for spacing in ((4.0, 0.0, 4.0), (4.0, -1.0, 4.0), (math.nan, 4.0, 4.0)):
         with pytest.raises(EmbplanError, match="spacing_mm"):
             Grid(shape=(4, 4, 4), spacing_mm=spacing)
+
+
+def test_density_is_validated_everywhere_not_only_where_the_dose_is_computed():
+    """The density correction is applied over the dose's non-zero box only, but a NaN or non-positive density
+    anywhere in the map is still refused."""
+    grid = Grid.cubic((16, 16, 16), 4.0)
+    tia = np.zeros(grid.shape, dtype=np.float32)
+    tia[1:3, 1:3, 1:3] = 100.0
+    for bad in (np.nan, 0.0, -1.0, np.inf):
+        rho = np.ones(grid.shape, dtype=np.float32)
+        rho[15, 15, 15] = bad  # far beyond the kernel's reach of the activity
+        with pytest.raises(DosimetryError, match="density_g_cm3"):
+            D.absorbed_dose_gy(tia, grid, "vsv_density", rho)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vsv_density_is_the_vsv_dose_rescaled_to_each_voxel_mass(dtype):
+    """Mikell 2015's correction: D_density = D_vsv x rho_kernel / rho_voxel, voxel by voxel, everywhere (zero where
+    the kernel dose is zero)."""
+    grid = Grid.cubic((14, 15, 16), 4.0)
+    rng = np.random.default_rng(8)
+    tia = np.zeros(grid.shape, dtype=dtype)
+    tia[5:9, 6:10, 4:9] = rng.uniform(10.0, 100.0, (4, 4, 5))
+    rho = rng.uniform(0.2, 1.9, grid.shape).astype(dtype)
+    plain = D.absorbed_dose_gy(tia, grid, "vsv")
+    corrected = D.absorbed_dose_gy(tia, grid, "vsv_density", rho)
+    assert corrected.dtype == np.dtype(dtype)
+    expected = plain.astype(np.float64) * (1.04 / rho.astype(np.float64))
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(corrected, expected, rtol=rtol, atol=rtol * float(expected.max()) * 1e-3)
+    assert not corrected[plain == 0].any()
