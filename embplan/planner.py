@@ -39,7 +39,8 @@ from .dosimetry import prescription as rx
 from .dosimetry.dose import dose_map
 from .errors import CaseError
 from .grid import Grid
-from .imaging.image_set import ImageSet, build_image_set
+from .imaging.image_set import OUTSIDE_COUNTS_WARNING_FRACTION, ImageSet, build_image_set
+from .imaging.volume import calibrate_patient_relative
 from .nuclides import K_GY_KG_PER_GBQ_DEFAULT, y90_mean_life_s
 from .plan_model import (
     CompartmentDoses,
@@ -55,9 +56,9 @@ from .plan_model import (
     VoxelData,
 )
 from .protocols import STANDARDS
-from .risk import DoseFacts, DoseLimits, Flag, assess, assess_dose, dose_limits
+from .risk import DoseFacts, DoseLimits, Flag, Severity, assess, assess_dose, dose_limits
 from .risk.flags import sort_flags
-from .thresholds import Thresholds
+from .thresholds import EANM_2022, VAN_ROEKEL, Thresholds
 
 __all__ = ["plan", "Plan", "PlannerOptions", "CompartmentInputs"]
 
@@ -276,6 +277,7 @@ def _tare(
         source="voxel" if voxel_doses is not None else "compartment",
     )
     dose_flags = assess_dose(case, facts, th)
+    dose_flags.extend(_no_safe_activity_flag(record, limits, dose_flags))
     if comp.source == "case" and comp.lung_shunt_fraction is None:
         notes.append("No lung shunt fraction given: the lung dose assumes none.")
 
@@ -306,6 +308,33 @@ def _tare(
         notes=notes,
     )
     return result, voxel_data, dose_flags, kernel_params
+
+
+def _no_safe_activity_flag(record: PrescriptionRecord, limits: DoseLimits, flags: list[Flag]) -> list[Flag]:
+    """A contraindication when no activity at all fits within the limits (e.g. an earlier TARE used up the whole
+    cumulative lung budget): the plan then carries 0 GBq, and says why instead of reporting a silent zero."""
+    if not (record.conflict and record.activity_gbq <= 0.0):
+        return []
+    lung = (record.binding_constraint or "").startswith("lung")
+    code = "LUNG_DOSE_LIMIT" if lung else "NON_TUMOR_LIVER_DOSE_HIGH"
+    if any(f.code == code for f in flags):
+        return []
+    what = (
+        f"the lung has {limits.lung_remaining_gy:g} Gy left of its {limits.lung_cumulative_limit_gy:g} Gy cumulative "
+        f"limit ({limits.prior_lung_dose_gy:g} Gy from earlier sessions)"
+        if lung else f"the non-tumour liver limit is {limits.normal_liver_limit_gy:g} Gy"
+    )
+    return [Flag(
+        code=code,
+        severity=Severity.CONTRAINDICATION,
+        message=f"No activity fits within the limits ({record.binding_constraint} binds: {what}): do not treat "
+        "with this territory and device.",
+        evidence=f"{EANM_2022}; {VAN_ROEKEL}",
+        context={"binding_constraint": record.binding_constraint, "max_safe_activity_gbq": 0.0,
+                 "activity_for_target_gbq": record.activity_for_target_gbq,
+                 "lung_remaining_gy": limits.lung_remaining_gy,
+                 "prior_lung_dose_gy": limits.prior_lung_dose_gy},
+    )]
 
 
 def _perfused_normal(c: CompartmentDoses) -> float:
@@ -625,8 +654,26 @@ def _voxel_workflow(
     maa = img.activity
     method = case.dosimetry.dose_method  # type: ignore[union-attr]
     notes: list[str] = []
-    total = float(maa.sum())
-    activity_mbq = maa * (activity_gbq * 1000.0 / total) if total > 0 else np.zeros_like(maa)
+    if activity_gbq > 0:
+        # patient-relative calibration (EANM dosimetry SOP, Chiesa 2021): liver + lungs hold the activity; counts
+        # elsewhere (scatter, free pertechnetate, misregistration) are not dosed
+        calibrated = calibrate_patient_relative(
+            maa, img.masks["liver"], img.masks["lungs"], activity_gbq * 1000.0, grid=grid, zero_outside=True
+        )
+        activity_mbq = calibrated.activity_mbq
+        outside = calibrated.fraction_outside_liver_lung
+        if outside > 0:
+            notes.append(
+                f"{outside:.1%} of the counts lie outside the liver and lungs: set to 0 (patient-relative "
+                "calibration: liver + lungs hold the administered activity)."
+            )
+        if outside > OUTSIDE_COUNTS_WARNING_FRACTION:
+            notes.append(
+                f"More than {OUTSIDE_COUNTS_WARNING_FRACTION:.0%} of the counts lie outside the liver and lungs: check "
+                "the registration, the segmentation and for extrahepatic (e.g. gastrointestinal) deposition."
+            )
+    else:
+        activity_mbq = np.zeros(grid.shape)
     tia = activity_mbq * y90_mean_life_s()
     density = img.density_g_cm3
     maps = {method: dose_map(tia, grid, method, density, k_gy_kg_per_gbq=opts.k_gy_kg_per_gbq)}

@@ -337,3 +337,17 @@ def test_glass_vial_is_the_smallest_standard_one_within_tolerance(phantom_plan):
     smaller = [v for v in (3.0, 5.0, 7.0, 10.0, 15.0, 20.0) if v < dl.glass_vial_gbq]
     for v in smaller:  # no smaller vial fits on any searched day
         assert all(abs(v * 2.0 ** (-24.0 * day / 64.10) / a - 1.0) > 0.10 for day in range(12))
+
+
+def test_exhausted_lung_budget_gives_zero_activity_and_a_contraindication(shared_examples):
+    raw = _example(shared_examples, "tare_phantom_voxel")
+    raw["patient"]["prior_treatments"].append(
+        {"kind": "TARE", "date": "2025-06-01", "territory": {"scope": "lobar", "lobe": "left"},
+         "device": "glass", "lung_dose_gy": 50.0}
+    )
+    plan = embplan.plan(raw)
+    d = plan.dosimetry
+    assert d.activity_gbq == 0.0 and d.lung_dose_gy == 0.0
+    assert d.prescription.conflict and d.prescription.binding_constraint == "lung_cumulative"
+    flag = next(f for f in plan.flags if f.code == "LUNG_DOSE_LIMIT")
+    assert flag.severity == Severity.CONTRAINDICATION and flag.context["lung_remaining_gy"] == 0.0

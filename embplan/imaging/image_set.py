@@ -22,7 +22,7 @@ from ..errors import CaseError, ImagingError
 from ..grid import Grid
 from .phantom import Phantom, make_phantom
 
-__all__ = ["ImageSet", "build_image_set", "territory_mask", "HU_OUTSIDE_CT"]
+__all__ = ["ImageSet", "build_image_set", "territory_mask", "HU_OUTSIDE_CT", "OUTSIDE_COUNTS_WARNING_FRACTION"]
 
 log = logging.getLogger(__name__)
 
@@ -286,23 +286,6 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     liver_counts = float(activity[liver].sum())
     if not liver_counts > 0:
         raise ImagingError(f"{field_base}.{spec.activity_source}: no counts in the liver")
-    # Patient-relative calibration (EANM dosimetry SOP, Chiesa et al., EJNMMI Phys 2021): liver plus lungs hold the
-    # administered activity; counts elsewhere (scatter, free pertechnetate, misregistration) are not dosed.
-    inside = liver | lungs
-    total_counts = float(activity.sum())
-    outside_fraction = float(activity[~inside].sum()) / total_counts
-    if outside_fraction > 0:
-        activity = np.where(inside, activity, 0.0)
-        notes.append(
-            f"{outside_fraction:.1%} of the counts lie outside the liver and lungs: set to 0 (patient-relative "
-            "calibration: liver + lungs hold the administered activity)."
-        )
-        if outside_fraction > OUTSIDE_COUNTS_WARNING_FRACTION:
-            notes.append(
-                f"More than {OUTSIDE_COUNTS_WARNING_FRACTION:.0%} of the counts lie outside the liver and lungs: check "
-                "the registration, the segmentation and for extrahepatic (e.g. gastrointestinal) deposition."
-            )
-
     grid_label = "SPECT" if spec.activity_source == "spect" else "PET"
     grid_name = grid_label if spec.grid == "activity" else "CT"
     src_label = "RTSTRUCT" if spec.structure_source == "rtstruct" else "SEG"
