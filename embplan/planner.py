@@ -26,7 +26,7 @@ import datetime as _dt
 import logging
 import math
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +55,18 @@ from .plan_model import (
     StructureDose,
     VoxelData,
 )
-from .protocols import STANDARDS
-from .risk import DoseFacts, DoseLimits, Flag, Severity, assess, assess_dose, dose_limits
+from .protocols import standards_from_thresholds
+from .risk import (
+    DOSE_RULES,
+    DoseFacts,
+    DoseLimits,
+    Flag,
+    Severity,
+    assess,
+    assess_dose,
+    dose_limits,
+    rule_names,
+)
 from .risk.flags import sort_flags
 from .thresholds import EANM_2022, VAN_ROEKEL, Thresholds
 
@@ -149,7 +159,7 @@ def plan(case: Case | Mapping[str, Any], *, options: PlannerOptions | None = Non
     opts = options or PlannerOptions()
     th = case.effective_thresholds()
     flags = list(assess(case))
-    rules_run = [f.__name__ for f in _rule_functions()]
+    rules_run = rule_names() + [r.__name__ for r in DOSE_RULES] if case.procedure.kind == "TARE" else rule_names()
     dosimetry: DosimetryResult | None = None
     voxel: VoxelData | None = None
     kernel_params: dict[str, Any] | None = None
@@ -169,19 +179,11 @@ def plan(case: Case | Mapping[str, Any], *, options: PlannerOptions | None = Non
     )
 
 
-def _rule_functions() -> list[Callable[..., Any]]:
-    from .risk import rules as _rules
-
-    return list(_rules.CASE_RULES)
-
-
 # ================================================================================================== protocols
 def _procedure_summary(case: Case, th: Thresholds) -> ProcedureSummary:
     proc = case.procedure
     params = proc.model_dump(mode="json", exclude={"kind", "date", "territory"})
-    standard = STANDARDS[proc.kind]
-    describe = getattr(standard, "describe", None)
-    standard_text = describe() if callable(describe) else str(standard)
+    standard_text = standards_from_thresholds(th)[proc.kind].describe()  # the numbers in force, overrides included
     return ProcedureSummary(
         kind=proc.kind,
         territory=proc.territory.describe(),
@@ -221,7 +223,7 @@ def _provenance(kernel: dict[str, Any] | None, rules_run: list[str], opts: Plann
         },
         created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         kernel=kernel,
-        rules_run=rules_run + ["rule_lung_dose_limit", "rule_non_tumor_liver_dose_high", "rule_tumor_dose_low"],
+        rules_run=rules_run,
     )
 
 
@@ -247,8 +249,8 @@ def _tare(
         comp = _compartments_from_case(case, opts)
 
     limits = dose_limits(case, th, hepatic_reserve_fraction=comp.hepatic_reserve_fraction)
-    record, activity_gbq = _prescribe(case, th, comp, limits, opts)
-    compartment = _compartment_doses(case, comp, activity_gbq, opts)
+    record, activity_gbq = _prescribe(case, comp, limits, opts)
+    compartment = _compartment_doses(comp, activity_gbq, opts)
     if record.conflict:
         notes.append(
             "The prescription target cannot be met within the limits: the activity is the largest safe one "
@@ -418,7 +420,7 @@ def _compartments_from_images(img: ImageSet) -> CompartmentInputs:
 
 # -------------------------------------------------------------------------------------------- prescription
 def _prescribe(
-    case: Case, th: Thresholds, comp: CompartmentInputs, limits: DoseLimits, opts: PlannerOptions
+    case: Case, comp: CompartmentInputs, limits: DoseLimits, opts: PlannerOptions
 ) -> tuple[PrescriptionRecord, float]:
     proc = case.procedure
     p = proc.prescription
@@ -468,7 +470,7 @@ def _prescribe(
         max_safe, binding, by = mx.activity_gbq, mx.binding_constraint, dict(mx.activity_by_constraint_gbq)
     else:
         a_lung = rx.lung_max_activity_gbq(lsf, comp.lung_mass_kg, lung_limit_gy=lung_limit, **lung_kw)
-        a_nl = nl_limit * comp.perfused_mass_kg / (k * (1.0 - lsf))  # single compartment: perfused mean dose
+        a_nl = rx.mird_activity_gbq(nl_limit, comp.perfused_mass_kg, lsf, k)  # single compartment: perfused mean
         by = {"normal_liver": a_nl, "lung": a_lung}
         binding = min(by, key=lambda n: by[n])
         max_safe = by[binding]
@@ -601,7 +603,7 @@ def _delivery(case: Case, activity_gbq: float, opts: PlannerOptions) -> Delivery
     )
 
 
-def _compartment_doses(case: Case, comp: CompartmentInputs, activity_gbq: float, opts: PlannerOptions) -> CompartmentDoses:
+def _compartment_doses(comp: CompartmentInputs, activity_gbq: float, opts: PlannerOptions) -> CompartmentDoses:
     k = opts.k_gy_kg_per_gbq
     lsf = comp.lung_shunt_fraction if comp.lung_shunt_fraction is not None else 0.0
     lung = rx.lung_dose_gy(activity_gbq, lsf, comp.lung_mass_kg, k_gy_kg_per_gbq=k)
