@@ -295,6 +295,18 @@ class _Writer:
         ds.PositionReferenceIndicator = ""
 
 
+def _pixels_16bit(ds: Dataset, pixels: np.ndarray, *, signed: bool) -> None:
+    """The image pixel module for 16-bit monochrome pixels (one frame (rows, columns) or frames (n, rows, columns))."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(pixels.shape[-2]), int(pixels.shape[-1])
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+
+
 def _save(ds: Dataset, path: Path) -> None:
     try:
         ds.save_as(path, enforce_file_format=True)
@@ -327,14 +339,7 @@ def _write_ct(w: _Writer, folder: Path, grid: Grid, hu: np.ndarray) -> tuple[str
         ds.RescaleIntercept = _ds(CT_RESCALE_INTERCEPT)
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = int(grid.shape[1]), int(grid.shape[2])
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.PixelData = np.ascontiguousarray(raw[k]).tobytes()
+        _pixels_16bit(ds, raw[k], signed=True)
         _save(ds, folder / f"CT_{k + 1:04d}.dcm")
         uids.append(sop_uid)
     return series_uid, uids
@@ -383,14 +388,7 @@ def _write_nm(w: _Writer, path: Path, grid: Grid, counts: np.ndarray, administer
     code.CodeMeaning = "^99m^Technetium"
     rp.RadionuclideCodeSequence = Sequence([code])
     ds.RadiopharmaceuticalInformationSequence = Sequence([rp])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(grid.shape[1]), int(grid.shape[2])
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(counts.astype("<u2")).tobytes()
+    _pixels_16bit(ds, counts.astype("<u2"), signed=False)
     _save(ds, path)
     return series_uid
 
