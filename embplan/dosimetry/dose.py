@@ -220,11 +220,10 @@ def _check_tia(tia_mbq_s: Any, grid: Grid) -> np.ndarray:
         raise DosimetryError(f"tia_mbq_s: shape {a.shape} does not match the grid shape {grid.shape}")
     dtype = np.float32 if a.dtype == np.float32 else np.float64
     a = a.astype(dtype, copy=False)
-    lo, hi = _min_max(a)  # two vectorised passes, no full-size temporaries; NaN propagates into both
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    if not _all_finite_positive(a, allow_zero=True):
         bad = ~np.isfinite(a)
-        raise DosimetryError(f"tia_mbq_s: {int(np.count_nonzero(bad))} voxels are NaN or infinite")
-    if lo < 0:
+        if bad.any():
+            raise DosimetryError(f"tia_mbq_s: {int(np.count_nonzero(bad))} voxels are NaN or infinite")
         raise DosimetryError(
             f"tia_mbq_s: {int(np.count_nonzero(a < 0))} voxels are negative (min {float(a.min()):g} MBq s); "
             "cumulated activity must be >= 0"
@@ -244,11 +243,10 @@ def _check_density(density_g_cm3: Any, grid: Grid, dtype: type) -> np.ndarray | 
     if a.shape != grid.shape:
         raise DosimetryError(f"density_g_cm3: shape {a.shape} does not match the grid shape {grid.shape}")
     a = a.astype(dtype, copy=False)
-    lo, hi = _min_max(a)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    if not _all_finite_positive(a, allow_zero=False):
         bad = ~np.isfinite(a)
-        raise DosimetryError(f"density_g_cm3: {int(np.count_nonzero(bad))} voxels are NaN or infinite")
-    if lo <= 0:
+        if bad.any():
+            raise DosimetryError(f"density_g_cm3: {int(np.count_nonzero(bad))} voxels are NaN or infinite")
         raise DosimetryError(
             f"density_g_cm3: {int(np.count_nonzero(a <= 0))} voxels are <= 0 (min {float(a.min()):g} g/cm3); "
             "every density must be > 0 (air is about 0.0012)"
@@ -256,27 +254,51 @@ def _check_density(density_g_cm3: Any, grid: Grid, dtype: type) -> np.ndarray | 
     return a
 
 
-def _min_max(a: np.ndarray) -> tuple[float, float]:
-    """(min, max) of an array (0, 0 when empty); NaN when it holds a NaN. No temporaries; for large arrays the
-    slabs along the first axis are reduced on the convolution's threads (numpy releases the GIL)."""
+#: Bits of +inf as unsigned integers: read so, the non-negative finite floats are exactly 0 (+0.0) up to one below
+#: these, and every negative number (-0.0 included), infinity and NaN is at or above them.
+_INF_BITS = {np.dtype(np.float32): (np.uint32, 0x7F800000), np.dtype(np.float64): (np.uint64, 0x7FF0000000000000)}
+
+
+@numba.njit(cache=True, nogil=True)
+def _bits_min_max(u, i0, i1):  # pragma: no cover - compiled
+    """(min, max) of the unsigned integers u[i0:i1] (i0 < i1); integer min/max reductions vectorise."""
+    w = u[i0:i1]  # a slice indexed from 0: no negative-index wraparound in the loop, so it vectorises
+    lo = w[0]
+    hi = w[0]
+    for i in range(w.shape[0]):
+        v = w[i]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    return lo, hi
+
+
+def _all_finite_positive(a: np.ndarray, allow_zero: bool) -> bool:
+    """True when every value of the float array ``a`` is finite and > 0 (>= 0 with ``allow_zero``).
+
+    One pass over memory and no temporaries: the floats' bits, read as unsigned integers, all lie in [1, bits of
+    +inf) exactly when every value is a positive finite number ([0, bits of +inf) for non-negative). Integer
+    min/max reductions vectorise; arrays from 4 MiB on are split over the convolution's threads. -0.0 (which is
+    >= 0) fails the bit test, so a failed test is decided again by an exact float test.
+    """
     if a.size == 0:
-        return 0.0, 0.0
-    threads = _threads()
-    if threads <= 1 or a.ndim == 0 or a.shape[0] < 2 or a.nbytes < _PARALLEL_MIN_BYTES:
-        return float(a.min()), float(a.max())
-    parts = _ranges(0, a.shape[0], threads)
-    lo = [0.0] * len(parts)
-    hi = [0.0] * len(parts)
+        return True
+    spec = _INF_BITS.get(a.dtype)
+    if spec is not None and (a.flags.c_contiguous or a.flags.f_contiguous):
+        utype, inf_bits = spec
+        u = a.ravel(order="K").view(utype)  # a view: contiguous memory in either order
+        threads = _threads()
+        parts = _ranges(0, u.size, threads if (threads > 1 and a.nbytes >= _PARALLEL_MIN_BYTES) else 1)
+        lo = [0] * len(parts)
+        hi = [0] * len(parts)
 
-    def run(i: int) -> None:
-        part = a[parts[i][0]:parts[i][1]]
-        lo[i] = float(part.min())
-        hi[i] = float(part.max())
+        def run(i: int) -> None:
+            lo[i], hi[i] = (int(v) for v in _bits_min_max(u, parts[i][0], parts[i][1]))
 
-    _parallel(run, len(parts), threads)
-    if any(math.isnan(v) for v in lo + hi):
-        return math.nan, math.nan
-    return min(lo), max(hi)
+        _parallel(run, len(parts), threads)
+        if max(hi) < inf_bits and (allow_zero or min(lo) >= 1):
+            return True
+    finite = bool(np.isfinite(a).all())
+    return finite and bool((a >= 0).all() if allow_zero else (a > 0).all())
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")  # numpy error model: no zero-division branch, vectorised

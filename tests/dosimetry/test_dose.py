@@ -346,3 +346,35 @@ def test_vsv_density_is_the_vsv_dose_rescaled_to_each_voxel_mass(dtype):
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(corrected, expected, rtol=rtol, atol=rtol * float(expected.max()) * 1e-3)
     assert not corrected[plain == 0].any()
+
+
+_EDGE_VALUES = (0.0, -0.0, 1.0, -1.0, math.nan, -math.nan, math.inf, -math.inf, 1e-320, 5e-45, -5e-45, 3.4e38, 1e300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    allow_zero=st.booleans(),
+    layout=st.sampled_from(["C", "F", "strided"]),
+    base=st.floats(min_value=1e-3, max_value=1e3),
+    planted=st.lists(st.tuples(st.integers(0, 63), st.sampled_from(_EDGE_VALUES)), max_size=3),
+    big=st.booleans(),
+)
+def test_input_check_agrees_with_an_exact_float_test(dtype, allow_zero, layout, base, planted, big):
+    """The one-pass bit test behind the activity and density checks says 'all finite and > 0' (or '>= 0') exactly
+    when plain float comparisons do: for -0.0, subnormals, NaN of either sign, +-inf, the largest floats, in any
+    memory layout, and when the array is split over the threads."""
+    shape = (4, 4, 4)
+    with np.errstate(over="ignore"):
+        a = np.full(shape, base, dtype=dtype)
+        for idx, v in planted:
+            a.reshape(-1)[idx] = v
+    if layout == "F":
+        a = np.asfortranarray(a)
+    elif layout == "strided":
+        a = a[:, ::2]
+    exact = bool(np.isfinite(a).all() and ((a >= 0).all() if allow_zero else (a > 0).all()))
+    with pytest.MonkeyPatch.context() as mp:
+        if big:
+            mp.setattr(D, "_PARALLEL_MIN_BYTES", 0)  # the threaded split, on a small array
+        assert D._all_finite_positive(a, allow_zero) is exact
