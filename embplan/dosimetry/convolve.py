@@ -93,6 +93,7 @@ _KERNEL_CACHE_SIZE = 4
 _MIN_TEMP_BYTES = 64 * 2**20
 _CHUNK_BYTES = 4 * 2**20  # working set of one FFT chunk: a few MiB stays in the caches
 _CHUNKS_PER_THREAD = 4  # dynamic hand-out: a few chunks per thread balance uneven rows and busy cores
+_SCAN_PARTS_PER_THREAD = 2  # the input scan: rows are cheap and uniform, fewer hand-outs cost less
 _DIRECT_SLABS_PER_THREAD = 1  # y-slabs per thread on the direct path: each costs 2 hy extra rows along x
 # Outputs above this size come from fresh, lazily zeroed pages (glibc serves allocations above its largest mmap
 # threshold, 32 MiB on 64-bit, with mmap); smaller ones are zeroed by the worker threads.
@@ -155,19 +156,25 @@ def _ranges(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
 # ----------------------------------------------------------------------------------------------- numba kernels
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _row_spans(tia, rlo, rhi, q0, q1):  # pragma: no cover - compiled
-    """For the (z, y) rows q0:q1 (flat index z * ny + y): first and one-past-last non-zero voxel (rlo = rhi = 0
-    when none); returns how many of these rows hold a non-finite value.
+def _row_spans(rows, ny, rlo, rhi, q0, q1):  # pragma: no cover - compiled
+    """For the rows q0:q1 of ``rows`` (the volume as (nz * ny, nx), row q = z * ny + y): first and one-past-last
+    non-zero voxel into rlo[q], rhi[q] (0, 0 when none). Returns the number of rows holding a non-finite value
+    and the bounding box of the non-zero voxels of these rows, (z0, z1, y0, y1, x0, x1) (all 0 when none).
 
     The sum of |v| over a row is 0 exactly when the row is all zeros and is finite unless the row holds inf or
-    nan (or overflows, which the exact check below tells apart). Only this sum is reassociated (vectorised)."""
-    ny = tia.shape[1]
-    nx = tia.shape[2]
+    nan (or overflows, which the exact check below tells apart); only this sum is reassociated. Both it and the
+    searches for the first and last non-zero voxel are branch-free loops over the whole row, so they vectorise;
+    the searches run only on rows that hold data."""
+    nx = rows.shape[1]
     bad = 0
+    qa = -1
+    qb = -1
+    ya = ny
+    yb = 0
+    xa = nx
+    xb = 0
     for q in range(q0, q1):
-        z = q // ny
-        y = q - z * ny
-        row = tia[z, y]
+        row = rows[q]
         acc = row[0] * 0
         for x in range(nx):
             acc += abs(row[x])
@@ -179,14 +186,24 @@ def _row_spans(tia, rlo, rhi, q0, q1):  # pragma: no cover - compiled
                     if not np.isfinite(row[x]):
                         bad += 1
                         break
-            while row[a] == 0:
-                a += 1
-            b = nx
-            while row[b - 1] == 0:
-                b -= 1
-        rlo[z, y] = a
-        rhi[z, y] = b
-    return bad
+            a = nx
+            for x in range(nx):
+                a = min(a, x if row[x] != 0 else nx)
+            for x in range(nx):
+                b = max(b, x + 1 if row[x] != 0 else 0)
+            if qa < 0:
+                qa = q
+            qb = q
+            y = q % ny
+            ya = min(ya, y)
+            yb = max(yb, y + 1)
+            xa = min(xa, a)
+            xb = max(xb, b)
+        rlo[q] = a
+        rhi[q] = b
+    if qa < 0:
+        return bad, 0, 0, 0, 0, 0, 0
+    return bad, qa // ny, qb // ny + 1, ya, yb, xa, xb
 
 
 @numba.njit(cache=True, nogil=True)
@@ -762,21 +779,31 @@ def _check_array(name: str, a: object) -> np.ndarray:
     return arr
 
 
-def _scan(tia: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row spans of the non-zero voxels of a C-contiguous float array; raises on non-finite values."""
-    nz, ny, _ = tia.shape
+def _scan(tia: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], ...] | None]:
+    """Row spans of the non-zero voxels of a C-contiguous float array and their bounding box (None when all
+    zero); raises on non-finite values."""
+    nz, ny, nx = tia.shape
     rlo = np.empty((nz, ny), dtype=np.int64)
     rhi = np.empty((nz, ny), dtype=np.int64)
-    parts = _ranges(0, nz * ny, threads * _CHUNKS_PER_THREAD if threads > 1 else 1)
-    bad = [0] * len(parts)
+    rows = tia.reshape(nz * ny, nx)
+    flo = rlo.reshape(-1)
+    fhi = rhi.reshape(-1)
+    parts = _ranges(0, nz * ny, threads * _SCAN_PARTS_PER_THREAD if threads > 1 else 1)
+    res = [(0, 0, 0, 0, 0, 0, 0)] * len(parts)
 
     def run(i: int) -> None:
-        bad[i] = _row_spans(tia, rlo, rhi, *parts[i])
+        res[i] = _row_spans(rows, ny, flo, fhi, *parts[i])
 
     _parallel(run, len(parts), threads)
-    if sum(bad):
-        raise DosimetryError(f"convolve: tia must be finite; {int(sum(bad))} row(s) hold NaN or infinite values")
-    return rlo, rhi
+    bad = sum(r[0] for r in res)
+    if bad:
+        raise DosimetryError(f"convolve: tia must be finite; {int(bad)} row(s) hold NaN or infinite values")
+    boxes = [r[1:] for r in res if r[2] > r[1]]
+    if not boxes:
+        return rlo, rhi, None
+    return rlo, rhi, ((min(b[0] for b in boxes), max(b[1] for b in boxes)),
+                      (min(b[2] for b in boxes), max(b[3] for b in boxes)),
+                      (min(b[4] for b in boxes), max(b[5] for b in boxes)))
 
 
 def _bbox_from_spans(rlo: np.ndarray, rhi: np.ndarray) -> tuple[tuple[int, int], ...] | None:
@@ -851,7 +878,7 @@ def _prepare(tia, kernel, roi, method: str, max_temp_bytes: int | None) -> _Prep
     dtype = _work_dtype(tia.dtype)
     tia_w = np.ascontiguousarray(tia, dtype=dtype)
     threads = _threads()
-    rlo, rhi = _scan(tia_w, threads)
+    rlo, rhi, sbox = _scan(tia_w, threads)
 
     roi_b = qlo = qhi = None
     if roi is not None:
@@ -867,7 +894,6 @@ def _prepare(tia, kernel, roi, method: str, max_temp_bytes: int | None) -> _Prep
         _parallel(lambda i: _mask_spans(roi_b, qlo, qhi, *mparts[i]), len(mparts), threads)
 
     h = tuple(n // 2 for n in kernel.shape)
-    sbox = _bbox_from_spans(rlo, rhi)
     obox = ibox = None
     if sbox is not None:
         obox = tuple((max(lo - hd, 0), min(hi + hd, n)) for (lo, hi), hd, n in zip(sbox, h, tia.shape, strict=True))

@@ -343,3 +343,33 @@ def test_bad_input_is_refused_with_the_reason(tia, kernel, roi, kwargs, words):
     with pytest.raises(DosimetryError, match=words) as info:
         convolve(tia, kernel, roi, **kwargs)
     assert isinstance(info.value, EmbplanError)
+
+
+@given(
+    shape=st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 40)),
+    n_points=st.integers(0, 6),
+    parts=st.integers(1, 5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_scan_finds_every_rows_span_and_the_bounding_box(shape, n_points, parts, seed):
+    """The input scan's row spans and bounding box equal numpy's, however the rows are split over threads, with
+    -0.0 counted as zero and tiny (subnormal) values as data."""
+    rng = np.random.default_rng(seed)
+    tia = np.zeros(shape, dtype=np.float32)
+    if rng.random() < 0.3:
+        tia[tuple(rng.integers(0, n) for n in shape)] = -0.0
+    for _ in range(n_points):
+        tia[tuple(rng.integers(0, n) for n in shape)] = rng.choice([1.0, -2.5, 1e-45, 3e38])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv, "_SCAN_PARTS_PER_THREAD", parts)
+        rlo, rhi, box = conv._scan(tia, 2)
+    nz = tia != 0
+    for z in range(shape[0]):
+        for y in range(shape[1]):
+            xs = np.flatnonzero(nz[z, y])
+            assert (rlo[z, y], rhi[z, y]) == ((xs[0], xs[-1] + 1) if xs.size else (0, 0))
+    if not nz.any():
+        assert box is None
+    else:
+        idx = np.nonzero(nz)
+        assert box == tuple((int(i.min()), int(i.max()) + 1) for i in idx)
