@@ -437,9 +437,13 @@ def validate(
     case_file: Annotated[Path, typer.Argument(metavar="CASE.json", help="The case file (JSON).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a case file: exit 0 when it is valid, else 1 with the field and the reason."""
+    """Check a case file: exit 0 when it is valid, else 1 with the field and the reason. The DICOM files and
+    folders a case names must exist (they are read when the case is planned)."""
     with _errors():
+        from .imaging.image_set import dicom_input_paths
+
         case = _load_case(case_file)
+        dicom = dicom_input_paths(case)
         proc = case.procedure
         info = {
             "valid": True,
@@ -448,10 +452,13 @@ def validate(
             "procedure": proc.kind,
             "procedure_date": str(proc.date),
         }
+        if dicom:
+            info["dicom_inputs"] = {name: str(path) for name, path in dicom.items()}
         if as_json:
             _print_json(info)
         else:
-            typer.echo(f"{case_file}: valid (patient {case.patient.id}, {proc.kind} on {proc.date})")
+            found = f"; DICOM inputs found: {', '.join(dicom)}" if dicom else ""
+            typer.echo(f"{case_file}: valid (patient {case.patient.id}, {proc.kind} on {proc.date}{found})")
 
 
 @app.command()

@@ -304,6 +304,24 @@ def test_missing_file_is_an_imaging_error_naming_it(dicom_dir):
     assert r.exit_code == 1 and "missing.dcm" in r.stderr and not (dicom_dir / "never.h5").exists()
 
 
+def test_validate_checks_that_the_dicom_inputs_exist(dicom_dir):
+    """`embplan validate` reports the DICOM inputs it found, and refuses a case naming files that are not there
+    (every missing field named), before anything is read or planned."""
+    r = run("validate", dicom_dir / "tare_dicom.json", "--json")
+    assert r.exit_code == 0, r.output
+    found = json.loads(r.stdout)["dicom_inputs"]
+    assert set(found) == {"ct", "spect", "rtstruct"}
+    assert all(Path(p).exists() for p in found.values())
+    assert "DICOM inputs found: ct, spect, rtstruct" in run("validate", dicom_dir / "tare_dicom.json").stdout
+    raw = _case_json(dicom_dir)
+    _dicom(raw)["spect"] = "spect/missing.dcm"
+    _dicom(raw)["rtstruct"] = "nowhere.dcm"
+    r = run("validate", _write_case(dicom_dir, raw, "missing_two.json"))
+    assert r.exit_code == 1 and r.stdout == ""
+    assert "dosimetry.images.dicom.spect" in r.stderr and "dosimetry.images.dicom.rtstruct" in r.stderr
+    assert str(dicom_dir / "spect" / "missing.dcm") in r.stderr
+
+
 def test_mismatched_frame_of_reference(dicom_dir, tmp_path):
     ds = pydicom.dcmread(dicom_dir / "spect" / "nm.dcm")
     ds.FrameOfReferenceUID = pydicom.uid.generate_uid()

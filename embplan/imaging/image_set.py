@@ -22,7 +22,7 @@ from ..errors import CaseError, ImagingError
 from ..grid import Grid
 from .phantom import Phantom, make_phantom
 
-__all__ = ["ImageSet", "build_image_set", "territory_mask", "HU_OUTSIDE_CT", "OUTSIDE_COUNTS_WARNING_FRACTION"]
+__all__ = ["ImageSet", "build_image_set", "dicom_input_paths", "territory_mask", "HU_OUTSIDE_CT", "OUTSIDE_COUNTS_WARNING_FRACTION"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,31 @@ def build_image_set(case: Case) -> ImageSet | None:
     if dicom is not None:
         return _images_from_dicom(case, dicom)
     return None
+
+
+def dicom_input_paths(case: Case) -> dict[str, Path]:
+    """The DICOM inputs a case names (``dosimetry.images.dicom``: ct, spect or pet, rtstruct or seg), resolved
+    against the case file's folder, without reading them; {} for a case without DICOM images.
+
+    Raises :class:`~embplan.errors.ImagingError` naming every field whose file or folder does not exist."""
+    d = case.dosimetry
+    images = d.images if d is not None else None
+    spec = getattr(images, "dicom", None) if images is not None else None
+    if spec is None:
+        return {}
+    paths: dict[str, Path] = {}
+    missing: list[str] = []
+    for name in ("ct", "spect", "pet", "rtstruct", "seg"):
+        given = getattr(spec, name)
+        if given is None:
+            continue
+        path = case.resolve_path(given)
+        if not path.exists():
+            missing.append(f"dosimetry.images.dicom.{name}: {path} not found")
+        paths[name] = path
+    if missing:
+        raise ImagingError("; ".join(missing))
+    return paths
 
 
 def _images_from_phantom(case: Case) -> ImageSet:
@@ -163,15 +188,7 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
 
     roles = spec.structures
     field_base = "dosimetry.images.dicom"
-    paths: dict[str, Path] = {}
-    for name in ("ct", "spect", "pet", "rtstruct", "seg"):
-        given = getattr(spec, name)
-        if given is None:
-            continue
-        path = case.resolve_path(given)
-        if not path.exists():
-            raise ImagingError(f"{field_base}.{name}: {path} not found")
-        paths[name] = path
+    paths = dicom_input_paths(case)
     notes: list[str] = []
 
     # ---- images
