@@ -220,14 +220,7 @@ def _check_tia(tia_mbq_s: Any, grid: Grid) -> np.ndarray:
         raise DosimetryError(f"tia_mbq_s: shape {a.shape} does not match the grid shape {grid.shape}")
     dtype = np.float32 if a.dtype == np.float32 else np.float64
     a = a.astype(dtype, copy=False)
-    if not _all_finite_positive(a, allow_zero=True):
-        bad = ~np.isfinite(a)
-        if bad.any():
-            raise DosimetryError(f"tia_mbq_s: {int(np.count_nonzero(bad))} voxels are NaN or infinite")
-        raise DosimetryError(
-            f"tia_mbq_s: {int(np.count_nonzero(a < 0))} voxels are negative (min {float(a.min()):g} MBq s); "
-            "cumulated activity must be >= 0"
-        )
+    _require_finite(a, "tia_mbq_s", allow_zero=True, unit="MBq s", rule="cumulated activity must be >= 0")
     return a
 
 
@@ -243,15 +236,22 @@ def _check_density(density_g_cm3: Any, grid: Grid, dtype: type) -> np.ndarray | 
     if a.shape != grid.shape:
         raise DosimetryError(f"density_g_cm3: shape {a.shape} does not match the grid shape {grid.shape}")
     a = a.astype(dtype, copy=False)
-    if not _all_finite_positive(a, allow_zero=False):
-        bad = ~np.isfinite(a)
-        if bad.any():
-            raise DosimetryError(f"density_g_cm3: {int(np.count_nonzero(bad))} voxels are NaN or infinite")
-        raise DosimetryError(
-            f"density_g_cm3: {int(np.count_nonzero(a <= 0))} voxels are <= 0 (min {float(a.min()):g} g/cm3); "
-            "every density must be > 0 (air is about 0.0012)"
-        )
+    _require_finite(a, "density_g_cm3", allow_zero=False, unit="g/cm3",
+                    rule="every density must be > 0 (air is about 0.0012)")
     return a
+
+
+def _require_finite(a: np.ndarray, name: str, allow_zero: bool, unit: str, rule: str) -> None:
+    """Raise naming ``name`` unless every value is finite and > 0 (>= 0 with ``allow_zero``); the counting of the
+    offending voxels happens only then."""
+    if _all_finite_positive(a, allow_zero):
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise DosimetryError(f"{name}: {int(np.count_nonzero(bad))} voxels are NaN or infinite")
+    low = a < 0 if allow_zero else a <= 0
+    what = "negative" if allow_zero else "<= 0"
+    raise DosimetryError(f"{name}: {int(np.count_nonzero(low))} voxels are {what} (min {float(a.min()):g} {unit}); {rule}")
 
 
 #: Bits of +inf as unsigned integers: read so, the non-negative finite floats are exactly 0 (+0.0) up to one below
