@@ -224,7 +224,9 @@ def _check_tia(tia_mbq_s: Any, grid: Grid) -> np.ndarray:
     return a
 
 
-def _check_density(density_g_cm3: Any, grid: Grid, dtype: type) -> np.ndarray | float:
+def _check_density(density_g_cm3: Any, grid: Grid, dtype: type, values: bool = True) -> np.ndarray | float:
+    """The density as a number or a C-contiguous array of ``dtype``; its values are checked (finite, > 0) unless
+    ``values`` is false: the caller then checks them where it uses them."""
     if np.ndim(density_g_cm3) == 0 and np.asarray(density_g_cm3).dtype.kind in "iuf":
         v = float(density_g_cm3)
         if not (math.isfinite(v) and v > 0):
@@ -235,10 +237,13 @@ def _check_density(density_g_cm3: Any, grid: Grid, dtype: type) -> np.ndarray | 
         raise DosimetryError(f"density_g_cm3: must be a number or a real numeric array, got dtype {a.dtype}")
     if a.shape != grid.shape:
         raise DosimetryError(f"density_g_cm3: shape {a.shape} does not match the grid shape {grid.shape}")
-    a = a.astype(dtype, copy=False)
-    _require_finite(a, "density_g_cm3", allow_zero=False, unit="g/cm3",
-                    rule="every density must be > 0 (air is about 0.0012)")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if values:
+        _require_finite(a, "density_g_cm3", allow_zero=False, unit="g/cm3", rule=_DENSITY_RULE)
     return a
+
+
+_DENSITY_RULE = "every density must be > 0 (air is about 0.0012)"
 
 
 def _require_finite(a: np.ndarray, name: str, allow_zero: bool, unit: str, rule: str) -> None:
@@ -302,22 +307,62 @@ def _all_finite_positive(a: np.ndarray, allow_zero: bool) -> bool:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")  # numpy error model: no zero-division branch, vectorised
-def _finish_box(dose, z0, z1, y0, y1, x0, x1, scale, rho, k_rho, use_rho):  # pragma: no cover - compiled
-    """In place over the box: dose = max(dose * scale, 0), times k_rho / rho when ``use_rho`` (rho an array of the
-    dose's shape). One pass over the box only: outside it the convolution is exactly 0."""
+def _finish_box(dose, z0, z1, y0, y1, x0, x1, scale, rho, rho_bits, k_rho, use_rho):  # pragma: no cover - compiled
+    """In place over dose[z0:z1, y0:y1, x0:x1]: dose = max(dose * scale, 0), times k_rho / rho when ``use_rho``
+    (rho an array of the dose's shape, rho_bits the same memory read as unsigned integers). Returns the min and
+    max of rho_bits over the box (the first element twice when not ``use_rho``), so that the densities used are
+    checked in the same pass (see :func:`_all_finite_positive`)."""
     zero = scale - scale
+    lo = rho_bits[0, 0, 0]
+    if use_rho:
+        lo = rho_bits[z0, y0, x0]
+    hi = lo
     for z in range(z0, z1):
         for y in range(y0, y1):
             d = dose[z, y, x0:x1]
             if use_rho:
                 r = rho[z, y, x0:x1]
+                rb = rho_bits[z, y, x0:x1]
                 for x in range(x1 - x0):
                     v = d[x] * scale
                     d[x] = (v if v > zero else zero) * (k_rho / r[x])
+                    b = rb[x]
+                    lo = b if b < lo else lo
+                    hi = b if b > hi else hi
             else:
                 for x in range(x1 - x0):
                     v = d[x] * scale
                     d[x] = v if v > zero else zero
+    return lo, hi
+
+
+def _finish(dose: np.ndarray, box: tuple[tuple[int, int], ...], scale: Any, rho: np.ndarray | None,
+            k_rho: Any) -> None:
+    """:func:`_finish_box` over ``box``, in z-slabs on the convolution's threads for large boxes; with a density
+    map, raises unless every density in the box (where the dose is computed) is finite and > 0."""
+    (z0, z1), (y0, y1), (x0, x1) = box
+    use_rho = rho is not None
+    if use_rho:
+        rho_arr = rho
+        rho_bits = rho.view(_INF_BITS[rho.dtype][0])
+    else:
+        rho_arr = np.ones((1, 1, 1), dtype=dose.dtype)
+        rho_bits = rho_arr.view(_INF_BITS[rho_arr.dtype][0])
+    threads = _threads()
+    box_bytes = (z1 - z0) * (y1 - y0) * (x1 - x0) * dose.itemsize
+    parts = _ranges(z0, z1, threads if (threads > 1 and box_bytes >= _PARALLEL_MIN_BYTES) else 1)
+    lo = [0] * len(parts)
+    hi = [0] * len(parts)
+
+    def run(i: int) -> None:
+        a, b = parts[i]
+        lo[i], hi[i] = (int(v) for v in _finish_box(dose, a, b, y0, y1, x0, x1, scale, rho_arr, rho_bits, k_rho,
+                                                     use_rho))
+
+    _parallel(run, len(parts), threads)
+    if use_rho and not (max(hi) < _INF_BITS[rho.dtype][1] and min(lo) >= 1):
+        _require_finite(rho[z0:z1, y0:y1, x0:x1], "density_g_cm3 (where the dose is computed, within the kernel's "
+                        "reach of the activity)", allow_zero=False, unit="g/cm3", rule=_DENSITY_RULE)
 
 
 def _check_roi(roi: Any, grid: Grid) -> np.ndarray | None:
@@ -371,7 +416,10 @@ def dose_map(
     (its own density replaces ``kernel_density_g_cm3``).
 
     Raises :class:`~embplan.errors.DosimetryError` on NaN, infinite or negative activity, shape mismatches, bad
-    spacing, non-positive density or an unknown method.
+    spacing, an unknown method, or a NaN, infinite or non-positive density wherever it enters the result: anywhere
+    in the map for ``"ldm"`` and ``"vsv"``; for ``"vsv_density"`` within the kernel's reach of the activity (the
+    box where the dose is computed), checked in the pass that applies it -- beyond that reach the dose is exactly
+    0 whatever the density, so the map is not read there.
     """
     dose, meta = _compute(
         tia_mbq_s, grid, method, density_g_cm3, k_gy_kg_per_gbq, kernel_density_g_cm3, roi, kernel,
@@ -423,7 +471,10 @@ def _compute(
                   ("k_gy_kg_per_gbq", k_gy_kg_per_gbq)):
         if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
             raise DosimetryError(f"{nm}: must be a finite number > 0, got {v!r}")
-    rho = None if density_g_cm3 is None else _check_density(density_g_cm3, grid, dtype)
+    # vsv_density uses a density map only within the kernel's reach of the activity (the dose is exactly 0
+    # elsewhere, whatever the density): its values are checked there, in the pass that applies them
+    rho = None if density_g_cm3 is None else _check_density(density_g_cm3, grid, dtype,
+                                                            values=method != "vsv_density")
     if method == "vsv_density" and rho is None:
         raise DosimetryError("density_g_cm3: required for method 'vsv_density' (a number or an array, g/cm3)")
     meta: dict[str, Any] = {
@@ -456,14 +507,11 @@ def _compute(
     if box is not None:
         # mGy -> Gy; max(., 0) removes FFT rounding only (every kernel value is >= 0); vsv_density rescales the
         # energy to each voxel's mass (k_rho / rho), in the same pass and only where the dose can be non-zero
-        rho_arr = rho if isinstance(rho, np.ndarray) else np.ones((1, 1, 1), dtype=dtype)
         scale = dtype(1.0e-3)
-        k_over = dtype(k_rho)
         if method == "vsv_density" and not isinstance(rho, np.ndarray):
             scale = dtype(scale * dtype(k_rho / rho))
-        (z0, z1), (y0, y1), (x0, x1) = box
-        _finish_box(dose, z0, z1, y0, y1, x0, x1, scale, rho_arr, k_over,
-                    method == "vsv_density" and isinstance(rho, np.ndarray))
+        _finish(dose, box, scale, rho if method == "vsv_density" and isinstance(rho, np.ndarray) else None,
+                dtype(k_rho))
     notes: list[str] = []
     if method == "vsv_density":
         notes.append(

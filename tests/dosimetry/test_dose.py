@@ -317,17 +317,32 @@ def test_non_positive_spacing_is_refused_by_the_grid():
             Grid(shape=(4, 4, 4), spacing_mm=spacing)
 
 
-def test_density_is_validated_everywhere_not_only_where_the_dose_is_computed():
-    """The density correction is applied over the dose's non-zero box only, but a NaN or non-positive density
-    anywhere in the map is still refused."""
+def test_density_is_checked_wherever_it_enters_the_dose():
+    """A NaN, infinite or non-positive density raises, naming the field, wherever it can change the result:
+    anywhere for ldm and vsv (they use the whole map), within the kernel's reach of the activity for vsv_density
+    (the dose is computed there, in the pass that applies the densities, also split over the threads). Beyond that
+    reach the vsv_density dose is exactly 0 whatever the density, and a bad value there changes nothing."""
     grid = Grid.cubic((16, 16, 16), 4.0)
     tia = np.zeros(grid.shape, dtype=np.float32)
     tia[1:3, 1:3, 1:3] = 100.0
-    for bad in (np.nan, 0.0, -1.0, np.inf):
-        rho = np.ones(grid.shape, dtype=np.float32)
-        rho[15, 15, 15] = bad  # far beyond the kernel's reach of the activity
-        with pytest.raises(DosimetryError, match="density_g_cm3"):
-            D.absorbed_dose_gy(tia, grid, "vsv_density", rho)
+    good = D.absorbed_dose_gy(tia, grid, "vsv_density", np.ones(grid.shape, dtype=np.float32))
+    reach = good > 0
+    assert reach[3, 3, 3] and not reach[15, 15, 15]
+    for bad in (np.nan, 0.0, -0.0, -1.0, np.inf):
+        for where in ((2, 2, 2), (3, 4, 3), (15, 15, 15)):
+            rho = np.ones(grid.shape, dtype=np.float32)
+            rho[where] = bad
+            for method in ("ldm", "vsv"):
+                with pytest.raises(DosimetryError, match="density_g_cm3"):
+                    D.absorbed_dose_gy(tia, grid, method, rho)
+            for parallel_min in (D._PARALLEL_MIN_BYTES, 0):
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.setattr(D, "_PARALLEL_MIN_BYTES", parallel_min)
+                    if where == (15, 15, 15):  # beyond the reach: the same dose as with a good density there
+                        np.testing.assert_array_equal(D.absorbed_dose_gy(tia, grid, "vsv_density", rho), good)
+                    else:
+                        with pytest.raises(DosimetryError, match=r"density_g_cm3 \(where the dose is computed"):
+                            D.absorbed_dose_gy(tia, grid, "vsv_density", rho)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
