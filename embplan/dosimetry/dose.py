@@ -264,6 +264,12 @@ def _require_finite(a: np.ndarray, name: str, allow_zero: bool, unit: str, rule:
 _INF_BITS = {np.dtype(np.float32): (np.uint32, 0x7F800000), np.dtype(np.float64): (np.uint64, 0x7FF0000000000000)}
 
 
+def _bits_in_range(lo: int, hi: int, dtype: np.dtype, allow_zero: bool) -> bool:
+    """Whether floats of ``dtype`` whose bits span [lo, hi] are all finite and > 0 (>= 0 with ``allow_zero``);
+    False also for -0.0, which an exact float test must then decide."""
+    return hi < _INF_BITS[dtype][1] and (allow_zero or lo >= 1)
+
+
 @numba.njit(cache=True, nogil=True)
 def _bits_min_max(u, i0, i1):  # pragma: no cover - compiled
     """(min, max) of the unsigned integers u[i0:i1] (i0 < i1); integer min/max reductions vectorise."""
@@ -289,8 +295,7 @@ def _all_finite_positive(a: np.ndarray, allow_zero: bool) -> bool:
         return True
     spec = _INF_BITS.get(a.dtype)
     if spec is not None and (a.flags.c_contiguous or a.flags.f_contiguous):
-        utype, inf_bits = spec
-        u = a.ravel(order="K").view(utype)  # a view: contiguous memory in either order
+        u = a.ravel(order="K").view(spec[0])  # a view: contiguous memory in either order
         threads = _threads()
         parts = _ranges(0, u.size, threads if (threads > 1 and a.nbytes >= _PARALLEL_MIN_BYTES) else 1)
         lo = [0] * len(parts)
@@ -300,7 +305,7 @@ def _all_finite_positive(a: np.ndarray, allow_zero: bool) -> bool:
             lo[i], hi[i] = (int(v) for v in _bits_min_max(u, parts[i][0], parts[i][1]))
 
         _parallel(run, len(parts), threads)
-        if max(hi) < inf_bits and (allow_zero or min(lo) >= 1):
+        if _bits_in_range(min(lo), max(hi), a.dtype, allow_zero):
             return True
     finite = bool(np.isfinite(a).all())
     return finite and bool((a >= 0).all() if allow_zero else (a > 0).all())
@@ -360,7 +365,7 @@ def _finish(dose: np.ndarray, box: tuple[tuple[int, int], ...], scale: Any, rho:
                                                      use_rho))
 
     _parallel(run, len(parts), threads)
-    if use_rho and not (max(hi) < _INF_BITS[rho.dtype][1] and min(lo) >= 1):
+    if use_rho and not _bits_in_range(min(lo), max(hi), rho.dtype, allow_zero=False):
         _require_finite(rho[z0:z1, y0:y1, x0:x1], "density_g_cm3 (where the dose is computed, within the kernel's "
                         "reach of the activity)", allow_zero=False, unit="g/cm3", rule=_DENSITY_RULE)
 
