@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from .board.model import BoardReview
 from .case import Case
 from .grid import Grid
 from .risk import DoseLimits, Flag, Severity
@@ -223,6 +224,7 @@ class Plan(BaseModel):
     flags: list[Flag]
     thresholds: Thresholds
     dosimetry: DosimetryResult | None = None
+    board: BoardReview | None = None
     provenance: Provenance
     voxel: VoxelData | None = Field(default=None, exclude=True)
 
