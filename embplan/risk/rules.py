@@ -28,6 +28,15 @@ from .case_facts import (
     portal_drainage,
     prior_tare,
 )
+from .eligibility import (
+    ENETS_2016,
+    FLR_SOURCE,
+    MAZZAFERRO_2007_2016,
+    NCCN_NET,
+    all_met,
+    milan_criteria,
+    resection_criteria,
+)
 from .flags import Flag, Severity, sort_flags
 from .limits import lung_shunt_reduction
 
@@ -472,49 +481,40 @@ def rule_protocol_deviation(case: Case, th: Thresholds) -> list[Flag]:
 # candidates for curative treatment
 # ---------------------------------------------------------------------------------------------------------------
 def rule_resection_candidate(case: Case, th: Thresholds) -> list[Flag]:
-    """R0 resection feasible, future liver remnant >= 30 % (given), well differentiated -> info.
-
-    An unknown remnant (None) does not qualify: the flag says what is known, not what might be.
-    """
-    liver = case.patient.liver
-    d = case.patient.disease
-    flr = liver.future_liver_remnant_percent
-    if not liver.r0_resection_feasible or flr is None or flr < th.flr_min_percent or d.differentiation != "well":
+    """Every curative-resection criterion met (:func:`embplan.risk.eligibility.resection_criteria`: R0 feasible,
+    future liver remnant >= 30 %, ECOG 0-2, no unresectable extrahepatic disease, well differentiated G1/G2 with
+    the Ki-67 read) -> info. An unknown criterion (e.g. no remnant given) does not qualify: the flag says what is
+    known, and the tumour board's resection option (the same criteria) says what is missing."""
+    crits = resection_criteria(case, th)
+    if not all_met(crits):
         return []
+    by = {c.key: c for c in crits}
     return _flag(
         "RESECTION_CANDIDATE", Severity.INFO,
-        f"R0 resection is feasible with a future liver remnant of {flr}% (>= {th.flr_min_percent:g}%) in a "
-        "well-differentiated NET: surgery is the only curative option; discuss at the tumour board before "
-        "liver-directed therapy.",
-        "ENETS guidance; future liver remnant >= 30% (the brief's value [U])",
-        r0_resection_feasible=True, future_liver_remnant_percent=flr, flr_min_percent=th.flr_min_percent,
-        differentiation=d.differentiation,
+        f"Every curative-resection criterion is met (R0 feasible, future liver remnant "
+        f"{by['future_liver_remnant'].value} >= {th.flr_min_percent:g}%, {by['performance_status'].value}, "
+        f"{by['extrahepatic_disease'].value} extrahepatic disease, {by['grade'].value}): surgery is the option that "
+        "can cure; discuss at the tumour board before liver-directed therapy.",
+        f"{NCCN_NET}; {ENETS_2016}; {FLR_SOURCE}",
+        r0_resection_feasible=True, future_liver_remnant=by["future_liver_remnant"].value,
+        future_liver_remnant_how=by["future_liver_remnant"].note, flr_min_percent=th.flr_min_percent,
+        differentiation=case.patient.disease.differentiation, ecog=case.patient.ecog,
+        criteria={c.key: c.status for c in crits},
     )
 
 
 def rule_transplant_candidate(case: Case, th: Thresholds) -> list[Flag]:
-    """Milan-NET: age < 55 (parameter; 60 in some sources), G1/G2, primary resected and drained by the portal
-    system (given, or inferred from the primary site), liver involvement < 50 %, no extrahepatic disease, stable
-    >= 6 months when the stability is given -> info. With TARE the message notes the long-term liver injury."""
+    """Every Milan-NET criterion met (:func:`embplan.risk.eligibility.milan_criteria`: age, G1/G2 with Ki-67,
+    primary resected and portally drained, involvement < 50 %, stable >= 6 months from the history, no extrahepatic
+    disease, no carcinoid heart disease) -> info. Unknown stability does not qualify. With TARE the message notes the
+    long-term liver injury. The tumour board's Milan option is built from the same criteria."""
     p = case.patient
     d = p.disease
-    drainage, how = portal_drainage(case)
-    stable = getattr(d, "stable_disease_months", None)
-    criteria = {
-        "age": p.age_years < th.transplant_age_limit_years,
-        "grade": d.grade in ("G1", "G2"),
-        "primary_resected": bool(d.primary_resected),
-        "portal_drainage": drainage is True,
-        "liver_involvement": d.liver_tumor_burden_percent < th.transplant_max_burden_percent,
-        "no_extrahepatic_disease": not d.extrahepatic_disease,
-        "stable_disease": stable is None or stable >= th.transplant_min_stable_months,
-    }
-    if not all(criteria.values()):
+    crits = milan_criteria(case, th)
+    if not all_met(crits):
         return []
-    stability = (
-        f"stable for {stable:g} months" if stable is not None
-        else f"stability not documented (Milan-NET asks for >= {th.transplant_min_stable_months:g} months)"
-    )
+    by = {c.key: c for c in crits}
+    drainage, how = portal_drainage(case)
     tare = (
         " TARE may cause long-term liver injury (cirrhosis-like morphology, portal hypertension: Su 2017, Currie "
         "2019) that can compromise a later transplant: weigh this before radioembolization."
@@ -522,14 +522,15 @@ def rule_transplant_candidate(case: Case, th: Thresholds) -> list[Flag]:
     )
     return _flag(
         "TRANSPLANT_CANDIDATE", Severity.INFO,
-        f"Meets the Milan-NET criteria (age {p.age_years} < {th.transplant_age_limit_years:g}, {d.grade}, primary "
-        f"resected and portally drained ({how}), liver involvement {d.liver_tumor_burden_percent}% < "
-        f"{th.transplant_max_burden_percent:g}%, no extrahepatic disease, {stability}): refer for a transplant "
-        f"evaluation.{tare}",
-        ev.MAZZAFERRO_2007 + (f"; {ev.SU_2017}; {ev.CURRIE_2019}" if tare else ""),
+        f"Meets every Milan-NET criterion (age {p.age_years} < {th.transplant_age_limit_years:g}, {by['grade'].value}, "
+        f"primary resected and portally drained ({how}), liver involvement {d.liver_tumor_burden_percent}% < "
+        f"{th.transplant_max_burden_percent:g}%, no extrahepatic disease, {by['stable_disease'].value}, no carcinoid "
+        f"heart disease): refer for a transplant evaluation (see the board's ENETS and UNOS criteria).{tare}",
+        MAZZAFERRO_2007_2016 + (f"; {ev.SU_2017}; {ev.CURRIE_2019}" if tare else ""),
         age_years=p.age_years, transplant_age_limit_years=th.transplant_age_limit_years, grade=d.grade,
         portal_drainage=how, liver_tumor_burden_percent=d.liver_tumor_burden_percent,
-        transplant_max_burden_percent=th.transplant_max_burden_percent, stable_disease_months=stable,
+        transplant_max_burden_percent=th.transplant_max_burden_percent,
+        stable_disease_months=d.stable_disease_months, stability=by["stable_disease"].value,
         transplant_min_stable_months=th.transplant_min_stable_months, procedure_kind=case.procedure.kind,
     )
 
