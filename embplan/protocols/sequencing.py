@@ -122,7 +122,8 @@ class Justification(BaseModel):
 class SequenceAssessment(BaseModel):
     """The ladder's view of a requested procedure.
 
-    - ``follows_ladder``: no step below the requested one is skipped (a repeat or a step back follows it);
+    - ``follows_ladder``: no step below the requested one is skipped (a repeat or a step back follows it), and the
+      request is not TAE/TACE where a biliary-enteric anastomosis makes TARE the ladder's step;
     - ``skipped``: the ladder steps (codes) the request passes over without refractoriness;
     - ``justifications``: texts with sources of the reasons that justify the skip (``justification_details``
       keeps the structured form);
@@ -151,6 +152,12 @@ class SequenceAssessment(BaseModel):
     @property
     def is_deviation(self) -> bool:
         return not self.on_ladder or not self.justified
+
+    @property
+    def below_biliary_step(self) -> bool:
+        """TAE/TACE requested where a biliary-enteric anastomosis makes TARE the step (the BILIARY_ENTERIC_ANASTOMOSIS
+        warning covers the risk)."""
+        return self.on_ladder and not self.follows_ladder and not self.skipped
 
 
 def ladder_position(prior_treatments: Iterable[PriorTreatment], *,
@@ -231,7 +238,10 @@ def evaluate_sequence(
     top = -1 if position.step == "none" else _RUNG[position.step]
     skipped = [LADDER[k] for k in range(req_rung)
                if not (k < top or (k == top and position.refractory))]
-    follows = not skipped
+    # With a biliary-enteric anastomosis the ladder's step is TARE: a TAE/TACE request does not follow it (issue 11:
+    # "follows the ladder: yes" beside "the ladder suggests TARE" was a contradiction).
+    below_bea = biliary_enteric_anastomosis and requested_kind in ("TAE", "TACE") and expected == "TARE"
+    follows = not skipped and not below_bea
 
     details: list[Justification] = []
     if skipped:
@@ -250,7 +260,10 @@ def evaluate_sequence(
                     text=f"non-intestinal primary ({primary_site}): ENETS 2022 recommends TACE or TARE"))
 
     parts = [f"Patient {position.describe()}; the ladder suggests {expected}."]
-    if follows:
+    if below_bea and not skipped:
+        parts.append(f"{requested_kind} does not follow the ladder here: with a biliary-enteric anastomosis its step "
+                     "is TARE.")
+    elif follows:
         if top > req_rung:
             parts.append(f"{requested_kind} steps back down the ladder (after {position.step}).")
         else:

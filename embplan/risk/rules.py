@@ -445,10 +445,14 @@ def rule_sequence_deviation(case: Case, th: Thresholds) -> list[Flag]:
     if not result.is_deviation:
         return []
     kind = case.procedure.kind
-    head = "" if not result.on_ladder else (
-        f"{_KIND_TEXT[kind]} skips {', '.join(result.skipped)} of the TAE -> TACE -> TARE ladder without a "
-        "recognised justification: document the reason. "
-    )
+    if not result.on_ladder:
+        head = ""
+    elif result.below_biliary_step:
+        head = (f"{_KIND_TEXT[kind]} with a biliary-enteric anastomosis: the ladder's step is TARE (see "
+                "BILIARY_ENTERIC_ANASTOMOSIS); document the reason. ")
+    else:
+        head = (f"{_KIND_TEXT[kind]} skips {', '.join(result.skipped)} of the TAE -> TACE -> TARE ladder without a "
+                "recognised justification: document the reason. ")
     return _flag(
         "SEQUENCE_DEVIATION", Severity.INFO,
         f"{head}{result.explanation}",

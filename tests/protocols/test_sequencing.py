@@ -106,7 +106,16 @@ def test_biliary_enteric_anastomosis_justifies_tare_first_only() -> None:
     tace = _eval("TACE", [], bea=True, **G1_SI)
     assert tace.is_deviation and "TARE first" in tace.explanation
     tae = _eval("TAE", [], bea=True, **G1_SI)
-    assert tae.follows_ladder and tae.expected_step == "TARE" and tae.suggested_next_code == "TARE"
+    # issue 11: "follows the ladder" must agree with "the ladder suggests TARE"
+    assert not tae.follows_ladder and tae.expected_step == "TARE" and tae.suggested_next_code == "TARE"
+    assert tae.below_biliary_step and "does not follow the ladder" in tae.explanation
+
+
+def test_tace_after_whipple_does_not_follow_the_ladder() -> None:
+    """The shared example tace_after_whipple: TAE progressed, TACE requested, biliary-enteric anastomosis."""
+    s = _eval("TACE", [_rec("TAE", "2024-09-10", "progression")], bea=True, **G1_SI)
+    assert s.expected_step == "TARE" and not s.follows_ladder and s.is_deviation
+    assert "follows the TAE -> TACE -> TARE ladder" not in s.explanation
 
 
 def test_step_back_follows() -> None:
