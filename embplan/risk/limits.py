@@ -154,7 +154,8 @@ def dose_limits(
 
 
 def lung_shunt_reduction(
-    case_or_lsf: Case | float, device: Literal["resin", "glass"] | None = None, thresholds: Thresholds | None = None
+    case_or_lsf: Case | float, device: Literal["resin", "glass"] | None = None, thresholds: Thresholds | None = None,
+    method: str | None = None,
 ) -> tuple[float, Flag | None]:
     """Activity reduction for a lung shunt fraction, and the LUNG_SHUNT_HIGH flag (None when it does not fire).
 
@@ -165,6 +166,8 @@ def lung_shunt_reduction(
     15 % < LSF <= 20 % -> caution, reduce 40 %; LSF > 20 % -> contraindication, returned reduction 1.0 (do not
     treat). Glass: LSF > 10 % -> caution with no reduction (0.0): the lung dose limit decides.
     Returns (0.0, None) when a case has no lung shunt fraction (the planner may know it from images).
+    ``method`` (the prescription method; taken from the case when a case is given) words the message: the
+    reduction is the BSA method's, applied by a BSA plan and not by a partition or MIRD one.
     """
     if isinstance(case_or_lsf, int | float) and not isinstance(case_or_lsf, bool):
         lsf = float(case_or_lsf)
@@ -186,7 +189,6 @@ def lung_shunt_reduction(
     ctx = {"lung_shunt_fraction": lsf, "device": device}
     # issue 11: the 20/40 % reduction is a rule of the BSA method; a partition or MIRD prescription limits the lung
     # dose instead, and a BSA plan has already applied the reduction (the message says so, not "reduce").
-    method = None
     if not (isinstance(case_or_lsf, int | float) and not isinstance(case_or_lsf, bool)):
         method = case_or_lsf.procedure.prescription.method  # type: ignore[union-attr]
         ctx["prescription_method"] = method
