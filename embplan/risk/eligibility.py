@@ -45,6 +45,7 @@ __all__ = [
     "OPTN_2015",
     "CHD_TRANSPLANT",
     "FLR_SOURCE",
+    "staged_bilobar_tare",
 ]
 
 Status = Literal["met", "unmet", "unknown"]
@@ -386,3 +387,26 @@ def unos_criteria(case: Case, th: Thresholds) -> list[CriterionResult]:
                                "(board_transplant_bilirubin_max_mg_dl)", src))
     out.append(_no_chd(case))
     return out
+
+
+def staged_bilobar_tare(case: Case, th: Thresholds) -> list[PriorTreatment]:
+    """Prior TARE sessions that, with the requested lobar or segmental TARE, expose both lobes within
+    ``board_bilobar_tare_window_days``: the earlier TARE records (of the other lobe) inside the window. Empty when the
+    request is not TARE, is whole-liver (WHOLE_LIVER_TARE covers it), or no such record exists."""
+    from ..protocols.territory import LOBE_SEGMENTS
+
+    proc = case.procedure
+    if proc.kind != "TARE" or proc.territory.is_whole_liver:
+        return []
+    now = proc.territory.couinaud_segments
+    now_lobes = {lobe for lobe, segs in LOBE_SEGMENTS.items() if now & segs}
+    out = []
+    for r in case.patient.prior_treatments:
+        if r.kind != "TARE" or r.territory is None:
+            continue
+        if (proc.date - r.date).days > th.board_bilobar_tare_window_days:
+            continue
+        lobes = {lobe for lobe, segs in LOBE_SEGMENTS.items() if r.territory.couinaud_segments & segs}
+        if (lobes | now_lobes) == set(LOBE_SEGMENTS) and (lobes ^ now_lobes):
+            out.append(r)
+    return sorted(out, key=lambda r: r.date)

@@ -34,6 +34,8 @@ ALL_CODES: tuple[str, ...] = (
     "PRIOR_RADIOEMBOLIZATION",
     "PROTOCOL_DEVIATION",
     "HEPATIC_RESERVE_LOW",
+    # tumour board (issue 11): tumours or lesions outside the treated territory
+    "UNTREATED_DISEASE",
 )
 
 _RANK = {"info": 0, "caution": 1, "warning": 2, "contraindication": 3}

@@ -28,6 +28,7 @@ from .case_facts import (
     portal_drainage,
     prior_tare,
 )
+from .coverage import untreated_disease_flag
 from .eligibility import (
     ENETS_2016,
     FLR_SOURCE,
@@ -36,6 +37,7 @@ from .eligibility import (
     all_met,
     milan_criteria,
     resection_criteria,
+    staged_bilobar_tare,
 )
 from .flags import Flag, Severity, sort_flags
 from .limits import lung_shunt_reduction
@@ -49,6 +51,7 @@ __all__ = ["Rule", "CASE_RULES", "assess", "rule_names"] + [
     "rule_portal_vein_thrombosis", "rule_performance_status", "rule_lab_limits", "rule_doxorubicin_cumulative",
     "rule_lung_shunt_high", "rule_sequence_deviation", "rule_resection_candidate", "rule_transplant_candidate",
     "rule_prior_radioembolization", "rule_protocol_deviation", "rule_hepatic_reserve_low",
+    "rule_untreated_disease",
 ]
 
 Rule = Callable[["Case", Thresholds], list[Flag]]
@@ -137,10 +140,35 @@ def rule_deb_tace_in_net(case: Case, th: Thresholds) -> list[Flag]:
 
 
 def rule_whole_liver_tare(case: Case, th: Thresholds) -> list[Flag]:
-    """TARE with whole-liver scope -> warning: long-term cirrhosis-like morphology and portal hypertension."""
+    """TARE with whole-liver scope -> warning: long-term cirrhosis-like morphology and portal hypertension.
+
+    Staged bilobar TARE (issue 11): a lobar or segmental TARE that, with an earlier TARE of the other lobe within
+    ``board_bilobar_tare_window_days``, exposes the whole liver -> the same warning, naming the earlier session and
+    its recorded liver dose (the board's liver section sums the doses per territory)."""
     proc = case.procedure
-    if proc.kind != "TARE" or proc.territory.scope != "whole_liver":
+    if proc.kind != "TARE":
         return []
+    if proc.territory.scope != "whole_liver":
+        staged = staged_bilobar_tare(case, th)
+        if not staged:
+            return []
+        earlier = "; ".join(
+            f"{r.territory.describe() if r.territory else '?'} TARE on {r.date.isoformat()} "
+            f"({(proc.date - r.date).days} days before"
+            + (f", non-tumour liver {r.normal_liver_dose_gy:g} Gy" if r.normal_liver_dose_gy is not None else
+               ", liver dose not recorded") + ")" for r in staged)
+        return _flag(
+            "WHOLE_LIVER_TARE", Severity.WARNING,
+            f"Staged bilobar TARE: this {proc.territory.describe()} TARE follows {earlier}, within "
+            f"{th.board_bilobar_tare_window_days} days: the whole liver is exposed, as after whole-liver TARE "
+            "(cirrhosis-like morphology 56% after whole-liver vs 27% after one lobe, Su 2017; chronic hepatotoxicity "
+            "13%, Currie 2019). Weigh the interval, the cumulative liver dose and a non-radiation option for this lobe.",
+            f"{ev.SU_2017}; {ev.CURRIE_2019}; {ev.ROBERSON_REILD}",
+            procedure_kind="TARE", scope=proc.territory.scope, staged_bilobar=True, device=proc.device,
+            earlier_tare_dates=[r.date.isoformat() for r in staged],
+            earlier_normal_liver_doses_gy=[r.normal_liver_dose_gy for r in staged],
+            bilobar_tare_window_days=th.board_bilobar_tare_window_days,
+        )
     return _flag(
         "WHOLE_LIVER_TARE", Severity.WARNING,
         "Whole-liver TARE in a single session: cirrhosis-like morphology in 56% of NET patients after whole-liver "
@@ -539,6 +567,13 @@ def rule_transplant_candidate(case: Case, th: Thresholds) -> list[Flag]:
     )
 
 
+def rule_untreated_disease(case: Case, th: Thresholds) -> list[Flag]:
+    """Case lesions wholly outside the requested procedure's territory -> caution, naming them (the planner adds
+    the tumours its dose map finds outside the perfused territory: :func:`embplan.risk.coverage.untreated_disease_flag`)."""
+    flag = untreated_disease_flag(case, None)
+    return [flag] if flag is not None else []
+
+
 #: Every case-level rule, in the order they run (the plan records their names).
 CASE_RULES: tuple[Rule, ...] = (
     rule_deb_tace_in_net,
@@ -559,6 +594,7 @@ CASE_RULES: tuple[Rule, ...] = (
     rule_protocol_deviation,
     rule_resection_candidate,
     rule_transplant_candidate,
+    rule_untreated_disease,
 )
 
 
