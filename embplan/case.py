@@ -65,7 +65,7 @@ from .protocols.history import (
     PriorTreatment,
     cumulative_doxorubicin_mg,
 )
-from .protocols.sequencing import SequenceAssessment, evaluate_sequence
+from .protocols.sequencing import SequenceAssessment, evaluate_sequence, territory_records
 from .protocols.tare import TAREProcedure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -591,9 +591,12 @@ class Case(StrictModel):
         """The ladder's view of the requested procedure (:func:`embplan.protocols.sequencing.evaluate_sequence`);
         ``options`` pass through (``refractory_responses``, ``intestinal_sites``)."""
         d = self.patient.disease
+        b = self.patient.biliary
         return evaluate_sequence(
-            self.procedure.kind, self.patient.prior_treatments,
-            biliary_enteric_anastomosis=self.patient.biliary.biliary_enteric_anastomosis,
+            self.procedure.kind,
+            territory_records(self.patient.prior_treatments, self.procedure.territory.couinaud_segments),
+            biliary_enteric_anastomosis=b.biliary_enteric_anastomosis,
+            bile_duct_instrumentation=b.biliary_stent or not b.sphincter_of_oddi_intact,
             grade=d.grade, primary_site=d.primary_site, functional_syndrome=d.functional_syndrome,
             before=self.procedure.date, **options,
         )

@@ -23,7 +23,9 @@ Definitions (parameters with defaults):
 - *position*: the highest rung the patient has received (none, TAE, TACE, TARE), and whether the latest record
   on that rung is *refractory*: its response is in ``refractory_responses`` (default ``{"progression"}``; stable
   disease after embolization is disease control, not refractoriness; a site that escalates on stable disease
-  passes ``{"progression", "stable"}``). The ladder is patient-level: it does not compare territories.
+  passes ``{"progression", "stable"}``). The ladder reads the records it is given: :class:`~embplan.case.Case`
+  and the risk rule pass the requested territory's own records (:func:`territory_records`; issue 11: a lobe
+  progressing after TACE is ready for TARE while the other lobe, responding, is not).
 - a rung below the requested one is *passed* when the patient is past it (a higher rung received) or refractory
   on it; the rungs not passed are *skipped* (including a rung received without refractoriness: premature
   escalation).
@@ -53,6 +55,8 @@ __all__ = [
     "SequenceAssessment",
     "ladder_position",
     "evaluate_sequence",
+    "territory_records",
+    "expected_step",
     "next_step",
     "REFRACTORY_RESPONSES",
     "INTESTINAL_SITES",
@@ -111,7 +115,8 @@ class Justification(BaseModel):
     """A reason the ladder accepts for skipping steps: ``code``, ``text`` and ``source``."""
 
     model_config = _FROZEN
-    code: Literal["BILIARY_ENTERIC_ANASTOMOSIS", "ENETS_2022_GRADE", "ENETS_2022_NON_INTESTINAL"]
+    code: Literal["BILIARY_ENTERIC_ANASTOMOSIS", "BILE_DUCT_INSTRUMENTATION", "ENETS_2022_GRADE",
+                  "ENETS_2022_NON_INTESTINAL"]
     text: str
     source: str
 
@@ -200,6 +205,31 @@ def _expected_step(position: LadderPosition, biliary_enteric_anastomosis: bool) 
     return "SYSTEMIC" if rung >= len(LADDER) else LADDER[rung]  # type: ignore[return-value]
 
 
+def territory_records(records: Iterable[PriorTreatment], segments: frozenset[int]) -> list[PriorTreatment]:
+    """The ladder records of one territory (issue 11: the ladder applies to each lobe's own history): embolization
+    records whose territory overlaps ``segments`` (records without a territory count everywhere), each carrying the
+    response recorded for that territory (a per-territory response overrides the record's)."""
+    out = []
+    for r in chronological(records):
+        if r.kind not in _RUNG:
+            continue
+        if r.territory is not None and not (r.territory.couinaud_segments & segments):
+            continue
+        resp = r.response_for(segments)
+        out.append(r if resp == r.response else r.model_copy(update={"response": resp}))
+    return out
+
+
+def expected_step(records: Iterable[PriorTreatment], *, biliary_risk: bool,
+                  refractory_responses: frozenset[str] = REFRACTORY_RESPONSES,
+                  before: date | None = None) -> tuple[NextStepCode, LadderPosition]:
+    """What the ladder suggests for these records (one territory's, see :func:`territory_records`): TAE first, the
+    next rung when refractory, TARE first with a biliary risk (anastomosis or bile-duct instrumentation), SYSTEMIC
+    beyond TARE; with the position it read."""
+    position = ladder_position(records, refractory_responses=refractory_responses, before=before)
+    return _expected_step(position, biliary_risk), position
+
+
 def evaluate_sequence(
     requested_kind: str,
     prior_treatments: Iterable[PriorTreatment],
@@ -211,13 +241,19 @@ def evaluate_sequence(
     refractory_responses: frozenset[str] = REFRACTORY_RESPONSES,
     intestinal_sites: frozenset[str] = INTESTINAL_SITES,
     before: date | None = None,
+    bile_duct_instrumentation: bool = False,
 ) -> SequenceAssessment:
     """Whether ``requested_kind`` (TAE, TACE, DEB_TACE, TARE) follows the ladder given the history, which steps it
-    skips, which justifications apply, and the next step. See the module docstring for the rules."""
+    skips, which justifications apply, and the next step. See the module docstring for the rules.
+
+    ``bile_duct_instrumentation`` (a biliary stent or a sphincterotomy) acts like a biliary-enteric anastomosis: the
+    ladder's step is TARE first (issue 11; abscess after embolization with an incompetent sphincter, Mezhir 2011)."""
     if requested_kind not in _RUNG:
         raise CaseError(f"evaluate_sequence: requested_kind must be TAE, TACE, DEB_TACE or TARE, got "
                          f"{requested_kind!r}")
     records = list(prior_treatments)
+    bea_only = biliary_enteric_anastomosis
+    biliary_enteric_anastomosis = biliary_enteric_anastomosis or bile_duct_instrumentation
     position = ladder_position(records, refractory_responses=refractory_responses, before=before)
     expected = _expected_step(position, biliary_enteric_anastomosis)
     next_code, next_text = next_step(requested_kind, biliary_enteric_anastomosis=biliary_enteric_anastomosis)
@@ -245,10 +281,15 @@ def evaluate_sequence(
 
     details: list[Justification] = []
     if skipped:
-        if requested_kind == "TARE" and biliary_enteric_anastomosis:
+        if requested_kind == "TARE" and bea_only:
             details.append(Justification(
                 code="BILIARY_ENTERIC_ANASTOMOSIS", source=MEZHIR_2011,
                 text="a biliary-enteric anastomosis makes the abscess risk after TAE/TACE 30-50%: TARE first"))
+        elif requested_kind == "TARE" and bile_duct_instrumentation:
+            details.append(Justification(
+                code="BILE_DUCT_INSTRUMENTATION", source=MEZHIR_2011,
+                text="bile-duct instrumentation (stent or sphincterotomy) raises the abscess risk after TAE/TACE: "
+                     "TARE first"))
         if requested_kind in ("TACE", "TARE"):
             if grade in ("G2", "G3"):
                 details.append(Justification(
@@ -283,7 +324,8 @@ def evaluate_sequence(
                 parts.append(f"ENETS 2022 recommends TAE for G1 intestinal NET with carcinoid syndrome "
                              f"({ENETS_2022}).")
     if biliary_enteric_anastomosis and requested_kind in ("TAE", "TACE"):
-        parts.append(f"With a biliary-enteric anastomosis the ladder suggests TARE first ({MEZHIR_2011}).")
+        what = "a biliary-enteric anastomosis" if bea_only else "bile-duct instrumentation (stent or sphincterotomy)"
+        parts.append(f"With {what} the ladder suggests TARE first ({MEZHIR_2011}).")
     parts.append(f"Next: {next_text}.")
 
     return SequenceAssessment(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols import standards_from_thresholds
 from ..protocols.history import cumulative_doxorubicin_mg
-from ..protocols.sequencing import SOULEN_CIRSE_2019, evaluate_sequence
+from ..protocols.sequencing import SOULEN_CIRSE_2019
 from ..thresholds import EANM_2022, MEZHIR_2011, RETNET, VAN_ROEKEL, Thresholds
 from . import evidence as ev
 from .case_facts import (
@@ -464,12 +464,7 @@ def hepatic_reserve_flag(case: Case, reserve: float, th: Thresholds) -> Flag:
 def rule_sequence_deviation(case: Case, th: Thresholds) -> list[Flag]:
     """The request skips a step of the TAE -> TACE -> TARE ladder without a justification (or is off the ladder:
     DEB-TACE) -> info. The ladder and its accepted justifications live in :mod:`embplan.protocols.sequencing`."""
-    d = case.patient.disease
-    result = evaluate_sequence(
-        case.procedure.kind, case.patient.prior_treatments,
-        biliary_enteric_anastomosis=case.patient.biliary.biliary_enteric_anastomosis,
-        grade=d.grade, primary_site=d.primary_site, functional_syndrome=d.functional_syndrome,
-    )
+    result = case.sequence()  # the requested territory's own records (issue 11), biliary risks included
     if not result.is_deviation:
         return []
     kind = case.procedure.kind
