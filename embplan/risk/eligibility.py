@@ -190,7 +190,7 @@ def well_differentiated(case: Case, th: Thresholds, ki67_max: float | None = Non
     limit = th.board_well_differentiated_ki67_max_percent if ki67_max is None else ki67_max
     op = "<" if strict else "<="
     ki_ok = d.ki67_percent < limit if strict else d.ki67_percent <= limit
-    value = f"{d.differentiation}ly differentiated {d.grade}, Ki-67 {d.ki67_percent:g}%"
+    value = f"{'well' if d.differentiation == 'well' else 'poorly'} differentiated {d.grade}, Ki-67 {d.ki67_percent:g}%"
     ok = d.differentiation == "well" and d.grade in ("G1", "G2") and ki_ok
     note = ""
     if d.grade in ("G1", "G2") and d.ki67_percent > th.board_well_differentiated_ki67_max_percent:

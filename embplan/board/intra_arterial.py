@@ -1,0 +1,201 @@
+"""Intra-arterial therapy per lobe: TAE -> TACE -> TARE on each lobe's own history.
+
+Per lobe: the ladder step of the lobe's records (:func:`embplan.protocols.sequencing.expected_step`); a biliary-enteric
+anastomosis or bile-duct instrumentation (stent, sphincterotomy) makes TARE the first step (Mezhir 2011); DEB-TACE
+never (RETNET arm closed; Guiu 2012); whole-liver TARE avoided in favour of staged lobar treatment (Su 2017);
+poorly differentiated NEC or Ki-67 > 20 %: systemic therapy first, TARE only for selected compensated patients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..protocols.history import PriorTreatment, cumulative_doxorubicin_mg
+from ..protocols.sequencing import (
+    ENETS_2022,
+    SOULEN_CIRSE_2019,
+    LadderPosition,
+    expected_step,
+    territory_records,
+)
+from ..protocols.territory import LOBE_SEGMENTS
+from ..risk import evidence as ev
+from ..risk.case_facts import body_surface_area_m2, prior_tare
+from ..risk.eligibility import WHO_2019, CriterionResult
+from ..thresholds import MEZHIR_2011, RETNET, VAN_ROEKEL, Thresholds
+from .facts import BoardDoseFacts, biliary_risk, lobe_has_disease, lobe_name, untreated_tumors
+from .liver import compensated
+from .model import BoardOption
+from .surgery import option_from
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..case import Case
+
+__all__ = ["LobeState", "lobe_state", "intra_arterial_options", "is_nec"]
+
+
+def is_nec(case: Case, th: Thresholds) -> bool:
+    """Poorly differentiated NEC, grade G3 or Ki-67 above the well-differentiated limit."""
+    d = case.patient.disease
+    return (d.differentiation == "poor" or d.grade == "G3"
+            or d.ki67_percent > th.board_well_differentiated_ki67_max_percent)
+
+
+@dataclass(frozen=True)
+class LobeState:
+    """One lobe: disease, own history, ladder position, whether the requested procedure treats it now, the next
+    step (TAE, TACE, TARE, SYSTEMIC or none) and why, and the plan's untreated tumours that lie in it."""
+
+    lobe: str
+    disease: bool | None
+    records: tuple[PriorTreatment, ...]
+    position: LadderPosition
+    treated_now: bool
+    step: str
+    reason: str
+    untreated: tuple[str, ...]
+
+
+def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | None) -> LobeState:
+    segs = LOBE_SEGMENTS[lobe]
+    bil = biliary_risk(case)
+    records = territory_records(case.patient.prior_treatments, segs)
+    step, position = expected_step(records, biliary_risk=bool(bil), before=case.procedure.date)
+    disease = lobe_has_disease(case, lobe, dose)
+    proc = case.procedure
+    treated_now = bool(proc.territory.couinaud_segments & segs)
+    untreated, _ = untreated_tumors(dose)
+    names = tuple(t.name for t in untreated if t.lobe == lobe)
+    if names:
+        disease = True
+    if not treated_now and untreated and not names and proc.territory.scope == "lobar" and lobe != proc.territory.lobe:
+        names = tuple(t.name for t in untreated if t.lobe is None)  # outside a lobar territory: the other lobe
+        disease = True if names else disease
+    where = position.describe()
+    if disease is False:
+        return LobeState(lobe, disease, tuple(records), position, treated_now, "none", "no disease in this lobe",
+                         names)
+    if is_nec(case, th):
+        comp, why = compensated(case, th)
+        if comp:
+            return LobeState(lobe, disease, tuple(records), position, treated_now, "SYSTEMIC",
+                             f"NEC / G3 / Ki-67 > {th.board_well_differentiated_ki67_max_percent:g}%: systemic therapy "
+                             f"first; TARE only as a selected option ({why})", names)
+        return LobeState(lobe, disease, tuple(records), position, treated_now, "SYSTEMIC",
+                         f"NEC / G3 / Ki-67 > {th.board_well_differentiated_ki67_max_percent:g}%: systemic therapy "
+                         f"first; TARE not offered ({why})", names)
+    why = f"{where}; the lobe's ladder step is {step}"
+    if bil and step == "TARE" and position.step in ("none", "TAE"):
+        why += f" ({', '.join(bil)}: TARE first, Mezhir 2011)"
+    if step == "SYSTEMIC":
+        why = f"{where}: refractory to TARE, beyond the ladder"
+    if treated_now and proc.kind != step:
+        seq = case.sequence()  # the requested territory's own records, as the plan's ladder summary reads them
+        if seq.on_ladder and not seq.is_deviation:
+            # a skip the ladder accepts (ENETS 2022 grade / primary site; biliary risk): the request is the step
+            why = (f"{where}; requested {proc.kind} skips {', '.join(seq.skipped)}, justified: "
+                   + "; ".join(j.text for j in seq.justification_details)) if seq.skipped else (
+                f"{where}; requested {proc.kind} follows the ladder")
+            step = proc.kind
+        else:
+            kind = proc.kind.replace("_", "-")
+            why += (f"; the requested {kind} is not used: " + ("DEB-TACE has no role in NET" if not seq.on_ladder
+                    else "with a biliary risk the step is TARE" if seq.below_biliary_step
+                    else f"it skips {', '.join(seq.skipped)} without a recognised justification"))
+    return LobeState(lobe, disease, tuple(records), position, treated_now, step, why, names)
+
+
+def _liver_criteria(case: Case, th: Thresholds, procedure: str) -> list[CriterionResult]:
+    p = case.patient
+    out = []
+    bili = p.labs.bilirubin_mg_dl
+    out.append(CriterionResult("bilirubin", f"Bilirubin <= {th.bilirubin_high_mg_dl:g} mg/dL",
+                               "met" if bili <= th.bilirubin_high_mg_dl else "unmet", f"{bili:g} mg/dL",
+                               f"<= {th.bilirubin_high_mg_dl:g} mg/dL (bilirubin_high_mg_dl)", VAN_ROEKEL))
+    ecog_max = th.ecog_warning_min - 1
+    out.append(CriterionResult("performance_status", f"ECOG 0-{ecog_max}", "met" if p.ecog <= ecog_max else "unmet",
+                               f"ECOG {p.ecog}", f"<= {ecog_max} (ecog_warning_min - 1)",
+                               f"{VAN_ROEKEL}; {ev.KENNEDY_2014}"))
+    if procedure == "TARE":
+        b = p.disease.liver_tumor_burden_percent
+        out.append(CriterionResult("tumour_burden", f"Liver tumour burden <= {th.tumor_burden_contraindication_percent:g}%",
+                                   "met" if b <= th.tumor_burden_contraindication_percent else "unmet", f"{b:g}%",
+                                   f"<= {th.tumor_burden_contraindication_percent:g}% "
+                                   "(tumor_burden_contraindication_percent)", ev.CURRIE_2019))
+        prior = prior_tare(case)
+        left = th.lung_dose_cumulative_limit_gy - prior.lung_dose_gy
+        out.append(CriterionResult("lung_budget", "Cumulative lung dose budget left", "met" if left > 0 else "unmet",
+                                   f"{prior.lung_dose_gy:g} Gy used ({prior.lung_dose_unknown_count} session(s) "
+                                   "unrecorded)", f"< {th.lung_dose_cumulative_limit_gy:g} Gy "
+                                   "(lung_dose_cumulative_limit_gy)", ev.EANM_2022))
+        if p.liver.cirrhosis or is_nec(case, th):
+            comp, why = compensated(case, th)
+            out.append(CriterionResult("compensated", "Compensated liver (no ascites, ALBI 1-2)",
+                                       "unknown" if comp is None else ("met" if comp else "unmet"), why,
+                                       "compensated", "the seed (poorly differentiated NET and cirrhosis: TARE only "
+                                       "if compensated); Johnson 2015 (ALBI)"))
+    else:
+        pvt = p.disease.main_portal_vein_thrombosis
+        out.append(CriterionResult("portal_flow", "No main portal vein thrombosis", "unmet" if pvt else "met",
+                                   "thrombosis" if pvt else "patent", "patent portal vein", ev.WJH_2015))
+    if procedure == "TACE":
+        prior_mg, unknown = cumulative_doxorubicin_mg(p.prior_treatments)
+        bsa = body_surface_area_m2(p.weight_kg, p.height_cm)
+        total = (prior_mg + th.protocol_doxorubicin_mg) / bsa
+        out.append(CriterionResult("doxorubicin", f"Lifetime doxorubicin <= {th.doxorubicin_lifetime_limit_mg_m2:g} "
+                                   "mg/m2 with this session", "met" if total <= th.doxorubicin_lifetime_limit_mg_m2
+                                   else "unmet", f"{total:.0f} mg/m2" + (f" ({unknown} record(s) without a dose)"
+                                                                         if unknown else ""),
+                                   f"<= {th.doxorubicin_lifetime_limit_mg_m2:g} mg/m2 "
+                                   "(doxorubicin_lifetime_limit_mg_m2)", ev.DOXORUBICIN_LABEL))
+    return out
+
+
+def _option(case: Case, th: Thresholds, st: LobeState) -> BoardOption:
+    key = f"intra_arterial_{st.lobe}_lobe"
+    title = f"Intra-arterial therapy, {lobe_name(st.lobe)}"
+    cites = [SOULEN_CIRSE_2019, ENETS_2022, MEZHIR_2011, RETNET]
+    disease = CriterionResult("disease_in_lobe", "Disease in this lobe",
+                              "met" if st.disease else ("unknown" if st.disease is None else "unmet"),
+                              ("yes" + (f" ({', '.join(st.untreated)} untreated by this plan)" if st.untreated else ""))
+                              if st.disease else "no", "tumour present", "the case (lesions / liver distribution)")
+    requested = case.procedure.kind if st.treated_now else None
+    req_note = ""
+    if requested == "DEB_TACE":
+        req_note = ("Requested DEB-TACE: never in NET (RETNET DEB arm closed for biliary injury; Guiu 2012); use "
+                    "the lobe's step instead.")
+    elif requested is not None and requested != st.step:
+        req_note = f"Requested {requested} here; the lobe's own history gives {st.step}."
+    elif requested is not None:
+        req_note = f"Requested {requested} here: it matches the lobe's step."
+    if case.procedure.kind == "TARE" and case.procedure.territory.is_whole_liver:
+        req_note += " Whole-liver TARE in one session: avoid; treat the lobes in stages (Su 2017)."
+    if st.step == "none":
+        return option_from(key, title, [disease], citations=cites, reason_ok="", territory=lobe_name(st.lobe),
+                           extra_reason=req_note)
+    if st.step == "SYSTEMIC":
+        procedure = "TARE" if is_nec(case, th) else None
+        ladder = CriterionResult("ladder", "A ladder step left in this lobe",
+                                 "unmet" if not is_nec(case, th) else "met", st.position.describe(),
+                                 "TAE -> TACE -> TARE on this lobe's history", SOULEN_CIRSE_2019, st.reason)
+        crits = [disease, ladder]
+        if procedure:  # NEC: TARE only for a selected, compensated patient
+            crits.append(CriterionResult("well_differentiated", "Well-differentiated NET (else systemic first)",
+                                         "unmet", f"{case.patient.disease.differentiation}, {case.patient.disease.grade},"
+                                         f" Ki-67 {case.patient.disease.ki67_percent:g}%",
+                                         f"G1/G2, Ki-67 <= {th.board_well_differentiated_ki67_max_percent:g}%",
+                                         WHO_2019, st.reason))
+        return option_from(key, title, crits, citations=cites, reason_ok="", procedure=procedure,
+                           territory=lobe_name(st.lobe), extra_reason=req_note)
+    ladder = CriterionResult("ladder", f"{st.step} is this lobe's ladder step", "met", st.position.describe(),
+                             "TAE -> TACE -> TARE on this lobe's history (TARE first with a biliary risk)",
+                             f"{SOULEN_CIRSE_2019}; {MEZHIR_2011}", st.reason)
+    crits = [disease, ladder, *_liver_criteria(case, th, st.step)]
+    ok = f"{st.step} of the {lobe_name(st.lobe)}: {st.reason}"
+    return option_from(key, title, crits, citations=cites, reason_ok=ok, procedure=st.step,
+                       territory=lobe_name(st.lobe), extra_reason=req_note)
+
+
+def intra_arterial_options(case: Case, th: Thresholds, states: list[LobeState]) -> list[BoardOption]:
+    return [_option(case, th, st) for st in states]
