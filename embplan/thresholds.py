@@ -253,9 +253,9 @@ class Thresholds(BaseModel):
         "guideline, Cardiovasc Intervent Radiol 2010).", ge=0, le=50,
     )
     board_staged_lobar_interval_days: int = _field(
-        30, "days", "Staged (sequential) lobar TARE: the second lobe at least 30 days after the first, once liver "
-        "function has recovered (Kennedy A et al., REBOC consensus, Int J Radiat Oncol Biol Phys 2007: 30-45 days "
-        "[U: not retrieved verbatim]).", ge=0, le=730,
+        30, "days", "Staged (sequential) lobar treatment: the second lobe at least 30 days after the first, once "
+        "liver function has recovered (for TARE: Kennedy A et al., REBOC consensus, Int J Radiat Oncol Biol Phys 2007: "
+        "30-45 days [U: not retrieved verbatim]; the same interval is used after TAE/TACE [U]).", ge=0, le=730,
     )
     board_bilobar_tare_window_days: int = _field(
         365, "days", "Both lobes treated by TARE within this many days count as whole-liver exposure (Su 2017 grouped "

@@ -132,9 +132,9 @@ def follow_up(case: Case, th: Thresholds, staged: list[StagedStep]) -> list[Foll
     steps, and the retreatment triggers."""
     when = case.procedure.date
     proc = case.procedure.kind
-    src1 = th.model_fields["board_followup_imaging_year1_months"].description or ""
-    src2 = th.model_fields["board_followup_imaging_year2_months"].description or ""
-    labs_src = th.model_fields["board_followup_labs_days"].description or ""
+    src1 = type(th).model_fields["board_followup_imaging_year1_months"].description or ""
+    src2 = type(th).model_fields["board_followup_imaging_year2_months"].description or ""
+    labs_src = type(th).model_fields["board_followup_labs_days"].description or ""
     out = [FollowUpItem(date=when + timedelta(days=th.board_followup_labs_days),
                         what="Labs: bilirubin, albumin (ALBI), INR, transaminases, platelets"
                         + ("; watch for REILD (jaundice, ascites)" if proc == "TARE" else "")

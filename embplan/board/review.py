@@ -139,7 +139,7 @@ def _staged(case: Case, th: Thresholds, states: list[LobeState], options: dict[s
     """Staged lobar plan when both lobes need liver-directed treatment: the requested lobe now, the other after the
     interval (board_staged_lobar_interval_days); whole-liver TARE becomes right then left."""
     proc = case.procedure
-    src = th.model_fields["board_staged_lobar_interval_days"].description or ""
+    src = type(th).model_fields["board_staged_lobar_interval_days"].description or ""
     interval = th.board_staged_lobar_interval_days
     needing = [s for s in states if s.disease and s.step in ("TAE", "TACE", "TARE")
                and options[f"intra_arterial_{s.lobe}_lobe"].status in _OK]
