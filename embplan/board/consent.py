@@ -20,9 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["consent_items", "follow_up", "add_months", "CHEN_2018", "FIORE_2014", "NGO_2021", "MAYO_2010",
            "MAZZAFERRO_2016", "SEED_REPEAT_RESECTION", "SEED_ABLATION"]
 
-CHEN_2018 = ("RETNET protocol (Chen JX, Soulen MC et al., 2018) [U: exact reference not retrieved]: liver-directed "
-             "embolization in NET, symptom control 75%, objective response 55-60%, liver PFS 18 months G1 / 12 months "
-             "G2, serious adverse events 6.5%, mortality 0-2%")
+#: Liver-directed embolization in NET: symptom control 75%, objective response 55-60%, liver PFS 18 months G1 / 12
+#: months G2, serious adverse events 6.5%, mortality 0-2% (the seed's numbers from the RETNET protocol).
+CHEN_2018 = "RETNET protocol (Chen JX, Soulen MC et al., 2018) [U: exact reference not retrieved]"
 FIORE_2014 = "Fiore F et al., In Vivo 2014 (TAE vs TACE in NET: post-embolization syndrome 41% vs 61%)"
 NGO_2021 = ("Ngo L et al., meta-analysis 2021 (TACE vs TARE in NET liver metastases: overall survival odds ratio 1.92 "
             "favouring TACE, similar PFS and complications) [U: journal not retrieved]")
@@ -117,7 +117,16 @@ def consent_items(case: Case, options: list[BoardOption]) -> list[ConsentItem]:
                                    source=NETTER_1, caveat="midgut NET only"))
             out.append(ConsentItem(option_key=k, outcome="SSA: progression-free survival", value="longer than "
                                    "placebo", source=CLARINET, caveat="GEP-NET, Ki-67 < 10%"))
-    return out
+    return _merge(out)
+
+
+def _merge(items: list[ConsentItem]) -> list[ConsentItem]:
+    """One row per (outcome, value, source): the option keys joined (both lobes' TAE rows say the same)."""
+    merged: dict[tuple[str, str, str, str], list[str]] = {}
+    for it in items:
+        merged.setdefault((it.outcome, it.value, it.source, it.caveat), []).append(it.option_key)
+    return [ConsentItem(option_key=", ".join(dict.fromkeys(keys)), outcome=o, value=v, source=src, caveat=c)
+            for (o, v, src, c), keys in merged.items()]
 
 
 def add_months(d: date, months: int) -> date:
@@ -151,9 +160,13 @@ def follow_up(case: Case, th: Thresholds, staged: list[StagedStep]) -> list[Foll
     while m <= 24:
         out.append(FollowUpItem(date=add_months(when, m), what=f"Imaging and labs, month {m}", source=src2))
         m += step2
+    out.append(FollowUpItem(date=when, what=f"This procedure: {proc.replace('_', '-')} of the "
+                            f"{case.procedure.territory.describe()}", source="the case"))
     for st in staged:
+        if st.order == 1:
+            continue
         out.append(FollowUpItem(date=st.earliest_date, what=f"Staged step {st.order}: {st.procedure} of the "
-                                f"{st.territory} (earliest date; after imaging and labs show recovery)" +
+                                f"{st.territory} (earliest date, after labs show recovery)" +
                                 (f": {st.note}" if st.note else ""), source=st.source))
     out.append(FollowUpItem(date=None, what="Retreatment triggers: progression in a treated lobe (RECIST 1.1) -> the "
                             "lobe's next ladder step; new or untreated disease in the other lobe -> its staged step; "

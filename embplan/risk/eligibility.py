@@ -125,8 +125,8 @@ def stability(case: Case, months: float, *, threshold_name: str) -> CriterionRes
     - progression recorded after a treatment dated within ``months`` of the procedure -> unmet;
     - ``disease.stable_disease_months`` given: met when >= ``months`` (unmet when a progression is recorded within
       the stated stable period: the two disagree and the progression wins);
-    - no stated stability and the latest recorded response is progression -> unmet;
-    - otherwise unknown (no record of stability is not stability).
+    - otherwise unknown (no record of stability is not stability; a progression older than the window with nothing
+      documented since is unknown too).
     """
     ref = case.procedure.date
     stated = case.patient.disease.stable_disease_months
@@ -150,10 +150,11 @@ def stability(case: Case, months: float, *, threshold_name: str) -> CriterionRes
         return CriterionResult("stable_disease", label, "met" if stated >= months else "unmet",
                                f"stable {stated:g} months (stated)", threshold, src)
     if latest is not None and "progression" in _responses(latest):
-        return CriterionResult("stable_disease", label, "unmet",
+        return CriterionResult("stable_disease", label, "unknown",
                                f"latest recorded response: progression after {latest.kind} on "
-                               f"{latest.date.isoformat()}", threshold, src,
-                               "no stability documented since the progression")
+                               f"{latest.date.isoformat()} ({_months_between(latest.date, ref):.0f} months before)",
+                               threshold, src, "stability since that progression not documented "
+                               "(disease.stable_disease_months)")
     return CriterionResult("stable_disease", label, "unknown", None, threshold, src,
                            "stability not documented (disease.stable_disease_months; responses in the history)")
 
