@@ -669,10 +669,9 @@ _STATUS_STYLE = {"recommended": "bold green", "possible": "green", "not_eligible
 
 
 def _board_rich(board: Any, plan_flags: list[Any] | None = None) -> None:
+    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from rich.console import Console
 
     con = _stdout_console()
     if not con.is_terminal or con.width < 140:  # a board reads the table on a wide screen (or a file)
