@@ -92,7 +92,7 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
         why = f"{where}: refractory to TARE, beyond the ladder"
     if treated_now and proc.kind != step:
         seq = case.sequence()  # the requested territory's own records, as the plan's ladder summary reads them
-        if seq.on_ladder and not seq.is_deviation:
+        if seq.on_ladder and not seq.is_deviation and not seq.below_expected:
             # a skip the ladder accepts (ENETS 2022 grade / primary site; biliary risk): the request is the step
             why = (f"{where}; requested {proc.kind} skips {', '.join(seq.skipped)}, justified: "
                    + "; ".join(j.text for j in seq.justification_details)) if seq.skipped else (
@@ -102,6 +102,8 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
             kind = proc.kind.replace("_", "-")
             why += (f"; the requested {kind} is not used: " + ("DEB-TACE has no role in NET" if not seq.on_ladder
                     else "with a biliary risk the step is TARE" if seq.below_biliary_step
+                    else f"it is below the lobe's step {step} (a less intensive choice the board may still "
+                         "accept)" if seq.below_expected
                     else f"it skips {', '.join(seq.skipped)} without a recognised justification"))
     return LobeState(lobe, disease, tuple(records), position, treated_now, step, why, names)
 

@@ -127,8 +127,9 @@ class Justification(BaseModel):
 class SequenceAssessment(BaseModel):
     """The ladder's view of a requested procedure.
 
-    - ``follows_ladder``: no step below the requested one is skipped (a repeat or a step back follows it), and the
-      request is not TAE/TACE where a biliary-enteric anastomosis makes TARE the ladder's step;
+    - ``follows_ladder``: the request is the ladder's step or above it with nothing skipped: no step below the
+      requested one is skipped, the request is not below the ladder's step (a step back, or a repeat of a rung the
+      patient is refractory to: accepted, not a deviation) and not TAE/TACE where a biliary risk makes TARE the step;
     - ``skipped``: the ladder steps (codes) the request passes over without refractoriness;
     - ``justifications``: texts with sources of the reasons that justify the skip (``justification_details``
       keeps the structured form);
@@ -149,20 +150,26 @@ class SequenceAssessment(BaseModel):
     suggested_next: str
     suggested_next_code: NextStepCode
     explanation: str
+    biliary_step: bool = False  # TAE/TACE requested where a biliary risk makes TARE the ladder's step
 
     @property
     def justified(self) -> bool:
         return self.follows_ladder or bool(self.justification_details)
 
     @property
+    def below_expected(self) -> bool:
+        """Below the ladder's step without skipping (a step back, or a repeat of a refractory rung): accepted."""
+        return self.on_ladder and not self.follows_ladder and not self.skipped and not self.below_biliary_step
+
+    @property
     def is_deviation(self) -> bool:
-        return not self.on_ladder or not self.justified
+        return not self.on_ladder or not (self.justified or self.below_expected)
 
     @property
     def below_biliary_step(self) -> bool:
-        """TAE/TACE requested where a biliary-enteric anastomosis makes TARE the step (the BILIARY_ENTERIC_ANASTOMOSIS
-        warning covers the risk)."""
-        return self.on_ladder and not self.follows_ladder and not self.skipped
+        """TAE/TACE requested where a biliary risk makes TARE the step (the BILIARY_ENTERIC_ANASTOMOSIS warning covers
+        the risk)."""
+        return self.biliary_step
 
 
 def ladder_position(prior_treatments: Iterable[PriorTreatment], *,
@@ -277,7 +284,12 @@ def evaluate_sequence(
     # With a biliary-enteric anastomosis the ladder's step is TARE: a TAE/TACE request does not follow it (issue 11:
     # "follows the ladder: yes" beside "the ladder suggests TARE" was a contradiction).
     below_bea = biliary_enteric_anastomosis and requested_kind in ("TAE", "TACE") and expected == "TARE"
-    follows = not skipped and not below_bea
+    # a request below the ladder's step (a step back, or a repeat of a rung the patient is refractory to) does not
+    # "follow the ladder" either (issue 11: the text must agree with "the ladder suggests ..."); it is accepted as a
+    # less intensive choice, not a deviation
+    expected_rung = len(LADDER) if expected == "SYSTEMIC" else _RUNG[expected]
+    below = not skipped and not below_bea and req_rung < expected_rung
+    follows = not skipped and not below_bea and not below
 
     details: list[Justification] = []
     if skipped:
@@ -304,11 +316,12 @@ def evaluate_sequence(
     if below_bea and not skipped:
         parts.append(f"{requested_kind} does not follow the ladder here: with a biliary-enteric anastomosis its step "
                      "is TARE.")
+    elif below:
+        what = "steps back down" if top > req_rung else "repeats a step below"
+        parts.append(f"{requested_kind} {what} the ladder's step {expected} (after {position.step}): a less "
+                     "intensive choice, accepted; it does not follow the ladder.")
     elif follows:
-        if top > req_rung:
-            parts.append(f"{requested_kind} steps back down the ladder (after {position.step}).")
-        else:
-            parts.append(f"{requested_kind} follows the TAE -> TACE -> TARE ladder.")
+        parts.append(f"{requested_kind} follows the TAE -> TACE -> TARE ladder.")
     else:
         why = []
         for step in skipped:
@@ -332,4 +345,5 @@ def evaluate_sequence(
         requested=requested_kind, on_ladder=True, position=position, follows_ladder=follows, skipped=skipped,
         justifications=[str(d) for d in details], justification_details=details, expected_step=expected,
         suggested_next=next_text, suggested_next_code=next_code, explanation=" ".join(parts),
+        biliary_step=below_bea and not skipped,
     )
