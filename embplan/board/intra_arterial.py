@@ -176,19 +176,26 @@ def _option(case: Case, th: Thresholds, st: LobeState) -> BoardOption:
     if st.step == "none":
         return option_from(key, title, [disease], citations=cites, reason_ok="", territory=lobe_name(st.lobe),
                            extra_reason=req_note)
+    if st.step == "SYSTEMIC" and is_nec(case, th):
+        # NEC / G3 / Ki-67 > 20 %: systemic therapy first; TARE only for a selected patient with a compensated liver
+        d = case.patient.disease
+        comp, why = compensated(case, th)
+        crits = [disease,
+                 CriterionResult("nec_selected", "NEC / G3: TARE only as a selected option after systemic therapy",
+                                 "met", f"{d.differentiation}, {d.grade}, Ki-67 {d.ki67_percent:g}%",
+                                 "selected patients", f"{WHO_2019}; the seed (poorly differentiated NET: systemic "
+                                 "first, TARE only if compensated)", st.reason),
+                 CriterionResult("compensated", "Compensated liver (no ascites, ALBI 1-2)",
+                                 "unknown" if comp is None else ("met" if comp else "unmet"), why, "compensated",
+                                 "the seed (poorly differentiated NET: TARE only if compensated); Johnson 2015 (ALBI)"),
+                 *[c for c in _liver_criteria(case, th, "TARE") if c.key != "compensated"]]
+        return option_from(key, title, crits, citations=cites, procedure="TARE", territory=lobe_name(st.lobe),
+                           reason_ok=f"selected TARE of the {lobe_name(st.lobe)} after systemic therapy ({why})",
+                           extra_reason=req_note)
     if st.step == "SYSTEMIC":
-        procedure = "TARE" if is_nec(case, th) else None
-        ladder = CriterionResult("ladder", "A ladder step left in this lobe",
-                                 "unmet" if not is_nec(case, th) else "met", st.position.describe(),
+        ladder = CriterionResult("ladder", "A ladder step left in this lobe", "unmet", st.position.describe(),
                                  "TAE -> TACE -> TARE on this lobe's history", SOULEN_CIRSE_2019, st.reason)
-        crits = [disease, ladder]
-        if procedure:  # NEC: TARE only for a selected, compensated patient
-            crits.append(CriterionResult("well_differentiated", "Well-differentiated NET (else systemic first)",
-                                         "unmet", f"{case.patient.disease.differentiation}, {case.patient.disease.grade},"
-                                         f" Ki-67 {case.patient.disease.ki67_percent:g}%",
-                                         f"G1/G2, Ki-67 <= {th.board_well_differentiated_ki67_max_percent:g}%",
-                                         WHO_2019, st.reason))
-        return option_from(key, title, crits, citations=cites, reason_ok="", procedure=procedure,
+        return option_from(key, title, [disease, ladder], citations=cites, reason_ok="",
                            territory=lobe_name(st.lobe), extra_reason=req_note)
     ladder = CriterionResult("ladder", f"{st.step} is this lobe's ladder step", "met", st.position.describe(),
                              "TAE -> TACE -> TARE on this lobe's history (TARE first with a biliary risk)",

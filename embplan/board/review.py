@@ -233,6 +233,9 @@ def _recommend(case: Case, th: Thresholds, options: dict[str, BoardOption], stat
             elif st.treated_now:
                 when = f", now ({case.procedure.date.isoformat()})"
             names = f"; treats {', '.join(st.untreated)} (untreated by this plan)" if st.untreated else ""
+            if st.step == "SYSTEMIC" and o.procedure == "TARE":  # NEC: selected TARE after systemic therapy
+                add(key, f"Selected TARE of the {lobe_name(st.lobe)} after systemic therapy", o.reason)
+                continue
             add(key, f"{o.procedure} of the {lobe_name(st.lobe)}{when}", f"{st.reason}{names}")
     if ok("debulking"):
         add("debulking", "Cytoreductive debulking for symptom control")
@@ -270,6 +273,8 @@ def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None)
     options = {o.key: o for o in option_list}
     staged = _staged(case, th, states, options)
     rec, chosen = _recommend(case, th, options, states, staged)
+    if not any(k.startswith("intra_arterial_") for k in chosen):
+        staged = []  # surgery, transplant or systemic therapy first: no staged liver-directed plan to date
     final = []
     for o in option_list:
         if o.key in chosen:

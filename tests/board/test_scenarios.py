@@ -176,8 +176,16 @@ def test_g3_nec_gets_systemic_therapy_first():
                  "patient.disease.differentiation": "poor"})
     r = embplan.review(case)
     assert first_step(r).option_key == "systemic" and status(r, "systemic") == "recommended"
-    assert r.option("intra_arterial_right_lobe").status.value == "not_eligible"
+    # TARE only for a selected patient with a compensated liver: ascites not recorded -> needs data
+    assert r.option("intra_arterial_right_lobe").procedure == "TARE"
+    assert crit(r, "intra_arterial_right_lobe", "compensated").status.value == "unknown"
+    assert status(r, "intra_arterial_right_lobe") == "needs_data"
     assert all(status(r, k) == "not_eligible" for k in ("resection", "transplant_milan"))
+    r = embplan.review(make({"patient.disease.grade": "G3", "patient.disease.ki67_percent": 40.0,
+                             "patient.disease.differentiation": "poor", "patient.liver.ascites": False}))
+    assert [s.option_key for s in r.recommendation.steps][:2] == ["systemic", "intra_arterial_right_lobe"]
+    assert r.recommendation.steps[1].action.startswith("Selected TARE")
+    assert {c.territory: c.next_step for c in r.course}["left lobe"] == "systemic therapy"
 
 
 # 14 ----------------------------------------------------------------------------------------------------------------
