@@ -160,8 +160,13 @@ def follow_up(case: Case, th: Thresholds, staged: list[StagedStep]) -> list[Foll
     while m <= 24:
         out.append(FollowUpItem(date=add_months(when, m), what=f"Imaging and labs, month {m}", source=src2))
         m += step2
-    out.append(FollowUpItem(date=when, what=f"This procedure: {proc.replace('_', '-')} of the "
-                            f"{case.procedure.territory.describe()}", source="the case"))
+    first = next((st for st in staged if st.order == 1), None)
+    kind = proc.replace("_", "-")
+    if first is not None and first.procedure != proc:
+        what = f"This procedure: {first.procedure} of the {first.territory} (the board's step; requested: {kind})"
+    else:
+        what = f"This procedure: {kind} of the {case.procedure.territory.describe()}"
+    out.append(FollowUpItem(date=when, what=what, source="the case; the board's staged plan"))
     for st in staged:
         if st.order == 1:
             continue

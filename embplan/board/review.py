@@ -173,7 +173,7 @@ def _staged(case: Case, th: Thresholds, states: list[LobeState], options: dict[s
         note = ""
         if other.untreated:
             note = f"treats {', '.join(other.untreated)} (untreated by this plan)"
-        wn = _window_note(th, first, other, proc.kind)
+        wn = _window_note(th, first, other, own)
         note = "; ".join(x for x in (note, wn) if x)
         steps.append(StagedStep(order=i, territory=lobe_name(other.lobe), procedure=other.step,
                                 earliest_date=proc.date + timedelta(days=interval), interval_days=interval,
@@ -236,7 +236,11 @@ def _recommend(case: Case, th: Thresholds, options: dict[str, BoardOption], stat
             if st.step == "SYSTEMIC" and o.procedure == "TARE":  # NEC: selected TARE after systemic therapy
                 add(key, f"Selected TARE of the {lobe_name(st.lobe)} after systemic therapy", o.reason)
                 continue
-            add(key, f"{o.procedure} of the {lobe_name(st.lobe)}{when}", f"{st.reason}{names}")
+            window = ""
+            if stg is not None and stg.order > 1 and "whole-liver exposure" in stg.note:
+                window = (f"; TARE of both lobes within {th.board_bilobar_tare_window_days} days is whole-liver "
+                          "exposure (WHOLE_LIVER_TARE, Su 2017): weigh a non-radiation step or a longer interval")
+            add(key, f"{o.procedure} of the {lobe_name(st.lobe)}{when}", f"{st.reason}{names}{window}")
     if ok("debulking"):
         add("debulking", "Cytoreductive debulking for symptom control")
     if ok("systemic") and not nec and options["systemic"].status == OptionStatus.RECOMMENDED:
