@@ -61,6 +61,7 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
     segs = LOBE_SEGMENTS[lobe]
     bil = biliary_risk(case)
     records = territory_records(case.patient.prior_treatments, segs)
+    step: str
     step, position = expected_step(records, biliary_risk=bool(bil), before=case.procedure.date)
     disease = lobe_has_disease(case, lobe, dose)
     proc = case.procedure

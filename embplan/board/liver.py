@@ -123,7 +123,7 @@ def liver_reserve(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None
     comp, comp_why = compensated(case, th)
     prior = case.patient.prior_treatments
     prrt = [r for r in prior if r.kind == "PRRT"]
-    ebrt = [r for r in prior if r.kind == "EBRT"]
+    ebrt = [r for r in prior if r.kind == "EBRT" and r.territory is not None]  # liver EBRT (a territory given)
     notes = [f"Liver function: {comp_why}" + (f" (ALBI {score:.2f})" if score is not None else "") + "."]
     if case.patient.liver.cirrhosis:
         notes.append("Cirrhosis: TARE and embolization tighten (lobar or segmental only, lower liver dose limits); "
@@ -133,7 +133,7 @@ def liver_reserve(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None
                      f"risk factor before radioembolization ({_PRRT_SOURCE}). TARE combined with PRRT: no evidence "
                      "for or against (seed).")
     if ebrt:
-        notes.append(f"Earlier external-beam radiotherapy ({', '.join(r.date.isoformat() for r in ebrt)}): reduced "
+        notes.append(f"Earlier external-beam radiotherapy of the liver ({', '.join(r.date.isoformat() for r in ebrt)}): reduced "
                      f"liver reserve; a REILD risk factor ({ev.ROBERSON_REILD}).")
     staged = staged_bilobar_tare(case, th)
     if staged:

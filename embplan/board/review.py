@@ -36,6 +36,7 @@ from .transplant import transplant_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..case import Case
+    from ..protocols.history import PriorTreatment
 
 __all__ = ["review", "build_review"]
 
@@ -57,7 +58,7 @@ def review(case: Case, *, dose: BoardDoseFacts | None = None, thresholds: Thresh
     return build_review(case, th, dose)
 
 
-def _history_line(r, lobe_segs: frozenset[int] | None = None) -> str:
+def _history_line(r: PriorTreatment, lobe_segs: frozenset[int] | None = None) -> str:
     resp = r.response_for(lobe_segs) if lobe_segs is not None else r.response
     where = f" ({r.territory.describe()})" if r.territory is not None else ""
     extra = ""

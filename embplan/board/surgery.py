@@ -152,7 +152,7 @@ def debulking(case: Case, th: Thresholds) -> BoardOption:
 def _lesion_criteria(case: Case, th: Thresholds, lesions_used: list | None = None,
                      label_prefix: str = "") -> list[CriterionResult]:
     d = case.patient.disease
-    lesions = d.lesions if lesions_used is None else lesions_used
+    lesions = list((d.lesions or []) if lesions_used is None else lesions_used)
     max_n, max_mm = th.board_ablation_max_lesions, th.board_ablation_max_diameter_mm
     src_n = "thresholds.board_ablation_max_lesions [U]; " + TANER_2013
     src_d = CROCETTI_2010 + " [U: NET-specific size limit not retrieved]"

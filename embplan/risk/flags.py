@@ -36,6 +36,8 @@ ALL_CODES: tuple[str, ...] = (
     "HEPATIC_RESERVE_LOW",
     # tumour board (issue 11): tumours or lesions outside the treated territory
     "UNTREATED_DISEASE",
+    # tumour board (issue 11): earlier PRRT or liver EBRT before radioembolization
+    "PRIOR_LIVER_RADIATION",
 )
 
 _RANK = {"info": 0, "caution": 1, "warning": 2, "contraindication": 3}

@@ -51,7 +51,7 @@ __all__ = ["Rule", "CASE_RULES", "assess", "rule_names"] + [
     "rule_portal_vein_thrombosis", "rule_performance_status", "rule_lab_limits", "rule_doxorubicin_cumulative",
     "rule_lung_shunt_high", "rule_sequence_deviation", "rule_resection_candidate", "rule_transplant_candidate",
     "rule_prior_radioembolization", "rule_protocol_deviation", "rule_hepatic_reserve_low",
-    "rule_untreated_disease",
+    "rule_untreated_disease", "rule_prior_liver_radiation",
 ]
 
 Rule = Callable[["Case", Thresholds], list[Flag]]
@@ -569,6 +569,37 @@ def rule_untreated_disease(case: Case, th: Thresholds) -> list[Flag]:
     return [flag] if flag is not None else []
 
 
+def rule_prior_liver_radiation(case: Case, th: Thresholds) -> list[Flag]:
+    """Earlier PRRT (systemic: the whole liver) or external-beam radiotherapy of the liver (an EBRT record with a
+    liver territory) + TARE -> caution: both reduce the liver's reserve and are REILD risk factors; TARE combined with
+    PRRT has no evidence for or against it (the seed); fatal REILD 2 % after PRRT (Braat 2019)."""
+    if case.procedure.kind != "TARE":
+        return []
+    prior = case.patient.prior_treatments
+    prrt = sorted((r for r in prior if r.kind == "PRRT"), key=lambda r: r.date)
+    ebrt = sorted((r for r in prior if r.kind == "EBRT" and r.territory is not None), key=lambda r: r.date)
+    if not prrt and not ebrt:
+        return []
+    parts = []
+    if prrt:
+        parts.append(f"PRRT on {', '.join(r.date.isoformat() for r in prrt)}")
+    if ebrt:
+        parts.append("liver EBRT on " + ", ".join(f"{r.date.isoformat()} ({r.territory.describe()})"  # type: ignore[union-attr]
+                                                 for r in ebrt))
+    return _flag(
+        "PRIOR_LIVER_RADIATION", Severity.CAUTION,
+        f"Earlier liver radiation ({'; '.join(parts)}) before TARE: reduced liver reserve and a risk factor for "
+        "radioembolization-induced liver disease (fatal REILD 2% after PRRT, Braat 2019). TARE combined with PRRT: no "
+        "evidence for or against. Keep the treated territory lobar or smaller and the non-tumour liver dose low.",
+        f"{_BRAAT_2019}; {ev.ROBERSON_REILD}",
+        prior_prrt_dates=[r.date.isoformat() for r in prrt], prior_liver_ebrt_dates=[r.date.isoformat() for r in ebrt],
+    )
+
+
+_BRAAT_2019 = ("Braat AJAT et al., Eur J Nucl Med Mol Imaging 2019 (radioembolization after PRRT, n=44: fatal REILD "
+               "2%; grade 3-4 laboratory toxicity <= 10%)")
+
+
 #: Every case-level rule, in the order they run (the plan records their names).
 CASE_RULES: tuple[Rule, ...] = (
     rule_deb_tace_in_net,
@@ -590,6 +621,7 @@ CASE_RULES: tuple[Rule, ...] = (
     rule_resection_candidate,
     rule_transplant_candidate,
     rule_untreated_disease,
+    rule_prior_liver_radiation,
 )
 
 

@@ -60,8 +60,10 @@ def random_case(rng: random.Random) -> dict:
     year = 2019
     for _ in range(rng.randint(0, 4)):
         year += 1
-        kind = rng.choice(["TAE", "TACE", "TARE", "PRRT", "SSA"])
+        kind = rng.choice(["TAE", "TACE", "TARE", "PRRT", "SSA", "EBRT"])
         where = None if kind in ("PRRT", "SSA") else rng.choice(["right", "left", "whole"])
+        if kind == "EBRT" and rng.random() < 0.5:
+            where = None
         extra = {}
         if kind == "TARE":
             extra = {"normal_liver_dose_gy": rng.choice([20.0, 35.0]), "lung_dose_gy": rng.choice([5.0, 10.0])}
@@ -89,6 +91,8 @@ def check_consistency(case) -> None:
     staged_note = any(n.startswith("Staged bilobar TARE") for n in r.liver.notes)
     whole = flags.get("WHOLE_LIVER_TARE")
     assert staged_note == bool(whole and whole.context.get("staged_bilobar"))
+    if case.procedure.kind == "TARE":
+        assert ("PRIOR_LIVER_RADIATION" in flags) == (r.liver.prior_prrt or r.liver.prior_ebrt)
     # statuses follow the criteria; unknown never counts as met
     for o in r.options:
         if o.key == "systemic":

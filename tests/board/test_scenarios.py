@@ -146,6 +146,9 @@ def test_prior_prrt_and_ebrt_reduce_the_reserve():
     assert r.liver.prior_prrt and r.liver.prior_ebrt
     assert any("PRRT" in n and "no evidence for or against" in n for n in r.liver.notes)
     assert any("external-beam" in n for n in r.liver.notes)
+    f = codes(case)["PRIOR_LIVER_RADIATION"]
+    assert f.severity == "caution" and "no evidence for or against" in f.message and "2023-01-01" in f.message
+    assert "PRIOR_LIVER_RADIATION" not in codes(make({"patient.prior_treatments": [rec("PRRT", "2024-01-01")]}))
 
 
 # 11 ----------------------------------------------------------------------------------------------------------------
