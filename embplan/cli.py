@@ -176,6 +176,7 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
             "skipped": list(plan.sequence.skipped),
             "suggested_next": plan.sequence.suggested_next,
         },
+        "board_recommendation": None if plan.board is None else plan.board.recommendation.summary,
         "highest_severity": None if plan.highest_severity is None else str(plan.highest_severity.value),
         "flags": [
             {
@@ -264,9 +265,11 @@ def _summary_text(plan: Plan, written: list[Path]) -> str:
     lines.append("deviations: " + ("; ".join(proc.deviations) if proc.deviations else "none"))
     seq = plan.sequence
     lines.append(
-        f"sequence: {'follows the TAE -> TACE -> TARE ladder' if seq.follows_ladder else 'deviates from the ladder'}"
+        f"sequence: {'follows the TAE -> TACE -> TARE ladder' if seq.follows_ladder else 'does not follow the ladder'}"
         f"; suggested next: {seq.suggested_next}"
     )
+    if plan.board is not None:  # issue 11: the tumour board's answer in one line (embplan board for the whole)
+        lines.append(f"tumour board: {plan.board.recommendation.summary}")
     d = plan.dosimetry
     if d is not None:
         rx = d.prescription
@@ -310,6 +313,8 @@ def _summary_rich(plan: Plan, written: list[Path]) -> None:
     t.add_row("protocol", escape(proc.standard_protocol))
     t.add_row("deviations", escape("; ".join(proc.deviations) if proc.deviations else "none"))
     t.add_row("suggested next", escape(plan.sequence.suggested_next))
+    if plan.board is not None:
+        t.add_row("tumour board", escape(plan.board.recommendation.summary))
     d = plan.dosimetry
     if d is not None:
         rx = d.prescription

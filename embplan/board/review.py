@@ -146,7 +146,8 @@ def _staged(case: Case, th: Thresholds, states: list[LobeState], options: dict[s
                and options[f"intra_arterial_{s.lobe}_lobe"].status in _OK]
     now = [s for s in states if s.treated_now]
     if proc.territory.is_whole_liver:
-        if len(needing) < 2 and not (proc.kind == "TARE" and len([s for s in states if s.disease]) == 2):
+        # whole-liver TARE in one session is avoided (Su 2017): right lobe now, left lobe after the interval
+        if proc.kind != "TARE" or len([s for s in states if s.disease]) < 2:
             return []
         first, second = (states[0], states[1])
         return [
