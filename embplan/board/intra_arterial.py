@@ -91,6 +91,11 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
         why += f" ({', '.join(bil)}: TARE first, Mezhir 2011)"
     if step == "SYSTEMIC":
         why = f"{where}: refractory to TARE, beyond the ladder"
+    if step == "TAE" and not treated_now:
+        d = case.patient.disease
+        if d.grade in ("G2", "G3") or (d.primary_site not in INTESTINAL_SITES and d.primary_site != "unknown"):
+            why += ("; TAE first keeps TACE and TARE in reserve (ENETS 2022 also accepts TACE or TARE first for G2 or "
+                    "non-intestinal primaries)")
     if treated_now and proc.kind != step:
         seq = case.sequence()  # the requested territory's own records, as the plan's ladder summary reads them
         if seq.on_ladder and not seq.is_deviation and not seq.below_expected:
