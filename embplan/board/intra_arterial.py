@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..protocols.history import PriorTreatment, cumulative_doxorubicin_mg
 from ..protocols.sequencing import (
     ENETS_2022,
+    INTESTINAL_SITES,
     SOULEN_CIRSE_2019,
     LadderPosition,
     expected_step,
