@@ -250,8 +250,11 @@ def _recommend(case: Case, th: Thresholds, options: dict[str, BoardOption], stat
     elif ok("systemic") and not nec and case.patient.disease.functional_syndrome != "none":
         add("systemic", "Somatostatin-analogue cover for the hormonal syndrome (peri-procedural and long term)",
             "functional syndrome: SSA controls symptoms and covers procedures (carcinoid crisis, Kwon 2019)")
-    if not steps:
-        if ok("systemic"):
+    if not steps and ok("systemic"):
+        if case.patient.ecog >= th.ecog_warning_min:
+            add("systemic", f"Somatostatin analogue and best supportive care (ECOG {case.patient.ecog}: no "
+                "liver-directed option is eligible; PRRT and chemotherapy need an adequate performance status)")
+        else:
             add("systemic", "Systemic therapy / PRRT: no liver-directed option is eligible")
     out = [RecommendationStep(order=i, option_key=k, action=a, reason=r, citations=c)
            for i, (k, a, r, c) in enumerate(steps, start=1)]
