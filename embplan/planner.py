@@ -169,7 +169,7 @@ def plan(case: Case | Mapping[str, Any], *, options: PlannerOptions | None = Non
     if case.procedure.kind == "TARE":
         dosimetry, voxel, dose_flags, kernel_params = _tare(case, th, opts)
         flags.extend(dose_flags)
-    board_dose = _board_dose_facts(case, dosimetry, voxel)
+    board_dose = _board_dose_facts(case, dosimetry, voxel, flags)
     board = build_review(case, th, board_dose)
     flags = _with_untreated_disease(flags, case, board_dose)
     return Plan(
@@ -220,7 +220,8 @@ def _sequence_summary(case: Case, board: BoardReview | None = None) -> SequenceS
 
 
 # ================================================================================================== tumour board
-def _board_dose_facts(case: Case, dosimetry: DosimetryResult | None, voxel: VoxelData | None) -> BoardDoseFacts | None:
+def _board_dose_facts(case: Case, dosimetry: DosimetryResult | None, voxel: VoxelData | None,
+                      flags: list[Flag]) -> BoardDoseFacts | None:
     """The dose facts the tumour board reads (issue 11): per tumour of the images, its volume, mean dose (the plan's
     dose map) and the fraction inside the perfused territory; its lobe from the phantom's record when known."""
     if dosimetry is None:
@@ -245,7 +246,15 @@ def _board_dose_facts(case: Case, dosimetry: DosimetryResult | None, voxel: Voxe
                                         perfused_fraction=inside, lobe=lobes.get(name)))
     return BoardDoseFacts(territory=case.procedure.territory.describe(), tumors=tuple(tumors),
                           normal_liver_dose_gy=dosimetry.normal_liver_dose_gy, lung_dose_gy=dosimetry.lung_dose_gy,
-                          source=dosimetry.source)
+                          source=dosimetry.source,
+                          contraindications=tuple(f"{f.code}: {f.message}" for f in flags
+                                                  if f.severity == Severity.CONTRAINDICATION
+                                                  and f.code in _DOSE_CONTRAINDICATIONS))
+
+
+#: Dose-side contraindications the board's TARE option of the treated lobe reads (the case-side ones, e.g. bilirubin
+#: or burden, are criteria of their own).
+_DOSE_CONTRAINDICATIONS = frozenset({"LUNG_DOSE_LIMIT", "NON_TUMOR_LIVER_DOSE_HIGH", "LUNG_SHUNT_HIGH"})
 
 
 def _with_untreated_disease(flags: list[Flag], case: Case, dose: BoardDoseFacts | None) -> list[Flag]:

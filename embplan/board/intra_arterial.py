@@ -115,6 +115,27 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
     return LobeState(lobe, disease, tuple(records), position, treated_now, step, why, names)
 
 
+def _request_criteria(case: Case, th: Thresholds, st: LobeState, procedure: str,
+                      dose: BoardDoseFacts | None) -> list[CriterionResult]:
+    """What the requested procedure's own numbers say about this lobe's step when it is the same procedure: the lung
+    shunt (resin above the contraindication band: do not treat) and the plan's dose-side contraindications."""
+    proc = case.procedure
+    if not st.treated_now or proc.kind != procedure or procedure != "TARE":
+        return []
+    out = []
+    lsf = case.dosimetry.lung_shunt_fraction if case.dosimetry is not None else None
+    if lsf is not None and proc.device == "resin":  # type: ignore[union-attr]
+        limit = th.lsf_resin_contraindication_fraction
+        out.append(CriterionResult("lung_shunt", f"Lung shunt <= {limit:.0%} (resin)", "met" if lsf <= limit else "unmet",
+                                   f"{lsf:.1%}", f"<= {limit:g} (lsf_resin_contraindication_fraction)", VAN_ROEKEL))
+    if dose is not None:
+        out.append(CriterionResult("planned_dose_within_limits", "The plan's activity fits the dose limits",
+                                   "unmet" if dose.contraindications else "met",
+                                   "; ".join(dose.contraindications) or "within limits",
+                                   "no dose-side contraindication", ev.EANM_2022))
+    return out
+
+
 def _liver_criteria(case: Case, th: Thresholds, procedure: str) -> list[CriterionResult]:
     p = case.patient
     out = []
@@ -151,7 +172,10 @@ def _liver_criteria(case: Case, th: Thresholds, procedure: str) -> list[Criterio
     if procedure == "TACE":
         prior_mg, unknown = cumulative_doxorubicin_mg(p.prior_treatments)
         bsa = body_surface_area_m2(p.weight_kg, p.height_cm)
-        total = (prior_mg + th.protocol_doxorubicin_mg) / bsa
+        drug = getattr(case.procedure, "drug", None)  # the requested session's dose when TACE is requested
+        session = float(drug.dose_mg) if case.procedure.kind == "TACE" and drug is not None and \
+            drug.name == "doxorubicin" else th.protocol_doxorubicin_mg
+        total = (prior_mg + session) / bsa
         out.append(CriterionResult("doxorubicin", f"Lifetime doxorubicin <= {th.doxorubicin_lifetime_limit_mg_m2:g} "
                                    "mg/m2 with this session", "met" if total <= th.doxorubicin_lifetime_limit_mg_m2
                                    else "unmet", f"{total:.0f} mg/m2" + (f" ({unknown} record(s) without a dose)"
@@ -161,7 +185,7 @@ def _liver_criteria(case: Case, th: Thresholds, procedure: str) -> list[Criterio
     return out
 
 
-def _option(case: Case, th: Thresholds, st: LobeState) -> BoardOption:
+def _option(case: Case, th: Thresholds, st: LobeState, dose: BoardDoseFacts | None = None) -> BoardOption:
     key = f"intra_arterial_{st.lobe}_lobe"
     title = f"Intra-arterial therapy, {lobe_name(st.lobe)}"
     cites = [SOULEN_CIRSE_2019, ENETS_2022, MEZHIR_2011, RETNET]
@@ -207,11 +231,12 @@ def _option(case: Case, th: Thresholds, st: LobeState) -> BoardOption:
     ladder = CriterionResult("ladder", f"{st.step} is this lobe's ladder step", "met", st.position.describe(),
                              "TAE -> TACE -> TARE on this lobe's history (TARE first with a biliary risk)",
                              f"{SOULEN_CIRSE_2019}; {MEZHIR_2011}", st.reason)
-    crits = [disease, ladder, *_liver_criteria(case, th, st.step)]
+    crits = [disease, ladder, *_liver_criteria(case, th, st.step), *_request_criteria(case, th, st, st.step, dose)]
     ok = f"{st.step} of the {lobe_name(st.lobe)}: {st.reason}"
     return option_from(key, title, crits, citations=cites, reason_ok=ok, procedure=st.step,
                        territory=lobe_name(st.lobe), extra_reason=req_note)
 
 
-def intra_arterial_options(case: Case, th: Thresholds, states: list[LobeState]) -> list[BoardOption]:
-    return [_option(case, th, st) for st in states]
+def intra_arterial_options(case: Case, th: Thresholds, states: list[LobeState],
+                           dose: BoardDoseFacts | None = None) -> list[BoardOption]:
+    return [_option(case, th, st, dose) for st in states]

@@ -276,7 +276,7 @@ def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None)
         resection(case, th), repeat_resection(case, th), debulking(case, th),
         *transplant_options(case, th),
         ablation(case, th), ablation_with_resection(case, th),
-        *intra_arterial_options(case, th, states),
+        *intra_arterial_options(case, th, states, dose),
         systemic_option(case, th, states),
     ]
     options = {o.key: o for o in option_list}

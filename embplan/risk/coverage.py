@@ -49,6 +49,8 @@ class BoardDoseFacts:
     normal_liver_dose_gy: float | None = None  # non-tumour liver of the perfused territory (partition D_N)
     lung_dose_gy: float | None = None
     source: str = ""
+    #: the plan's dose-side contraindications (code: message), e.g. no activity within the lung dose budget
+    contraindications: tuple[str, ...] = ()
 
 
 def untreated_tumors(dose: BoardDoseFacts | None) -> tuple[list[TumorDoseFact], list[TumorDoseFact]]:

@@ -44,6 +44,7 @@ def random_case(rng: random.Random) -> dict:
         "patient.biliary.biliary_stent": rng.random() < 0.1,
         "patient.labs.bilirubin_mg_dl": rng.choice([0.4, 1.0, 2.0, 2.5]),
         "patient.labs.albumin_g_dl": rng.choice([2.5, 3.5, 4.2]),
+        "patient.disease.main_portal_vein_thrombosis": rng.random() < 0.1,
     }
     if not edits["patient.biliary.biliary_enteric_anastomosis"]:
         edits["patient.biliary.sphincter_of_oddi_intact"] = rng.random() < 0.85
@@ -125,6 +126,11 @@ def check_consistency(case) -> None:
             assert adopted == (ia.procedure == case.procedure.kind)
             if seq.is_deviation or seq.below_expected:
                 assert ia.procedure != case.procedure.kind or seq.expected_step == case.procedure.kind
+    # a contraindication to the request never sits beside a board that adopts the same request
+    if any(f.severity == "contraindication" for f in flags.values()) and case.procedure.territory.scope == "lobar":
+        ia = opts[f"intra_arterial_{case.procedure.territory.lobe}_lobe"]
+        if ia.procedure == case.procedure.kind:
+            assert ia.status not in OK, [f.code for f in flags.values() if f.severity == "contraindication"]
     # the staged plan starts with what the course says for the treated lobe
     if r.staged_plan:
         first = r.staged_plan[0]
@@ -171,6 +177,10 @@ def test_planned_tare_flags_agree_with_its_board(seed):
         data = random_case(rng)
         data["procedure"] = case_dict(procedure="TARE", lobe=rng.choice(["right", "left"]))["procedure"]
         data["dosimetry"] = case_dict(procedure="TARE")["dosimetry"]
+        data["dosimetry"]["lung_shunt_fraction"] = rng.choice([0.05, 0.12, 0.25])
+        if rng.random() < 0.3:  # an earlier TARE that used most of the lung budget
+            data["patient"]["prior_treatments"].append(rec("TARE", "2020-01-01", "left", "partial",
+                                                           lung_dose_gy=49.0))
         try:
             case = embplan.load_case(data)
         except embplan.EmbplanError:
@@ -180,6 +190,10 @@ def test_planned_tare_flags_agree_with_its_board(seed):
         opts = {o.key: o for o in plan.board.options}
         assert ("TRANSPLANT_CANDIDATE" in codes) == (opts["transplant_milan"].status in OK)
         assert ("RESECTION_CANDIDATE" in codes) == (opts["resection"].status in OK)
+        lobe = case.procedure.territory.lobe
+        ia = opts[f"intra_arterial_{lobe}_lobe"]
+        if any(f.severity == "contraindication" for f in plan.flags) and ia.procedure == "TARE":
+            assert ia.status not in OK
         staged = [s for s in plan.board.staged_plan if s.order > 1]
         if staged:
             assert plan.sequence.suggested_next.startswith(f"{staged[0].procedure} of the {staged[0].territory}")
