@@ -56,6 +56,28 @@ class LobeState:
     step: str
     reason: str
     untreated: tuple[str, ...]
+    #: does the lobe need treatment now? True: untreated disease, progression after its latest embolization, or the
+    #: requested procedure treats it; False: responding (complete, partial, stable) after its latest embolization:
+    #: surveillance until progression; None: the latest response is not recorded.
+    needs_treatment: bool | None = True
+    need_reason: str = ""
+
+
+def _need(records: list[PriorTreatment], treated_now: bool, untreated: tuple[str, ...]) -> tuple[bool | None, str]:
+    if treated_now:
+        return True, "treated by the requested procedure (the request states the need)"
+    if untreated:
+        return True, f"untreated by this plan: {', '.join(untreated)}"
+    if not records:
+        return True, "untreated disease (no embolization of this lobe)"
+    last = records[-1]
+    resp = last.response
+    when = f"after {last.kind.replace('_', '-')} on {last.date.isoformat()}"
+    if resp == "progression":
+        return True, f"progression {when}"
+    if resp in ("complete", "partial", "stable"):
+        return False, f"{resp} response {when}: surveillance, retreat on progression"
+    return None, f"response {when} not recorded"
 
 
 def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | None) -> LobeState:
@@ -77,7 +99,7 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
     where = position.describe()
     if disease is False:
         return LobeState(lobe, disease, tuple(records), position, treated_now, "none", "no disease in this lobe",
-                         names)
+                         names, False, "no disease in this lobe")
     if is_nec(case, th):
         comp, why = compensated(case, th)
         if comp:
@@ -112,7 +134,8 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
                     else f"it is below the lobe's step {step} (a less intensive choice the board may still "
                          "accept)" if seq.below_expected
                     else f"it skips {', '.join(seq.skipped)} without a recognised justification"))
-    return LobeState(lobe, disease, tuple(records), position, treated_now, step, why, names)
+    need, need_why = _need(records, treated_now, names)
+    return LobeState(lobe, disease, tuple(records), position, treated_now, step, why, names, need, need_why)
 
 
 def _request_criteria(case: Case, th: Thresholds, st: LobeState, procedure: str,
@@ -231,7 +254,14 @@ def _option(case: Case, th: Thresholds, st: LobeState, dose: BoardDoseFacts | No
     ladder = CriterionResult("ladder", f"{st.step} is this lobe's ladder step", "met", st.position.describe(),
                              "TAE -> TACE -> TARE on this lobe's history (TARE first with a biliary risk)",
                              f"{SOULEN_CIRSE_2019}; {MEZHIR_2011}", st.reason)
-    crits = [disease, ladder, *_liver_criteria(case, th, st.step), *_request_criteria(case, th, st, st.step, dose)]
+    need = CriterionResult("treatment_needed", "Treatment needed now (untreated, progressing, or requested)",
+                           "unknown" if st.needs_treatment is None else ("met" if st.needs_treatment else "unmet"),
+                           st.need_reason, "untreated disease or progression (RECIST 1.1)",
+                           "the seed's working approach (retreat on progression); Soulen, CIRSE 2019",
+                           "" if st.needs_treatment is not None else "record the lobe's response (prior_treatments[]."
+                           "response or .responses)")
+    crits = [disease, need, ladder, *_liver_criteria(case, th, st.step),
+             *_request_criteria(case, th, st, st.step, dose)]
     ok = f"{st.step} of the {lobe_name(st.lobe)}: {st.reason}"
     return option_from(key, title, crits, citations=cites, reason_ok=ok, procedure=st.step,
                        territory=lobe_name(st.lobe), extra_reason=req_note)

@@ -119,6 +119,12 @@ def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDose
                     f"{t.name} ({t.perfused_fraction:.0%} inside, {t.mean_dose_gy:.1f} Gy)" for t in part) + "."
         elif st.step == "none":
             nxt, reason = "none", st.reason
+        elif st.needs_treatment is False:
+            nxt = f"surveillance (on progression: {st.step if st.step != 'SYSTEMIC' else 'systemic therapy'})"
+            reason = f"{st.need_reason}. {st.reason}"
+        elif st.needs_treatment is None:
+            nxt = f"image first ({st.need_reason}); then {st.step if st.step != 'SYSTEMIC' else 'systemic therapy'}"
+            reason = st.reason
         else:
             nxt = st.step if st.step != "SYSTEMIC" else "systemic therapy"
             reason = st.reason

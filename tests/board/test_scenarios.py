@@ -106,6 +106,11 @@ def test_left_lobe_tare_two_months_after_right_lobe_tare_is_whole_liver_exposure
     doses = {t.territory: t for t in r.liver.territory_doses}
     assert doses["right lobe"].cumulative_normal_liver_gy == 35.0 and doses["lungs"].cumulative_lung_gy == 8.0
     assert any("whole-liver exposure" in n for n in r.liver.notes)
+    # the right lobe, responding two months after its TARE, is followed up, not retreated
+    right = {c.territory: c for c in r.course}["right lobe"]
+    assert right.next_step.startswith("surveillance") and "partial response" in right.reason
+    assert crit(r, "intra_arterial_right_lobe", "treatment_needed").status.value == "unmet"
+    assert all(s.territory != "right lobe" for s in r.staged_plan)
     plan = embplan.plan(case)
     doses = {t.territory: t for t in plan.board.liver.territory_doses}
     assert doses["left lobe"].cumulative_normal_liver_gy == pytest.approx(plan.dosimetry.normal_liver_dose_gy)
@@ -350,3 +355,13 @@ def test_planned_tare_with_prior_prrt_carries_the_board_and_consent():
     assert [(o.key, o.status) for o in plan.board.options] == [(o.key, o.status) for o in embplan.review(case).options]
     assert plan.board.liver.prior_prrt
     assert any(c.outcome.startswith("chronic liver injury") for c in plan.board.consent)
+
+
+# 31 ----------------------------------------------------------------------------------------------------------------
+def test_lobe_without_a_recorded_response_is_imaged_first():
+    case = make({"patient.prior_treatments": [rec("TAE", "2025-09-01", "left")]})
+    r = embplan.review(case)
+    left = {c.territory: c for c in r.course}["left lobe"]
+    assert left.next_step.startswith("image first")
+    assert status(r, "intra_arterial_left_lobe") == "needs_data"
+    assert any("Treatment needed now" in w for w in r.recommendation.would_change)
