@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..protocols.history import EMBOLIZATION_KINDS, PriorTreatment
 from ..protocols.territory import LOBE_SEGMENTS
 from ..risk.coverage import (
     BoardDoseFacts,
@@ -31,18 +30,14 @@ __all__ = [
     "LOBES",
     "lobe_name",
     "criterion",
-    "lobe_records",
     "lobe_has_disease",
     "biliary_risk",
     "untreated_tumors",
     "untreated_disease_flag",
     "untreated_lesions",
-    "LIVER_DIRECTED_KINDS",
 ]
 
 LOBES: tuple[str, ...] = ("right", "left")
-#: Treatments with a liver territory that the course lists per lobe.
-LIVER_DIRECTED_KINDS = frozenset(EMBOLIZATION_KINDS | {"ablation", "resection", "EBRT", "other"})
 
 
 def lobe_name(lobe: str) -> str:
@@ -52,19 +47,6 @@ def lobe_name(lobe: str) -> str:
 def criterion(c: CriterionResult) -> Criterion:
     return Criterion(key=c.key, label=c.label, status=CriterionStatus(c.status), value=c.value,
                      threshold=c.threshold, source=c.source, note=c.note)
-
-
-def lobe_records(case: Case, lobe: str) -> list[PriorTreatment]:
-    """Prior liver-directed treatments whose territory covers the lobe, in date order, each carrying the response
-    recorded for this lobe (a per-territory response overrides the record's)."""
-    segs = LOBE_SEGMENTS[lobe]
-    out = []
-    for r in sorted(case.patient.prior_treatments, key=lambda r: r.date):
-        if r.territory is None or not (r.territory.couinaud_segments & segs):
-            continue
-        resp = r.response_for(segs)
-        out.append(r if resp == r.response else r.model_copy(update={"response": resp}))
-    return out
 
 
 def lobe_has_disease(case: Case, lobe: str, dose: BoardDoseFacts | None = None) -> bool | None:
