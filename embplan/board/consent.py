@@ -24,8 +24,9 @@ __all__ = ["consent_items", "follow_up", "add_months", "CHEN_2018", "FIORE_2014"
 #: months G2, serious adverse events 6.5%, mortality 0-2% (the seed's numbers from the RETNET protocol).
 CHEN_2018 = "RETNET protocol (Chen JX, Soulen MC et al., 2018) [U: exact reference not retrieved]"
 FIORE_2014 = "Fiore F et al., In Vivo 2014 (TAE vs TACE in NET: post-embolization syndrome 41% vs 61%)"
-NGO_2021 = ("Ngo L et al., meta-analysis 2021 (TACE vs TARE in NET liver metastases: overall survival odds ratio 1.92 "
-            "favouring TACE, similar PFS and complications) [U: journal not retrieved]")
+NGO_2021 = ("Ngo L et al., Ann Surg Oncol 2021 (meta-analysis, TACE vs TARE for NET liver metastases: overall survival "
+            "odds ratio 1.92 favouring TACE, similar PFS and complications) [U: journal and direction not verified at "
+            "the source]")
 MAYO_2010 = ("Mayo SC et al., Ann Surg Oncol 2010;17:3129-36 (multi-institutional, n=339: resection of NET liver "
              "metastases, 5-year OS 74%, recurrence common) [U: figures from secondary sources]")
 MAZZAFERRO_2016 = ("Mazzaferro V et al., Am J Transplant 2016;16:2892-902 (Milan-NET, intention-to-treat: 5- and "

@@ -86,13 +86,13 @@ def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDose
     untreated, partial = untreated_tumors(dose)
     for st in states:
         segs = LOBE_SEGMENTS[st.lobe]
-        hist = [_history_line(r, segs) for r in sorted(case.patient.prior_treatments, key=lambda r: r.date)
-                if r.territory is not None and r.territory.couinaud_segments & segs]
-        systemic = [r for r in case.patient.prior_treatments if r.territory is None and r.kind in ("PRRT", "SSA",
-                                                                                                  "chemotherapy")]
-        hist += [f"{r.date.isoformat()}: {r.kind} (systemic)" + (f": {_RESP.get(r.response_for(segs) or '', '')}"
-                                                                  if r.response_for(segs) else "")
-                 for r in sorted(systemic, key=lambda r: r.date)]
+        dated = [(r.date, _history_line(r, segs)) for r in case.patient.prior_treatments
+                 if r.territory is not None and r.territory.couinaud_segments & segs]
+        dated += [(r.date, f"{r.date.isoformat()}: {r.kind} (systemic)"
+                   + (f": {_RESP.get(r.response_for(segs) or '', '')}" if r.response_for(segs) else ""))
+                  for r in case.patient.prior_treatments
+                  if r.territory is None and r.kind in ("PRRT", "SSA", "chemotherapy")]
+        hist = [text for _, text in sorted(dated, key=lambda x: x[0])]
         last = None
         for r in sorted(case.patient.prior_treatments, key=lambda r: r.date):
             if r.territory is None or r.territory.couinaud_segments & segs:
