@@ -242,7 +242,8 @@ def _option(case: Case, th: Thresholds, st: LobeState, dose: BoardDoseFacts | No
                  CriterionResult("compensated", "Compensated liver (no ascites, ALBI 1-2)",
                                  "unknown" if comp is None else ("met" if comp else "unmet"), why, "compensated",
                                  "the seed (poorly differentiated NET: TARE only if compensated); Johnson 2015 (ALBI)"),
-                 *[c for c in _liver_criteria(case, th, "TARE") if c.key != "compensated"]]
+                 *[c for c in _liver_criteria(case, th, "TARE") if c.key != "compensated"],
+                 *_request_criteria(case, th, st, "TARE", dose)]
         return option_from(key, title, crits, citations=cites, procedure="TARE", territory=lobe_name(st.lobe),
                            reason_ok=f"selected TARE of the {lobe_name(st.lobe)} after systemic therapy ({why})",
                            extra_reason=req_note)

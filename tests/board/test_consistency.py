@@ -78,7 +78,22 @@ def random_case(rng: random.Random) -> dict:
             {"id": "R1", "segments": [rng.choice([5, 6, 7, 8])], "longest_diameter_mm": rng.choice([15.0, 35.0])},
             {"id": "L1", "segments": [rng.choice([2, 3, 4])], "longest_diameter_mm": rng.choice([12.0, 28.0])},
         ]
-    return case_dict(edits, procedure=procedure, lobe=lobe)
+    data = case_dict(edits, procedure=procedure, lobe=lobe)
+    scope = rng.random()
+    if scope < 0.15:
+        data["procedure"]["territory"] = {"scope": "segmental", "segments": rng.sample(range(1, 9), rng.randint(1, 3))}
+    elif scope < 0.22:
+        data["procedure"]["territory"] = {"scope": "whole_liver"}
+    elif scope < 0.27 and procedure == "TACE":
+        data["procedure"] = {"kind": "DEB_TACE", "date": "2026-06-01", "territory": data["procedure"]["territory"],
+                             "drug": {"name": "doxorubicin", "dose_mg": 75.0},
+                             "beads": {"size_min_um": 100, "size_max_um": 300}}
+    if rng.random() < 0.1 and data["patient"]["disease"]["liver_distribution"] == "bilobar":
+        data["patient"]["disease"]["lesions"] = [
+            {"id": "C1", "segments": [1], "longest_diameter_mm": 18.0, "location": "near_large_vessel"},
+            {"id": "R1", "segments": [6, 7], "longest_diameter_mm": 45.0, "location": "subcapsular"},
+            {"id": "L1", "segments": [3], "longest_diameter_mm": 9.0, "location": "dome"}]
+    return data
 
 
 def check_consistency(case) -> None:
