@@ -208,3 +208,37 @@ def test_board_thresholds_have_sources():
     for name, info in Thresholds.model_fields.items():
         if name.startswith("board_"):
             assert info.description and len(info.description) > 30, name
+
+
+# ---- intra-arterial, per lobe ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("lsf,expected", [(0.20, "met"), (0.21, "unmet")])
+def test_requested_resin_tare_lung_shunt(lsf, expected):
+    edits = {"dosimetry.lung_shunt_fraction": lsf,
+             "patient.prior_treatments": [rec("TACE", "2025-01-01", "right", "progression")]}
+    assert status(edits, "intra_arterial_right_lobe", "lung_shunt", procedure="TARE") == expected
+
+
+@pytest.mark.parametrize("bili,expected", [(2.0, "met"), (2.01, "unmet")])
+def test_intra_arterial_bilirubin(bili, expected):
+    assert status({"patient.labs.bilirubin_mg_dl": bili}, "intra_arterial_right_lobe", "bilirubin") == expected
+
+
+@pytest.mark.parametrize("burden,expected", [(70.0, "met"), (70.1, "unmet")])
+def test_tare_burden(burden, expected):
+    edits = {"patient.disease.liver_tumor_burden_percent": burden,
+             "patient.prior_treatments": [rec("TACE", "2025-01-01", "right", "progression")]}
+    assert status(edits, "intra_arterial_right_lobe", "tumour_burden", procedure="TARE") == expected
+
+
+def test_tace_lifetime_doxorubicin_uses_the_requested_dose():
+    # BSA (Du Bois 1916: 0.007184 W^0.425 H^0.725, 70 kg, 168 cm) = 1.795 m2; 700 + 100 mg = 800 mg = 446 mg/m2
+    bsa = 0.007184 * 70.0 ** 0.425 * 168.0 ** 0.725
+    edits = {"patient.prior_treatments": [rec("TAE", "2024-01-01", "right", "progression"),
+                                          rec("TACE", "2025-01-01", "right", "partial", doxorubicin_mg=700.0)],
+             "procedure.drug.dose_mg": 100.0}
+    c = crit(embplan.review(make(edits, procedure="TACE")), "intra_arterial_right_lobe", "doxorubicin")
+    assert c.status.value == "met" and c.value.startswith(f"{800 / bsa:.0f} mg/m2")
+    assert 800 / bsa <= 450 < 820 / bsa
+    edits["procedure.drug.dose_mg"] = 120.0  # 820 mg = 455 mg/m2
+    c = crit(embplan.review(make(edits, procedure="TACE")), "intra_arterial_right_lobe", "doxorubicin")
+    assert c.status.value == "unmet"
