@@ -11,8 +11,10 @@ every criterion is met are recommended; options with unknown criteria name the d
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..protocols.sequencing import next_step
 from ..risk import evidence as ev
@@ -45,7 +47,8 @@ _RESP = {"complete": "complete response", "partial": "partial response", "stable
          "progression": "progression", "unknown": "response unknown"}
 
 
-def review(case: Case, *, dose: BoardDoseFacts | None = None, thresholds: Thresholds | None = None) -> BoardReview:
+def review(case: Case | Mapping[str, Any] | str | os.PathLike[str], *, dose: BoardDoseFacts | None = None,
+           thresholds: Thresholds | None = None) -> BoardReview:
     """The tumour board's review of ``case`` (a :class:`~embplan.case.Case` or anything ``load_case`` accepts).
 
     ``dose``: the planned TARE's dose facts per tumour (the planner passes them; without them the course relies on
@@ -53,9 +56,9 @@ def review(case: Case, *, dose: BoardDoseFacts | None = None, thresholds: Thresh
     from ..case import load_case
     from ..risk.case_facts import effective_thresholds
 
-    case = load_case(case)
-    th = effective_thresholds(case, thresholds)
-    return build_review(case, th, dose)
+    loaded = load_case(case)
+    th = effective_thresholds(loaded, thresholds)
+    return build_review(loaded, th, dose)
 
 
 def _history_line(r: PriorTreatment, lobe_segs: frozenset[int] | None = None) -> str:
