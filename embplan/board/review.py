@@ -81,7 +81,7 @@ def _after_text(case: Case, kind: str) -> str:
 
 
 def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDoseFacts | None,
-            staged: list[StagedStep]) -> list[TerritoryCourse]:
+            staged: list[StagedStep], options: dict[str, BoardOption]) -> list[TerritoryCourse]:
     from ..protocols.territory import LOBE_SEGMENTS
 
     proc = case.procedure
@@ -106,7 +106,15 @@ def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDose
             hist.append(f"{proc.date.isoformat()}: {proc.kind.replace('_', '-')} ({proc.territory.describe()}): "
                         "this plan")
             part = [t for t in partial if t.lobe in (st.lobe, None)]
-            if proc.kind != st.step and st.step in ("TAE", "TACE", "TARE"):
+            opt = options[f"intra_arterial_{st.lobe}_lobe"]
+            blocked = opt.procedure in ("TAE", "TACE", "TARE") and opt.status not in _OK
+            if blocked:
+                why_not = "; ".join(f"{c.label} {c.status.value}" + (f" ({c.value})" if c.value else "")
+                                    for c in opt.criteria if c.status.value != "met")
+                nxt = f"{opt.procedure} not advised now"
+                after = None
+                st_reason = f"{st.reason}; {opt.procedure} not advised: {why_not}"
+            elif proc.kind != st.step and st.step in ("TAE", "TACE", "TARE"):
                 nxt = f"{st.step} instead of the requested {proc.kind.replace('_', '-')}"
                 after = st.step
             elif st.step == "SYSTEMIC":
@@ -115,7 +123,9 @@ def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDose
             else:
                 nxt = f"{proc.kind} now ({proc.date.isoformat()})"
                 after = proc.kind
-            reason = st.reason + (f". After it: follow-up imaging; on progression, {_after_text(case, after)}."
+            if not blocked:
+                st_reason = st.reason
+            reason = st_reason + (f". After it: follow-up imaging; on progression, {_after_text(case, after)}."
                                   if after else ".")
             if part:
                 reason += " Partly outside the perfused territory: " + ", ".join(
@@ -158,6 +168,8 @@ def _staged(case: Case, th: Thresholds, states: list[LobeState], options: dict[s
         # whole-liver TARE in one session is avoided (Su 2017): right lobe now, left lobe after the interval
         if proc.kind != "TARE" or len([s for s in states if s.disease]) < 2:
             return []
+        if any(options[f"intra_arterial_{s.lobe}_lobe"].status not in _OK for s in states):
+            return []  # a lobe's TARE is not advised: no staged TARE plan
         first, second = (states[0], states[1])
         return [
             StagedStep(order=1, territory=lobe_name(first.lobe), procedure=first.step if first.step in
@@ -171,6 +183,8 @@ def _staged(case: Case, th: Thresholds, states: list[LobeState], options: dict[s
         ]
     if not now or len([s for s in states if s.disease]) < 2:
         return []
+    if any(options[f"intra_arterial_{s.lobe}_lobe"].status not in _OK for s in now):
+        return []  # this plan's own lobe is not advised: nothing to stage after it
     others = [s for s in needing if not s.treated_now]
     if not others:
         return []
@@ -252,6 +266,8 @@ def _recommend(case: Case, th: Thresholds, options: dict[str, BoardOption], stat
                 window = (f"; TARE of both lobes within {th.board_bilobar_tare_window_days} days is whole-liver "
                           "exposure (WHOLE_LIVER_TARE, Su 2017): weigh a non-radiation step or a longer interval")
             add(key, f"{o.procedure} of the {lobe_name(st.lobe)}{when}", f"{st.reason}{names}{window}")
+    blocked = [st for st in states if st.disease and st.needs_treatment and st.step in ("TAE", "TACE", "TARE")
+               and options[f"intra_arterial_{st.lobe}_lobe"].status == OptionStatus.NOT_ELIGIBLE]
     if ok("debulking"):
         add("debulking", "Cytoreductive debulking for symptom control")
     if ok("systemic") and not nec and options["systemic"].status == OptionStatus.RECOMMENDED:
@@ -259,6 +275,19 @@ def _recommend(case: Case, th: Thresholds, options: dict[str, BoardOption], stat
     elif ok("systemic") and not nec and case.patient.disease.functional_syndrome != "none":
         add("systemic", "Somatostatin-analogue cover for the hormonal syndrome (peri-procedural and long term)",
             "functional syndrome: SSA controls symptoms and covers procedures (carcinoid crisis, Kwon 2019)")
+    if blocked and ok("systemic") and not any(k == "systemic" for k, *_ in steps) and not curative:
+        lobes = " and ".join(lobe_name(st.lobe) for st in blocked)
+        why = "; ".join(
+            f"{lobe_name(st.lobe)} {options[f'intra_arterial_{st.lobe}_lobe'].procedure}: "
+            + ", ".join(f"{c.label} unmet ({c.value})" for c in options[f"intra_arterial_{st.lobe}_lobe"].criteria
+                        if c.status.value == "unmet")
+            for st in blocked)
+        if case.patient.ecog >= th.ecog_warning_min:
+            add("systemic", f"Somatostatin analogue and best supportive care (ECOG {case.patient.ecog}: liver-directed "
+                "therapy not advised; PRRT and chemotherapy need an adequate performance status)", why)
+        else:
+            add("systemic", f"Systemic therapy / PRRT for the {lobes}: liver-directed therapy not advised there",
+                why)
     if not steps and ok("systemic"):
         if case.patient.ecog >= th.ecog_warning_min:
             add("systemic", f"Somatostatin analogue and best supportive care (ECOG {case.patient.ecog}: no "
@@ -307,7 +336,7 @@ def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None)
                 gaps.append(f"{o.title}: {c.label}" + (f" ({c.note})" if c.note else ""))
     return BoardReview(
         case_id=case.patient.id, reference_date=case.procedure.date, options=final, recommendation=rec,
-        course=_course(case, th, states, dose, staged), staged_plan=staged, liver=liver_reserve(case, th, dose),
+        course=_course(case, th, states, dose, staged, options), staged_plan=staged, liver=liver_reserve(case, th, dose),
         consent=consent_items(case, final), follow_up=follow_up(case, th, staged),
         data_gaps=list(dict.fromkeys(gaps)),
     )

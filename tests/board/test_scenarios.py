@@ -365,3 +365,18 @@ def test_lobe_without_a_recorded_response_is_imaged_first():
     assert left.next_step.startswith("image first")
     assert status(r, "intra_arterial_left_lobe") == "needs_data"
     assert any("Treatment needed now" in w for w in r.recommendation.would_change)
+
+
+# 32 ----------------------------------------------------------------------------------------------------------------
+def test_resin_tare_with_a_prohibitive_lung_shunt_is_not_staged_or_adopted():
+    """Right lobe progressed after TACE, resin TARE requested with a 25% lung shunt (do not treat): the board does not
+    plan the TARE nor stage anything after it; the left lobe gets its own step, the right lobe systemic therapy."""
+    case = make({"dosimetry.lung_shunt_fraction": 0.25,
+                 "patient.prior_treatments": [rec("TACE", "2025-06-01", "right", "progression")]}, procedure="TARE")
+    assert codes(case)["LUNG_SHUNT_HIGH"].severity == "contraindication"
+    r = embplan.review(case)
+    assert status(r, "intra_arterial_right_lobe") == "not_eligible" and r.staged_plan == []
+    course = {c.territory: c for c in r.course}
+    assert course["right lobe"].next_step == "TARE not advised now" and "25.0%" in course["right lobe"].reason
+    keys = [s.option_key for s in r.recommendation.steps]
+    assert keys == ["intra_arterial_left_lobe", "systemic"] and "right lobe" in r.recommendation.steps[1].action
