@@ -597,6 +597,7 @@ class Case(StrictModel):
             territory_records(self.patient.prior_treatments, self.procedure.territory.couinaud_segments),
             biliary_enteric_anastomosis=b.biliary_enteric_anastomosis,
             bile_duct_instrumentation=b.biliary_stent or not b.sphincter_of_oddi_intact,
+            portal_vein_thrombosis=d.main_portal_vein_thrombosis,
             grade=d.grade, primary_site=d.primary_site, functional_syndrome=d.functional_syndrome,
             before=self.procedure.date, **options,
         )

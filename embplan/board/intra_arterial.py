@@ -85,7 +85,8 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
     bil = biliary_risk(case)
     records = territory_records(case.patient.prior_treatments, segs)
     step: str
-    step, position = expected_step(records, biliary_risk=bool(bil), before=case.procedure.date)
+    pvt = case.patient.disease.main_portal_vein_thrombosis
+    step, position = expected_step(records, biliary_risk=bool(bil) or pvt, before=case.procedure.date)
     disease = lobe_has_disease(case, lobe, dose)
     proc = case.procedure
     treated_now = bool(proc.territory.couinaud_segments & segs)
@@ -112,6 +113,8 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
     why = f"{where}; the lobe's ladder step is {step}"
     if bil and step == "TARE" and position.step in ("none", "TAE"):
         why += f" ({', '.join(bil)}: TARE first, Mezhir 2011)"
+    elif pvt and step == "TARE" and position.step in ("none", "TAE"):
+        why += " (main portal vein thrombosis: TAE/TACE contraindicated, TARE first; World J Hepatol 2015)"
     if step == "SYSTEMIC":
         why = f"{where}: refractory to TARE, beyond the ladder"
     if step == "TAE" and not treated_now:
@@ -134,6 +137,11 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
                     else f"it is below the lobe's step {step} (a less intensive choice the board may still "
                          "accept)" if seq.below_expected
                     else f"it skips {', '.join(seq.skipped)} without a recognised justification"))
+    if case.patient.disease.main_portal_vein_thrombosis and step in ("TAE", "TACE", "DEB_TACE"):
+        # occluding the artery of a liver without portal flow risks infarction: TARE (minimally embolic) instead
+        why += (f"; main portal vein thrombosis: {step.replace('_', '-')} contraindicated, TARE (minimally embolic) "
+                "instead (World J Hepatol 2015; van Roekel)")
+        step = "TARE"
     need, need_why = _need(records, treated_now, names)
     return LobeState(lobe, disease, tuple(records), position, treated_now, step, why, names, need, need_why)
 

@@ -132,6 +132,12 @@ def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDose
                     f"{t.name} ({t.perfused_fraction:.0%} inside, {t.mean_dose_gy:.1f} Gy)" for t in part) + "."
         elif st.step == "none":
             nxt, reason = "none", st.reason
+        elif (st.needs_treatment and st.step in ("TAE", "TACE", "TARE")
+              and options[f"intra_arterial_{st.lobe}_lobe"].status == OptionStatus.NOT_ELIGIBLE):
+            opt = options[f"intra_arterial_{st.lobe}_lobe"]
+            why_not = "; ".join(f"{c.label} unmet ({c.value})" for c in opt.criteria if c.status.value == "unmet")
+            nxt = f"{st.step} not advised now"
+            reason = f"{st.reason}; {st.step} not advised: {why_not}"
         elif st.needs_treatment is False:
             nxt = f"surveillance (on progression: {st.step if st.step != 'SYSTEMIC' else 'systemic therapy'})"
             reason = f"{st.need_reason}. {st.reason}"
@@ -302,7 +308,17 @@ def _recommend(case: Case, th: Thresholds, options: dict[str, BoardOption], stat
             unknown = [c for c in o.criteria if c.status.value == "unknown"]
             would.append(f"{o.title}: " + "; ".join(c.label + (f" ({c.note})" if c.note else "") for c in unknown))
     if out:
-        summary = "; then ".join(s.action for s in out[:3]) + "."
+        phrases: list[str] = []
+        tx_names = [options[s.option_key].title.split(": ")[1] for s in out if s.option_key.startswith("transplant_")]
+        for st_ in out:
+            if st_.option_key.startswith("transplant_"):
+                phrase = f"Refer for a liver-transplant evaluation ({', '.join(tx_names)})"
+                if phrase in phrases:
+                    continue
+            else:
+                phrase = st_.action
+            phrases.append(phrase)
+        summary = "; then ".join(phrases[:3]) + "."
     else:
         summary = "No option is eligible on the data given; see the data that would change it."
     return Recommendation(summary=summary, steps=out, would_change=would), {s.option_key for s in out}

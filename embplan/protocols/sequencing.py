@@ -70,6 +70,8 @@ SOULEN_CIRSE_2019 = ("Soulen MC, CIRSE 2019 (RETNET; sequential TAE -> TACE -> T
 ENETS_2022 = ("ENETS 2022 guidance (via NICE): G1 intestinal NET with carcinoid syndrome -> TAE; G2 or "
               "non-intestinal -> TACE or TARE")
 _GUIU_2012 = "Guiu B et al., J Hepatol 2012 (DEB OR 9.78 and NET OR 8.13 for biloma/infarct)"
+_PVT_SOURCE = ("World J Hepatol 2015;7(16), Table 1 (TAE/TACE with severely reduced portal flow: contraindication); "
+               "van Roekel thesis, Table 1 (TARE: relative contraindication)")
 
 LADDER: tuple[str, ...] = ("TAE", "TACE", "TARE")
 LadderStep = Literal["none", "TAE", "TACE", "TARE"]
@@ -115,8 +117,8 @@ class Justification(BaseModel):
     """A reason the ladder accepts for skipping steps: ``code``, ``text`` and ``source``."""
 
     model_config = _FROZEN
-    code: Literal["BILIARY_ENTERIC_ANASTOMOSIS", "BILE_DUCT_INSTRUMENTATION", "ENETS_2022_GRADE",
-                  "ENETS_2022_NON_INTESTINAL"]
+    code: Literal["BILIARY_ENTERIC_ANASTOMOSIS", "BILE_DUCT_INSTRUMENTATION", "PORTAL_VEIN_THROMBOSIS",
+                  "ENETS_2022_GRADE", "ENETS_2022_NON_INTESTINAL"]
     text: str
     source: str
 
@@ -249,18 +251,20 @@ def evaluate_sequence(
     intestinal_sites: frozenset[str] = INTESTINAL_SITES,
     before: date | None = None,
     bile_duct_instrumentation: bool = False,
+    portal_vein_thrombosis: bool = False,
 ) -> SequenceAssessment:
     """Whether ``requested_kind`` (TAE, TACE, DEB_TACE, TARE) follows the ladder given the history, which steps it
     skips, which justifications apply, and the next step. See the module docstring for the rules.
 
     ``bile_duct_instrumentation`` (a biliary stent or a sphincterotomy) acts like a biliary-enteric anastomosis: the
-    ladder's step is TARE first (issue 11; abscess after embolization with an incompetent sphincter, Mezhir 2011)."""
+    ladder's step is TARE first (issue 11; abscess after embolization with an incompetent sphincter, Mezhir 2011);
+    so does a main ``portal_vein_thrombosis`` (TAE/TACE occlude the only inflow left; TARE is minimally embolic)."""
     if requested_kind not in _RUNG:
         raise CaseError(f"evaluate_sequence: requested_kind must be TAE, TACE, DEB_TACE or TARE, got "
                          f"{requested_kind!r}")
     records = list(prior_treatments)
     bea_only = biliary_enteric_anastomosis
-    biliary_enteric_anastomosis = biliary_enteric_anastomosis or bile_duct_instrumentation
+    biliary_enteric_anastomosis = biliary_enteric_anastomosis or bile_duct_instrumentation or portal_vein_thrombosis
     position = ladder_position(records, refractory_responses=refractory_responses, before=before)
     expected = _expected_step(position, biliary_enteric_anastomosis)
     next_code, next_text = next_step(requested_kind, biliary_enteric_anastomosis=biliary_enteric_anastomosis)
@@ -302,6 +306,11 @@ def evaluate_sequence(
                 code="BILE_DUCT_INSTRUMENTATION", source=MEZHIR_2011,
                 text="bile-duct instrumentation (stent or sphincterotomy) raises the abscess risk after TAE/TACE: "
                      "TARE first"))
+        if requested_kind == "TARE" and portal_vein_thrombosis:
+            details.append(Justification(
+                code="PORTAL_VEIN_THROMBOSIS", source=_PVT_SOURCE,
+                text="main portal vein thrombosis: TAE/TACE would occlude the liver's only inflow; TARE (minimally "
+                     "embolic) instead"))
         if requested_kind in ("TACE", "TARE"):
             if grade in ("G2", "G3"):
                 details.append(Justification(
@@ -314,8 +323,10 @@ def evaluate_sequence(
 
     parts = [f"Patient {position.describe()}; the ladder suggests {expected}."]
     if below_bea and not skipped:
-        parts.append(f"{requested_kind} does not follow the ladder here: with a biliary-enteric anastomosis its step "
-                     "is TARE.")
+        parts.append(f"{requested_kind} does not follow the ladder here: with "
+                     + ("main portal vein thrombosis" if portal_vein_thrombosis and not (bea_only or
+                                                                                          bile_duct_instrumentation)
+                        else "a biliary risk") + " its step is TARE.")
     elif below:
         what = "steps back down" if top > req_rung else "repeats a step below"
         parts.append(f"{requested_kind} {what} the ladder's step {expected} (after {position.step}): a less "
@@ -337,8 +348,12 @@ def evaluate_sequence(
                 parts.append(f"ENETS 2022 recommends TAE for G1 intestinal NET with carcinoid syndrome "
                              f"({ENETS_2022}).")
     if biliary_enteric_anastomosis and requested_kind in ("TAE", "TACE"):
-        what = "a biliary-enteric anastomosis" if bea_only else "bile-duct instrumentation (stent or sphincterotomy)"
-        parts.append(f"With {what} the ladder suggests TARE first ({MEZHIR_2011}).")
+        if bea_only or bile_duct_instrumentation:
+            what = ("a biliary-enteric anastomosis" if bea_only
+                    else "bile-duct instrumentation (stent or sphincterotomy)")
+            parts.append(f"With {what} the ladder suggests TARE first ({MEZHIR_2011}).")
+        if portal_vein_thrombosis:
+            parts.append(f"With main portal vein thrombosis the ladder suggests TARE first ({_PVT_SOURCE}).")
     parts.append(f"Next: {next_text}.")
 
     return SequenceAssessment(

@@ -471,8 +471,11 @@ def rule_sequence_deviation(case: Case, th: Thresholds) -> list[Flag]:
     if not result.on_ladder:
         head = ""
     elif result.below_biliary_step:
-        head = (f"{_KIND_TEXT[kind]} with a biliary-enteric anastomosis: the ladder's step is TARE (see "
-                "BILIARY_ENTERIC_ANASTOMOSIS); document the reason. ")
+        why = ("main portal vein thrombosis (see PORTAL_VEIN_THROMBOSIS)"
+               if case.patient.disease.main_portal_vein_thrombosis else
+               "a biliary-enteric anastomosis or bile-duct instrumentation (see BILIARY_ENTERIC_ANASTOMOSIS / "
+               "INCOMPETENT_SPHINCTER)")
+        head = f"{_KIND_TEXT[kind]} with {why}: the ladder's step is TARE; document the reason. "
     else:
         head = (f"{_KIND_TEXT[kind]} skips {', '.join(result.skipped)} of the TAE -> TACE -> TARE ladder without a "
                 "recognised justification: document the reason. ")

@@ -380,3 +380,17 @@ def test_resin_tare_with_a_prohibitive_lung_shunt_is_not_staged_or_adopted():
     assert course["right lobe"].next_step == "TARE not advised now" and "25.0%" in course["right lobe"].reason
     keys = [s.option_key for s in r.recommendation.steps]
     assert keys == ["intra_arterial_left_lobe", "systemic"] and "right lobe" in r.recommendation.steps[1].action
+
+
+# 33 ----------------------------------------------------------------------------------------------------------------
+def test_main_portal_vein_thrombosis_turns_tae_into_tare():
+    case = make({"patient.disease.main_portal_vein_thrombosis": True})
+    assert codes(case)["PORTAL_VEIN_THROMBOSIS"].severity == "contraindication"
+    seq = case.sequence()
+    assert seq.expected_step == "TARE" and not seq.follows_ladder and "portal vein thrombosis" in seq.explanation
+    r = embplan.review(case)
+    assert r.option("intra_arterial_right_lobe").procedure == "TARE"
+    assert {c.territory: c.next_step for c in r.course}["right lobe"] == "TARE instead of the requested TAE"
+    tare = make({"patient.disease.main_portal_vein_thrombosis": True}, procedure="TARE")
+    assert tare.sequence().justification_details[0].code == "PORTAL_VEIN_THROMBOSIS"
+    assert status(embplan.review(tare), "intra_arterial_right_lobe") == "recommended"
