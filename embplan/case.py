@@ -348,7 +348,8 @@ class DosimetryInputs(StrictModel):
     perfused_tumor_volume_ml: float | None = Field(default=None, ge=0, le=10000)
     tumor_to_normal_ratio: float | None = Field(default=None, gt=0, le=100)
     images: ImageInputs | None = None
-    dose_method: Literal["ldm", "vsv", "vsv_density"] = "vsv_density"
+    # issue 13: None lets the planner choose per modality (LDM on SPECT/PET, EANM dosimetry SOP); the plan says which
+    dose_method: Literal["ldm", "vsv", "vsv_density"] | None = None
 
     @model_validator(mode="after")
     def _volumes_nested(self) -> DosimetryInputs:

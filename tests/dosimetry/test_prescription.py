@@ -216,9 +216,9 @@ def test_prescription_reports_conflict_and_stays_within_limits():
 # ------------------------------------------------------------------------------------------------------- densities
 def test_tissue_densities_and_mass():
     d = rx.TissueDensities()
-    assert d.normal_liver_g_cm3 == 1.06 and 0.2 <= d.lung_g_cm3 <= 0.4
+    assert d.normal_liver_g_cm3 == 1.03 and d.tumor_g_cm3 == 1.03 and 0.2 <= d.lung_g_cm3 <= 0.4
     assert set(d.SOURCES) == {"normal_liver_g_cm3", "tumor_g_cm3", "lung_g_cm3"}
-    assert rx.mass_kg(1000.0, d.normal_liver_g_cm3) == pytest.approx(1.06)
+    assert rx.mass_kg(1000.0, d.normal_liver_g_cm3) == pytest.approx(1.03)
     assert rx.TissueDensities(tumor_g_cm3=1.03).tumor_g_cm3 == 1.03
     with pytest.raises(DosimetryError, match="lung_g_cm3"):
         rx.TissueDensities(lung_g_cm3=0.0)
