@@ -288,8 +288,13 @@ def _tare(
             "The prescription target cannot be met within the limits: the activity is the largest safe one "
             f"({record.binding_constraint} binds)."
         )
-    delivery = _delivery(case, prescribed_gbq, opts, prefer="under" if record.conflict or
-                         record.binding_constraint not in ("target", "fixed") else "over")
+    # a vial is chosen never below a target and never above a limit: "over" when the target sets the activity,
+    # "under" when a limit does, or when "over" would cross the largest safe activity
+    prefer = "under" if record.conflict or record.binding_constraint not in ("target", "fixed") else "over"
+    delivery = _delivery(case, prescribed_gbq, opts, prefer=prefer)
+    max_safe = record.max_safe_activity_gbq
+    if prefer == "over" and max_safe is not None and delivery.delivered_activity_gbq > max_safe * (1 + 1e-12):
+        delivery = _delivery(case, prescribed_gbq, opts, prefer="under")
     activity_gbq = delivery.delivered_activity_gbq
     compartment = _compartment_doses(comp, activity_gbq, opts)
     at_prescribed = None
@@ -554,7 +559,8 @@ def _dose_method(case: Case, img: ImageSet) -> tuple[str, str]:
     modality = "phantom" if src == "phantom" else str(img.attributes.get("activity", {}).get("modality", "NM"))
     if modality not in ("NM", "PT"):
         modality = "NM"
-    method, reason = conv.default_dose_method(modality, tuple(float(v) for v in img.grid.spacing_mm))
+    dz, dy, dx = (float(v) for v in img.grid.spacing_mm)
+    method, reason = conv.default_dose_method(modality, (dz, dy, dx))
     return method, f"{method} (default for the modality): {reason}"
 
 
@@ -972,8 +978,7 @@ def _voxel_workflow(
         dvhs[name] = _dvh_record(name, src, w, rho, v_ml, opts, what)
     lungs = structs.get("lungs")
     if lungs is not None and opts.lung_dome_margin_mm > 0:
-        away = conv.dome_excluded_lung(lungs, img.masks["liver"], tuple(float(v) for v in grid.spacing_mm),
-                                       opts.lung_dome_margin_mm)
+        away = conv.dome_excluded_lung(lungs, img.masks["liver"], grid.spacing_mm, opts.lung_dome_margin_mm)
         if away.any():
             dvhs["lungs_beyond_dome"] = _dvh_record(
                 "lungs_beyond_dome", lung_map, away.astype(np.float64), rho, v_ml, opts,
@@ -1077,7 +1082,7 @@ def _lesions(img: ImageSet, structs: Mapping[str, np.ndarray], fractions: Mappin
         if small:
             notes.append(f"under {opts.partial_volume_warning_ml:g} mL: partial volume lowers the imaged activity "
                          "and the kernel moves energy out; the mean dose reads low")
-        if coeff is not None:
+        if rc is not None and coeff is not None:
             notes.append(f"recovery coefficient {coeff:.3f} ({rc.source or modality})")
         out.append(LesionDose(
             name=name,

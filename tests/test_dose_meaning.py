@@ -252,3 +252,22 @@ def test_lung_dvh_beyond_the_dome_margin(demo_plan):
     rho = vox.arrays["dose_density_g_cm3"]
     assert d.dvh["lungs_beyond_dome"].mean_gy == pytest.approx(
         _voxel_centre_mean(vox.arrays["dose_ldm_gy"], away, rho), rel=1e-6)
+
+
+def test_vial_never_crosses_the_largest_safe_activity(shared_examples):
+    """A target whose activity sits just under the lung limit: rounding the vial up (the 'never below a target'
+    side) would cross the limit, so the vial is taken on the lower side and no lung flag fires on the delivered
+    dose. By hand: the lung limit allows 30 Gy x M_lung / (K LSF)."""
+    raw = json.loads((shared_examples / "tare_lobar_resin.json").read_text())
+    raw["procedure"]["device"] = "glass"
+    raw["dosimetry"]["lung_shunt_fraction"] = 0.20
+    raw["dosimetry"]["lung_mass_kg"] = 1.0
+    a_lung = 30.0 * 1.0 / (K * 0.20)  # 3.0199 GBq
+    m_perf = 1100.0 * 1.03 / 1000.0
+    target = a_lung * 0.999 * K * 0.80 / m_perf  # MIRD target whose activity is 0.1 % under the lung limit
+    raw["procedure"]["prescription"] = {"method": "mird", "perfused_dose_target_gy": target}
+    plan = embplan.plan(raw)
+    d = plan.dosimetry
+    assert d.prescription.activity_gbq == pytest.approx(a_lung * 0.999, rel=1e-9)
+    assert d.activity_gbq <= a_lung * (1 + 1e-12)
+    assert "LUNG_DOSE_LIMIT" not in {f.code for f in plan.flags}

@@ -28,6 +28,7 @@ contrast-enhanced CT raises the liver's CT number by iodine attenuation (portal-
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,7 +120,7 @@ DOSE_METHOD_SOURCE = (
 )
 
 
-def default_dose_method(modality: str, voxel_mm: tuple[float, float, float] | float) -> tuple[str, str]:
+def default_dose_method(modality: str, voxel_mm: Sequence[float] | float) -> tuple[str, str]:
     """The dose method used when the case names none, and why: ``(method, reason)``.
 
     ``modality``: ``"NM"`` (Tc-99m MAA or Y-90 bremsstrahlung SPECT), ``"PT"`` (Y-90 PET) or ``"phantom"`` (the
@@ -160,7 +161,7 @@ def dose_density_g_cm3(
     return rho
 
 
-def dome_excluded_lung(lungs: np.ndarray, liver: np.ndarray, voxel_mm: tuple[float, float, float],
+def dome_excluded_lung(lungs: np.ndarray, liver: np.ndarray, voxel_mm: Sequence[float],
                        margin_mm: float) -> np.ndarray:
     """The lung mask less every lung voxel within ``margin_mm`` (Euclidean, in mm) of the liver: the lung away from
     the dome, where SPECT spill-in from the liver does not reach. ``margin_mm`` = 0 returns the lung unchanged."""
