@@ -995,7 +995,8 @@ def _voxel_workflow(
         activity_gbq=activity_gbq,
         definition=f"mass-weighted mean of the {method} dose map" + (" (lung: LDM)" if method == "vsv" else ""),
     )
-    lesions = _lesions(img, structs, fractions, dose, ldm, rho, method, opts)
+    lesions = _lesions(img, structs, fractions, dose, ldm, rho, method, opts,
+                       case.dosimetry.recovery_coefficients if case.dosimetry is not None else None)
     arrays: dict[str, np.ndarray] = {
         "density_g_cm3": np.asarray(img.density_g_cm3),
         "dose_density_g_cm3": np.asarray(rho32, dtype=np.float32),
@@ -1051,13 +1052,17 @@ def _dvh_record(name: str, src: np.ndarray, w: np.ndarray, rho: np.ndarray, v_ml
 
 
 def _lesions(img: ImageSet, structs: Mapping[str, np.ndarray], fractions: Mapping[str, np.ndarray],
-             dose: np.ndarray, ldm: np.ndarray, rho: np.ndarray, method: str, opts: PlannerOptions) -> list[LesionDose]:
+             dose: np.ndarray, ldm: np.ndarray, rho: np.ndarray, method: str, opts: PlannerOptions,
+             case_rcs: list[Any] | None = None) -> list[LesionDose]:
     """One row per tumour (issue 13): volume, voxel count, mean doses, partial-volume warning, recovery."""
     v_ml = img.grid.voxel_volume_ml
     perf = np.asarray(img.perfused, dtype=bool) & np.asarray(img.masks["liver"], dtype=bool)
     src = img.attributes.get("source")
     modality = "phantom" if src == "phantom" else str(img.attributes.get("activity", {}).get("modality", "NM"))
     rcs = {r.modality: r for r in opts.recovery_coefficients}
+    for given in (case_rcs or ()):  # the case's own coefficients win over the options'
+        rcs[given.modality] = conv.RecoveryCoefficients(given.modality, tuple(given.volume_ml),
+                                                        tuple(given.coefficient), given.source)
     out: list[LesionDose] = []
     for name in img.tumor_names:
         frac = fractions.get(name)

@@ -271,3 +271,17 @@ def test_vial_never_crosses_the_largest_safe_activity(shared_examples):
     assert d.prescription.activity_gbq == pytest.approx(a_lung * 0.999, rel=1e-9)
     assert d.activity_gbq <= a_lung * (1 + 1e-12)
     assert "LUNG_DOSE_LIMIT" not in {f.code for f in plan.flags}
+
+
+def test_recovery_coefficients_from_the_case_file():
+    raw = _demo_raw()
+    raw["dosimetry"]["recovery_coefficients"] = [
+        {"modality": "phantom", "volume_ml": [1.0, 100.0], "coefficient": [0.4, 0.9], "source": "site NEMA 2026"}]
+    lesions = embplan.plan(raw).dosimetry.lesions
+    for les in lesions:
+        t = min(max(math.log(les.volume_ml) / math.log(100.0), 0.0), 1.0)
+        assert les.recovery_coefficient == pytest.approx(0.4 + 0.5 * t, rel=1e-9)
+        assert "site NEMA 2026" in les.note
+    raw["dosimetry"]["recovery_coefficients"][0]["coefficient"] = [0.4]
+    with pytest.raises(embplan.CaseError, match="recovery_coefficients"):
+        embplan.load_case(raw)
