@@ -84,15 +84,16 @@ def test_plan_prescribed_to_205_gy_reads_205_gy_and_is_not_flagged(shared_exampl
     target), the voxel map's lower value (cross-fire) is shown beside it."""
     raw = json.loads((shared_examples / "tare_phantom_voxel.json").read_text())
     raw["procedure"]["prescription"] = {"method": "partition", "tumor_dose_target_gy": 205.0}
-    raw["procedure"]["territory"] = {"scope": "whole_liver"}
     raw["dosimetry"]["dose_method"] = "vsv_density"
     plan = embplan.plan(raw)
     d = plan.dosimetry
-    assert d.compartment_at_prescribed is None or d.compartment_at_prescribed.tumor_gy == pytest.approx(205.0, rel=1e-9)
-    if not d.prescription.conflict:
-        assert 205.0 <= d.tumor_dose_gy <= 205.0 * (1.0 + (1.0 - 2.0 ** (-1.0 / 64.10))) + 1e-9
-        assert "TUMOR_DOSE_LOW" not in {f.code for f in plan.flags}
-    assert d.voxel.tumor_gy < d.tumor_dose_gy  # cross-fire out of the tumours, shown beside
+    assert not d.prescription.conflict and d.prescription.binding_constraint == "target"
+    assert d.compartment_at_prescribed.tumor_gy == pytest.approx(205.0, rel=1e-9)
+    one_hour = 1.0 - 2.0 ** (-1.0 / 64.10)
+    assert 205.0 <= d.tumor_dose_gy <= 205.0 * (1.0 + one_hour) + 1e-9
+    assert "TUMOR_DOSE_LOW" not in {f.code for f in plan.flags}
+    # the issue's 189 Gy: the kernel map's mean, 5-10 % under by cross-fire, shown beside (not checked by the rule)
+    assert -0.10 < d.voxel.tumor_gy / d.tumor_dose_gy - 1.0 < -0.05
 
 
 # ------------------------------------------------------------------------------- (1) masses, contrast-enhanced CT

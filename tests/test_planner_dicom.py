@@ -460,3 +460,19 @@ def test_counts_outside_liver_and_lungs_are_not_dosed(phantom, dicom_dir, dicom_
     ref = dicom_plan.dosimetry
     assert plan.dosimetry.lung_shunt_fraction == pytest.approx(ref.lung_shunt_fraction, rel=0.02)
     assert plan.dosimetry.normal_liver_dose_gy == pytest.approx(ref.normal_liver_dose_gy, rel=0.02)
+
+
+def test_tumour_dvhs_and_lesions_weigh_voxels_by_their_contour_fraction(dicom_dir, dicom_plan):
+    """Issue 13: on RTSTRUCT inputs the tumours keep the fraction of each voxel inside the contours; the lesion
+    table's volume is the sum of those fractions (the half-voxel masks are the fractions >= 0.5)."""
+    from embplan.imaging.image_set import build_image_set
+
+    img = build_image_set(dicom_plan.case)
+    assert set(img.fractions) == set(img.tumor_names)
+    v_ml = img.grid.voxel_volume_ml
+    lesions = {les.name: les for les in dicom_plan.dosimetry.lesions}
+    for name, frac in img.fractions.items():
+        assert np.array_equal(np.asarray(frac) >= 0.5, img.masks[name])
+        if name in lesions:
+            assert lesions[name].volume_ml == pytest.approx(float(np.sum(frac, dtype=np.float64)) * v_ml, rel=1e-6)
+            assert lesions[name].voxel_count == int(np.count_nonzero(frac))
