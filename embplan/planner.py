@@ -101,7 +101,8 @@ class PlannerOptions:
     #: glass vials: the standard sizes at calibration (TheraSphere package insert) and the tolerance on the
     #: delivered activity when choosing one; the days after calibration that are searched.
     glass_vial_sizes_gbq: tuple[float, ...] = rx.GLASS_VIAL_SIZES_GBQ
-    glass_vial_tolerance_fraction: float = rx.VIAL_TOLERANCE_FRACTION
+    #: None: the thresholds' delivered_activity_tolerance_fraction (issue 13; overridable per case)
+    glass_vial_tolerance_fraction: float | None = None
     glass_vial_search_days: tuple[int, ...] = tuple(range(0, 12))
     # --- issue 13: what the dose numbers mean (each a parameter with its source in embplan.dosimetry.conventions)
     #: candidate treatment times every this many hours within the search days (vendor decay tables are hourly)
@@ -110,12 +111,8 @@ class PlannerOptions:
     density_floor_g_cm3: float = conv.DENSITY_FLOOR_G_CM3
     #: liver median CT number above which the plan notes a contrast-enhanced CT, HU
     contrast_liver_hu: float = conv.CONTRAST_LIVER_HU
-    #: tumours below this volume carry a partial-volume warning, mL
-    partial_volume_warning_ml: float = conv.PARTIAL_VOLUME_WARNING_ML
     #: recovery coefficients of the activity image, per modality ("NM", "PT", "phantom"); none by default
     recovery_coefficients: tuple[conv.RecoveryCoefficients, ...] = ()
-    #: case and image lung shunts further apart than this (absolute fraction) are flagged
-    lung_shunt_discrepancy_fraction: float = conv.LUNG_SHUNT_DISCREPANCY_FRACTION
     #: lung within this distance of the liver is left out of the lung DVH on emission images, mm (0: keep it)
     lung_dome_margin_mm: float = conv.LUNG_DOME_MARGIN_MM
 
@@ -291,10 +288,10 @@ def _tare(
     # a vial is chosen never below a target and never above a limit: "over" when the target sets the activity,
     # "under" when a limit does, or when "over" would cross the largest safe activity
     prefer = "under" if record.conflict or record.binding_constraint not in ("target", "fixed") else "over"
-    delivery = _delivery(case, prescribed_gbq, opts, prefer=prefer)
+    delivery = _delivery(case, prescribed_gbq, opts, th, prefer=prefer)
     max_safe = record.max_safe_activity_gbq
     if prefer == "over" and max_safe is not None and delivery.delivered_activity_gbq > max_safe * (1 + 1e-12):
-        delivery = _delivery(case, prescribed_gbq, opts, prefer="under")
+        delivery = _delivery(case, prescribed_gbq, opts, th, prefer="under")
     activity_gbq = delivery.delivered_activity_gbq
     compartment = _compartment_doses(comp, activity_gbq, opts)
     at_prescribed = None
@@ -313,7 +310,7 @@ def _tare(
         assert dose_rho is not None
         method, method_reason = _dose_method(case, img)
         (voxel_data, voxel_doses, structures, dvhs, lesions, kernel_params,
-         vnotes) = _voxel_workflow(case, img, activity_gbq, opts, method, dose_rho)
+         vnotes) = _voxel_workflow(case, img, activity_gbq, opts, method, dose_rho, th)
         notes.extend(vnotes)
 
     lsf = comp.lung_shunt_fraction if comp.lung_shunt_fraction is not None else 0.0
@@ -371,7 +368,7 @@ def _tare(
         lesions=lesions,
         lung_shunt=lung_shunt,
         dose_method_reason=method_reason,
-        conventions=_conventions(opts, img is not None),
+        conventions=_conventions(opts, th, img is not None),
     )
     return result, voxel_data, dose_flags, kernel_params
 
@@ -517,9 +514,9 @@ def _lung_shunt_record(
 ) -> tuple[LungShuntRecord, list[Flag]]:
     """One lung shunt for the dose and the flags (issue 13): with images, the images' (the lung counts are the
     activity the dose map puts in the lung); without, the case's. The other value is kept beside it and a
-    difference beyond ``opts.lung_shunt_discrepancy_fraction`` is flagged (LUNG_SHUNT_DISCREPANCY, caution)."""
+    difference beyond ``thresholds.lung_shunt_discrepancy_fraction`` is flagged (LUNG_SHUNT_DISCREPANCY, caution)."""
     given = case.dosimetry.lung_shunt_fraction if case.dosimetry is not None else None
-    thr = opts.lung_shunt_discrepancy_fraction
+    thr = th.lung_shunt_discrepancy_fraction
     if not images:
         return LungShuntRecord(used_fraction=given, source="case" if given is not None else "none", case_fraction=given,
                                discrepancy_threshold_fraction=thr), []
@@ -594,23 +591,28 @@ def _definitions(c: CompartmentDoses, v: CompartmentDoses | None, delivery: Deli
     return out
 
 
-def _conventions(opts: PlannerOptions, images: bool) -> dict[str, Any]:
+def _vial_tolerance(opts: PlannerOptions, th: Thresholds) -> float:
+    t = opts.glass_vial_tolerance_fraction
+    return float(th.delivered_activity_tolerance_fraction if t is None else t)
+
+
+def _conventions(opts: PlannerOptions, th: Thresholds, images: bool) -> dict[str, Any]:
     dens = opts.densities
     out: dict[str, Any] = {
         "normal_liver_density_g_cm3": dens.normal_liver_g_cm3,
         "tumor_density_g_cm3": dens.tumor_g_cm3,
         "density_source": dens.SOURCES["normal_liver_g_cm3"],
         "k_gy_kg_per_gbq": opts.k_gy_kg_per_gbq,
-        "vial_tolerance_fraction": opts.glass_vial_tolerance_fraction,
+        "vial_tolerance_fraction": _vial_tolerance(opts, th),
         "vial_tolerance_source": rx.VIAL_TOLERANCE_SOURCE,
-        "lung_shunt_discrepancy_fraction": opts.lung_shunt_discrepancy_fraction,
+        "lung_shunt_discrepancy_fraction": th.lung_shunt_discrepancy_fraction,
     }
     if images:
         out.update({
             "density_floor_g_cm3": opts.density_floor_g_cm3,
             "density_floor_source": conv.DENSITY_FLOOR_SOURCE,
             "contrast_liver_hu": opts.contrast_liver_hu,
-            "partial_volume_warning_ml": opts.partial_volume_warning_ml,
+            "partial_volume_warning_ml": th.partial_volume_warning_ml,
             "partial_volume_source": conv.PARTIAL_VOLUME_SOURCE,
             "lung_dome_margin_mm": opts.lung_dome_margin_mm,
             "lung_dome_margin_source": conv.LUNG_DOME_MARGIN_SOURCE,
@@ -754,7 +756,8 @@ def _prescribe(
     )
 
 
-def _delivery(case: Case, prescribed_gbq: float, opts: PlannerOptions, *, prefer: str = "over") -> DeliveryRecord:
+def _delivery(case: Case, prescribed_gbq: float, opts: PlannerOptions, th: Thresholds, *,
+              prefer: str = "over") -> DeliveryRecord:
     """What reaches the patient for a prescription of ``prescribed_gbq`` at administration (issue 13: the doses are
     computed for it). Resin: the prescription is drawn from the vial (``prescribed / (1 - residual)`` in the
     syringe) and delivered as prescribed. Glass: a whole standard vial is delivered; the vial and treatment time
@@ -767,7 +770,7 @@ def _delivery(case: Case, prescribed_gbq: float, opts: PlannerOptions, *, prefer
     cal, adm = proc.calibration_datetime, proc.administration_datetime
     hours = (adm - cal).total_seconds() / 3600.0 if cal is not None and adm is not None else None
     at_cal = in_vial / rx.decay_factor(hours) if hours is not None else None
-    tol = opts.glass_vial_tolerance_fraction
+    tol = _vial_tolerance(opts, th)
     text = [f"Prescribed {prescribed_gbq:.3f} GBq; with {r:.0%} left in the vial and lines, {in_vial:.3f} GBq in the "
             "vial at administration."]
     if at_cal is not None:
@@ -891,7 +894,8 @@ def _structures(img: ImageSet) -> dict[str, np.ndarray]:
 
 
 def _voxel_workflow(
-    case: Case, img: ImageSet, activity_gbq: float, opts: PlannerOptions, method: str, rho32: np.ndarray
+    case: Case, img: ImageSet, activity_gbq: float, opts: PlannerOptions, method: str, rho32: np.ndarray,
+    th: Thresholds,
 ) -> tuple[VoxelData, CompartmentDoses, list[StructureDose], dict[str, DVHRecord], list[LesionDose], dict[str, Any],
            list[str]]:
     """The voxel dose at ``activity_gbq`` (the delivered activity) with ``method`` on the density map ``rho32``
@@ -995,7 +999,7 @@ def _voxel_workflow(
         activity_gbq=activity_gbq,
         definition=f"mass-weighted mean of the {method} dose map" + (" (lung: LDM)" if method == "vsv" else ""),
     )
-    lesions = _lesions(img, structs, fractions, dose, ldm, rho, method, opts,
+    lesions = _lesions(img, structs, fractions, dose, ldm, rho, method, opts, th,
                        case.dosimetry.recovery_coefficients if case.dosimetry is not None else None)
     arrays: dict[str, np.ndarray] = {
         "density_g_cm3": np.asarray(img.density_g_cm3),
@@ -1053,7 +1057,7 @@ def _dvh_record(name: str, src: np.ndarray, w: np.ndarray, rho: np.ndarray, v_ml
 
 def _lesions(img: ImageSet, structs: Mapping[str, np.ndarray], fractions: Mapping[str, np.ndarray],
              dose: np.ndarray, ldm: np.ndarray, rho: np.ndarray, method: str, opts: PlannerOptions,
-             case_rcs: list[Any] | None = None) -> list[LesionDose]:
+             th: Thresholds, case_rcs: list[Any] | None = None) -> list[LesionDose]:
     """One row per tumour (issue 13): volume, voxel count, mean doses, partial-volume warning, recovery."""
     v_ml = img.grid.voxel_volume_ml
     perf = np.asarray(img.perfused, dtype=bool) & np.asarray(img.masks["liver"], dtype=bool)
@@ -1080,12 +1084,12 @@ def _lesions(img: ImageSet, structs: Mapping[str, np.ndarray], fractions: Mappin
         m = w[inside] * rho[inside]
         mean_gy = float((dose[inside].astype(np.float64) * m).sum() / m.sum())
         ldm_gy = float((ldm[inside].astype(np.float64) * m).sum() / m.sum())
-        small = vol < opts.partial_volume_warning_ml
+        small = vol < th.partial_volume_warning_ml
         rc = rcs.get(modality)
         coeff = rc.at(vol) if rc is not None else None
         notes = []
         if small:
-            notes.append(f"under {opts.partial_volume_warning_ml:g} mL: partial volume lowers the imaged activity "
+            notes.append(f"under {th.partial_volume_warning_ml:g} mL: partial volume lowers the imaged activity "
                          "and the kernel moves energy out; the mean dose reads low")
         if rc is not None and coeff is not None:
             notes.append(f"recovery coefficient {coeff:.3f} ({rc.source or modality})")

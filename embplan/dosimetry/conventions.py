@@ -85,7 +85,8 @@ DENSITY_FLOOR_SOURCE = (
 CONTRAST_LIVER_HU: float = 90.0
 CONTRAST_LIVER_HU_SOURCE = "unenhanced liver 50-65 HU, portal-venous phase 100-130 HU [U: typical ranges]"
 
-#: Tumours below this volume get a partial-volume warning, mL. Objects smaller than about 2-3 times the image
+#: Tumours below this volume get a partial-volume warning, mL (the planner reads
+#: ``Thresholds.partial_volume_warning_ml``, same default and source, overridable per case). Objects smaller than about 2-3 times the image
 #: resolution (FWHM) lose mean activity to spill-out (Soret M, Bacharach SL, Buvat I, J Nucl Med 48:932, 2007);
 #: with a 12 mm SPECT resolution 3 FWHM is a 36 mm sphere (24 mL). Measured here on a 4.42 mm grid without blur
 #: (vsv_density, uniform sphere in uniform liver): -16 % at 5 mL, -27 % at 1 mL (see README). Taranis warns below
@@ -96,7 +97,8 @@ PARTIAL_VOLUME_SOURCE = (
     "site choice [U]"
 )
 
-#: Absolute difference of two lung shunt fractions (case vs images) above which the plan says so and flags it:
+#: Absolute difference of two lung shunt fractions (case vs images) above which the plan says so and flags it (the
+#: planner reads ``Thresholds.lung_shunt_discrepancy_fraction``, same default):
 #: 0.02 = 2 percentage points, about the 95 % repeatability of SPECT/CT LSF [U: site choice; Allred et al., EJNMMI
 #: Res 8:50, 2018 report SPECT/CT LSF within 13 % of truth and planar up to 44 % over].
 LUNG_SHUNT_DISCREPANCY_FRACTION: float = 0.02
