@@ -284,6 +284,9 @@ def _summary_text(plan: Plan, written: list[Path]) -> str:
             + (f"; delivered, prescribed {rx.activity_gbq:.2f} GBq" if d.dose_activity == "delivered" else "")
         )
         lines.append(f"mean absorbed dose (Gy)   {'compartment':>12} {'voxel':>8}")
+        if d.dose_activity == "delivered":  # issue 13: what the columns mean
+            lines.append(f"  (compartment: {d.compartment.source} model at the delivered activity, what the flags "
+                         f"check; voxel: the {d.method if d.voxel is not None else '-'} map, mass-weighted)")
         for name, comp, vox in _dose_rows(plan):
             if comp is None and vox is None:
                 continue
