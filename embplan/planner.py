@@ -260,7 +260,11 @@ def _tare(
     dose_rho: np.ndarray | None = None
     if img is not None:
         dose_rho, rho_notes = _dose_density(img, opts)
-        comp = _compartments_from_images(img, opts, dose_rho)
+        # masses: nominal density x volume in the liver; the CT's own density elsewhere (the lung), *not* floored:
+        # the floor is a device of the dose engine, and a lighter lung gives the higher (safer) compartment dose
+        mass_rho = np.where(np.asarray(img.masks["liver"], dtype=bool), dose_rho,
+                            np.asarray(img.density_g_cm3, dtype=np.float32))
+        comp = _compartments_from_images(img, opts, mass_rho)
         if d.lung_mass_kg is not None:
             notes.append(
                 f"Lung mass {comp.lung_mass_kg:.3f} kg measured on the images replaces the case's lung_mass_kg "
@@ -473,8 +477,8 @@ def _dose_density(img: ImageSet, opts: PlannerOptions) -> tuple[np.ndarray, list
 
 
 def _compartments_from_images(img: ImageSet, opts: PlannerOptions, rho32: np.ndarray) -> CompartmentInputs:
-    """Volumes from the masks, masses from the dose density map (nominal densities in the liver, the CT's in the
-    lung); T/N and lung shunt from the activity counts."""
+    """Volumes from the masks, masses from ``rho32`` (nominal densities in the liver, the CT's in the lung); T/N and
+    lung shunt from the activity counts."""
     m, perfused, maa = img.masks, img.perfused, img.activity
     v_ml = img.grid.voxel_volume_ml
     rho = rho32.astype(np.float64)
@@ -578,8 +582,8 @@ def _definitions(c: CompartmentDoses, v: CompartmentDoses | None, delivery: Deli
         "tumor_dose_gy": f"perfused tumour: {base}" + (" (T/N from the MAA counts)" if c.source == "partition" else ""),
         "normal_liver_dose_gy": f"non-tumour liver of the perfused territory (D_N): {base}",
         "perfused_dose_gy": f"whole perfused territory, tumour included: {base}",
-        "lung_dose_gy": "lungs: K A LSF / M_lung at the delivered activity (M_lung from the CT when images are given, "
-        "else the case's or 1 kg)",
+        "lung_dose_gy": "lungs: K A LSF / M_lung at the delivered activity (M_lung from the CT's densities, not "
+        "floored, when images are given; else the case's or 1 kg)",
         "compartment.normal_liver_gy": "whole non-tumour liver (perfused and not): D_N x M_N,perfused / M_N,whole",
     }
     if v is not None and method is not None:
