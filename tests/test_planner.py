@@ -351,7 +351,7 @@ def test_glass_vial_is_the_smallest_standard_one_that_delivers_the_prescription(
     delivered = dl.glass_vial_gbq * 2.0 ** (-dl.glass_vial_hours_after_calibration / 64.10)
     assert dl.glass_vial_delivered_gbq == pytest.approx(delivered, rel=1e-12)
     assert d.activity_gbq == pytest.approx(delivered, rel=1e-12) and dl.prescribed_activity_gbq == a_rx
-    assert 0.0 <= delivered / a_rx - 1.0 <= 1.0 - 2.0 ** (-1.0 / 64.10) + 1e-12  # one hour of decay
+    assert 0.0 <= delivered / a_rx - 1.0 <= 2.0 ** (1.0 / 64.10) - 1.0 + 1e-12  # one hour of decay
     assert all(v < a_rx for v in (3.0, 5.0, 7.0, 10.0, 15.0, 20.0) if v < dl.glass_vial_gbq)  # smaller: too weak
     assert dl.within_tolerance and "DELIVERED_ACTIVITY_DEVIATION" not in _codes(phantom_plan)
     # the doses scale with the delivered activity (compartment model: dose proportional to activity)

@@ -902,7 +902,7 @@ def glass_vial_for_delivery(
     are used: order the vial size whose activity at the treatment time is the prescription.
 
     1. *Exact*: the smallest vial that, at one of the candidate times, delivers the prescription to within
-       ``match_fraction`` (default: the decay over one step of the candidate times, or 1.08 % for a single time) on
+       ``match_fraction`` (default: the decay over one step of the candidate times, or 1.09 % for a single time) on
        the ``prefer`` side (``"over"``: never below, when the activity aims at a target; ``"under"``: never above,
        when a limit binds); the closest such time.
     2. Else the smallest vial within ``tolerance_fraction`` either side, at its closest time.
@@ -919,7 +919,9 @@ def glass_vial_for_delivery(
     hours = sorted(_number(f"hours_after_calibration[{i}]", h) for i, h in enumerate(hours_after_calibration))
     if match_fraction is None:
         step = min((b - a for a, b in zip(hours, hours[1:], strict=False) if b > a), default=GLASS_VIAL_SEARCH_STEP_H)
-        match = 1.0 - decay_factor(step, half_life_h=half_life_h)
+        # one step of decay seen from the lower activity: 2^(step / T1/2) - 1 (1.087 % for one hour), so that the
+        # hour before the exact time always matches on the "over" side
+        match = 1.0 / decay_factor(step, half_life_h=half_life_h) - 1.0
     else:
         match = _number("match_fraction", match_fraction)
         if not 0.0 <= match < 1.0:
