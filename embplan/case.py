@@ -44,7 +44,7 @@ from pydantic import (
 
 from .anthropometry import body_surface_area_m2
 from .errors import CaseError, EmbplanError
-from .protocols import Procedure, standards_from_thresholds
+from .protocols import DEBTACEProcedure, Procedure, TACEProcedure, procedure_deviations
 from .protocols.base import (
     MISSING,
     Int,
@@ -60,7 +60,6 @@ from .protocols.base import (
     validation_problems,
 )
 from .protocols.history import (
-    CHEMOEMBOLIZATION_KINDS,
     EMBOLIZATION_KINDS,
     PriorTreatment,
     cumulative_doxorubicin_mg,
@@ -600,16 +599,16 @@ class Case(StrictModel):
     def cumulative_doxorubicin_mg(self, include_requested: bool = True) -> float:
         """Doxorubicin of the prior TACE/DEB-TACE records, plus (by default) the requested session's."""
         total = self.patient.cumulative_doxorubicin_mg()
-        if include_requested and self.procedure.kind in CHEMOEMBOLIZATION_KINDS:
-            total += self.procedure.doxorubicin_mg  # type: ignore[union-attr]
+        proc = self.procedure
+        if include_requested and isinstance(proc, TACEProcedure | DEBTACEProcedure):  # the chemoembolization kinds
+            total += proc.doxorubicin_mg
         return total
 
     def deviations(self, thresholds: Thresholds | None = None) -> list[ProtocolDeviation]:
         """Departures of the requested procedure from its standard protocol (with the protocol values of
         ``thresholds``, default :meth:`effective_thresholds`)."""
-        standard = standards_from_thresholds(
-            thresholds if thresholds is not None else self.effective_thresholds())[self.procedure.kind]
-        return self.procedure.deviations(standard)  # type: ignore[arg-type]
+        return procedure_deviations(
+            self.procedure, thresholds if thresholds is not None else self.effective_thresholds())
 
     def sequence(self, **options: Any) -> SequenceAssessment:
         """The ladder's view of the requested procedure (:func:`embplan.protocols.sequencing.evaluate_sequence`);

@@ -6,6 +6,8 @@ path (or file) and the reason, e.g. ``patient.labs.bilirubin_mg_dl: must be >= 0
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["EmbplanError", "CaseError", "PlanFileError", "ImagingError", "DosimetryError"]
 
 
@@ -15,6 +17,9 @@ class EmbplanError(Exception):
 
 class CaseError(EmbplanError, ValueError):
     """A case (file or dict) is invalid: the message names the field path and the reason."""
+
+    # set (one record per problem: loc, path, msg, ...) on the errors of a validated case; see protocols.base.case_error
+    errors: list[dict[str, Any]]
 
 
 class PlanFileError(EmbplanError, OSError):

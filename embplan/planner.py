@@ -39,7 +39,7 @@ from .case import Case
 from .dosimetry import conventions as conv
 from .dosimetry import metrics as _metrics
 from .dosimetry import prescription as rx
-from .dosimetry.dose import dose_map
+from .dosimetry.dose import Method, dose_map
 from .errors import CaseError
 from .grid import Grid
 from .imaging.image_set import OUTSIDE_COUNTS_WARNING_FRACTION, ImageSet, build_image_set
@@ -60,7 +60,7 @@ from .plan_model import (
     StructureDose,
     VoxelData,
 )
-from .protocols import standards_from_thresholds
+from .protocols import TAREProcedure, standards_from_thresholds
 from .risk import (
     DOSE_RULES,
     DoseFacts,
@@ -302,6 +302,13 @@ def _provenance(kernel: dict[str, Any] | None, rules_run: list[str], opts: Plann
 
 
 # ================================================================================================== TARE
+def _tare_procedure(case: Case) -> TAREProcedure:
+    """The case's TARE procedure: :func:`plan` takes the TARE path only for ``procedure.kind == "TARE"``."""
+    proc = case.procedure
+    assert isinstance(proc, TAREProcedure), proc.kind
+    return proc
+
+
 def _tare(
     case: Case, th: Thresholds, opts: PlannerOptions
 ) -> tuple[DosimetryResult, VoxelData | None, list[Flag], dict[str, Any] | None]:
@@ -373,7 +380,7 @@ def _tare(
     lsf = comp.lung_shunt_fraction if comp.lung_shunt_fraction is not None else 0.0
     definition = _definition(compartment, delivery)
     facts = DoseFacts(
-        device=case.procedure.device,
+        device=_tare_procedure(case).device,
         tumor_dose_gy=compartment.tumor_gy,
         normal_liver_dose_gy=compartment.normal_liver_gy,
         perfused_normal_liver_dose_gy=compartment.perfused_normal_liver_gy,
@@ -476,8 +483,7 @@ def _compartments_from_case(case: Case, opts: PlannerOptions) -> CompartmentInpu
     elif scope == "whole_liver":
         ptumor = tumor
     else:
-        ptumor = 0.0 if d.tumor_volume_ml is None else None
-        ptumor = _need(ptumor, "dosimetry.perfused_tumor_volume_ml")
+        ptumor = _need(0.0 if d.tumor_volume_ml is None else None, "dosimetry.perfused_tumor_volume_ml")
     lung_mass = d.lung_mass_kg if d.lung_mass_kg is not None else opts.default_lung_mass_kg
     return CompartmentInputs(
         liver_ml=liver,
@@ -583,7 +589,7 @@ def _lung_shunt_record(
                              discrepancy_threshold_fraction=thr, differs=differs)
     flags: list[Flag] = []
     if measured is not None:
-        _, f = lung_shunt_reduction(measured, case.procedure.device, th)
+        _, f = lung_shunt_reduction(measured, _tare_procedure(case).device, th)
         if f is not None:
             flags.append(f.model_copy(update={
                 "message": f.message + " (lung shunt measured on the images, the value the dose uses)",
@@ -603,7 +609,7 @@ def _lung_shunt_record(
     return record, flags
 
 
-def _dose_method(case: Case, img: ImageSet) -> tuple[str, str]:
+def _dose_method(case: Case, img: ImageSet) -> tuple[Method, str]:
     """The voxel dose method and why: the case's ``dose_method`` when given, else the modality's default
     (:func:`embplan.dosimetry.conventions.default_dose_method`)."""
     given = case.dosimetry.dose_method if case.dosimetry is not None else None
@@ -681,7 +687,7 @@ def _conventions(opts: PlannerOptions, th: Thresholds, images: bool) -> dict[str
 def _prescribe(
     case: Case, comp: CompartmentInputs, limits: DoseLimits, opts: PlannerOptions
 ) -> tuple[PrescriptionRecord, float]:
-    proc = case.procedure
+    proc = _tare_procedure(case)
     p = proc.prescription
     k = opts.k_gy_kg_per_gbq
     lsf = comp.lung_shunt_fraction if comp.lung_shunt_fraction is not None else 0.0
@@ -692,7 +698,7 @@ def _prescribe(
     # to D_N (the partition calculators' practice; conservative, since the whole non-tumour liver mean is lower).
     # Glass: EANM 2022 states the limit for the *whole* non-tumour liver; D_N may reach limit x M_N,whole / M_N,perf.
     nl_limit = limits.normal_liver_limit_gy
-    if case.procedure.device == "glass" and comp.perfused_normal_mass_kg > 0:
+    if proc.device == "glass" and comp.perfused_normal_mass_kg > 0:
         nl_limit *= comp.normal_liver_mass_kg / comp.perfused_normal_mass_kg
     if limits.perfused_normal_liver_limit_gy is not None:
         nl_limit = min(nl_limit, limits.perfused_normal_liver_limit_gy)
@@ -722,6 +728,7 @@ def _prescribe(
     binding: str | None = None
     by: dict[str, float] = {}
     if have_partition:
+        assert tn is not None  # have_partition says so
         mx = rx.partition_max_activity(
             nl_limit, lung_limit, lsf, tn, comp.perfused_tumor_mass_kg, comp.perfused_normal_mass_kg,
             comp.lung_mass_kg, **lung_kw,
@@ -736,6 +743,8 @@ def _prescribe(
 
     reduction = 0.0
     explanation: list[str] = []
+    target: float | None
+    a_target: float | None
     if method == "partition":
         target = p.tumor_dose_target_gy if p.tumor_dose_target_gy is not None else limits.tumor_target_gy
         inputs["tumor_dose_target_gy"] = target
@@ -821,7 +830,7 @@ def _delivery(case: Case, prescribed_gbq: float, opts: PlannerOptions, th: Thres
     come from :func:`embplan.dosimetry.prescription.glass_vial_for_delivery` (at the given administration time, or
     hour by hour over the search days), and the delivered activity is that vial's at the treatment time less the
     residual. A deviation beyond the tolerance is flagged (DELIVERED_ACTIVITY_DEVIATION)."""
-    proc = case.procedure
+    proc = _tare_procedure(case)
     r = proc.residual_fraction or 0.0
     in_vial = rx.required_vial_activity_gbq(prescribed_gbq, r)
     cal, adm = proc.calibration_datetime, proc.administration_datetime
@@ -951,7 +960,7 @@ def _structures(img: ImageSet) -> dict[str, np.ndarray]:
 
 
 def _voxel_workflow(
-    case: Case, img: ImageSet, activity_gbq: float, opts: PlannerOptions, method: str, rho32: np.ndarray,
+    case: Case, img: ImageSet, activity_gbq: float, opts: PlannerOptions, method: Method, rho32: np.ndarray,
     th: Thresholds,
 ) -> tuple[VoxelData, CompartmentDoses, list[StructureDose], dict[str, DVHRecord], list[LesionDose], dict[str, Any],
            list[str]]:
@@ -968,6 +977,7 @@ def _voxel_workflow(
         )
         activity_mbq = calibrated.activity_mbq
         outside = calibrated.fraction_outside_liver_lung
+        assert outside is not None  # patient-relative calibration always reports it
         if outside > 0:
             notes.append(
                 f"{outside:.1%} of the counts lie outside the liver and lungs: set to 0 (patient-relative "
@@ -985,7 +995,7 @@ def _voxel_workflow(
     # the kernel is built for the liver's nominal density, so that the plain kernel conserves energy in the liver
     # (it spread energy at 1.04 g/cm3 and reported it over 1.06: +1.9 % against LDM before issue 13)
     kd = float(opts.densities.normal_liver_g_cm3)
-    maps = {method: dose_map(tia, grid, method, rho32, k_gy_kg_per_gbq=k, kernel_density_g_cm3=kd)}  # type: ignore[arg-type]
+    maps = {method: dose_map(tia, grid, method, rho32, k_gy_kg_per_gbq=k, kernel_density_g_cm3=kd)}
     if method != "ldm":
         maps["ldm"] = dose_map(tia, grid, "ldm", rho32, k_gy_kg_per_gbq=k, kernel_density_g_cm3=kd)
     dose = maps[method].dose_gy
@@ -1076,7 +1086,7 @@ def _voxel_workflow(
     for s_name, mask in structs.items():
         arrays[f"mask_{s_name}"] = mask
         units[f"mask_{s_name}"] = "1"
-    kernel_params = {m_name: _jsonable(dm.provenance()) for m_name, dm in maps.items()}
+    kernel_params: dict[str, Any] = {m_name: _jsonable(dm.provenance()) for m_name, dm in maps.items()}
     voxel = VoxelData(
         grid=grid,
         arrays=arrays,

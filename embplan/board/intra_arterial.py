@@ -20,6 +20,7 @@ from ..protocols.sequencing import (
     expected_step,
     territory_records,
 )
+from ..protocols.tare import TAREProcedure
 from ..protocols.territory import LOBE_SEGMENTS
 from ..risk import evidence as ev
 from ..risk.case_facts import body_surface_area_m2, prior_tare
@@ -155,7 +156,7 @@ def _request_criteria(case: Case, th: Thresholds, st: LobeState, procedure: str,
         return []
     out = []
     lsf = case.dosimetry.lung_shunt_fraction if case.dosimetry is not None else None
-    if lsf is not None and proc.device == "resin":  # type: ignore[union-attr]
+    if lsf is not None and isinstance(proc, TAREProcedure) and proc.device == "resin":
         limit = th.lsf_resin_contraindication_fraction
         out.append(CriterionResult("lung_shunt", f"Lung shunt <= {limit:.0%} (resin)", "met" if lsf <= limit else "unmet",
                                    f"{lsf:.1%}", f"<= {limit:g} (lsf_resin_contraindication_fraction)", VAN_ROEKEL))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -122,7 +123,9 @@ DOSE_METHOD_SOURCE = (
 )
 
 
-def default_dose_method(modality: str, voxel_mm: Sequence[float] | float) -> tuple[str, str]:
+def default_dose_method(
+    modality: str, voxel_mm: Sequence[float] | float
+) -> tuple[Literal["ldm", "vsv", "vsv_density"], str]:
     """The dose method used when the case names none, and why: ``(method, reason)``.
 
     ``modality``: ``"NM"`` (Tc-99m MAA or Y-90 bremsstrahlung SPECT), ``"PT"`` (Y-90 PET) or ``"phantom"`` (the

@@ -264,7 +264,8 @@ def _require_finite(a: np.ndarray, name: str, allow_zero: bool, unit: str, rule:
 
 #: Bits of +inf as unsigned integers: read so, the non-negative finite floats are exactly 0 (+0.0) up to one below
 #: these, and every negative number (-0.0 included), infinity and NaN is at or above them.
-_INF_BITS = {np.dtype(np.float32): (np.uint32, 0x7F800000), np.dtype(np.float64): (np.uint64, 0x7FF0000000000000)}
+_INF_BITS: dict[np.dtype, tuple[type[np.unsignedinteger], int]] = {
+    np.dtype(np.float32): (np.uint32, 0x7F800000), np.dtype(np.float64): (np.uint64, 0x7FF0000000000000)}
 
 
 def _bits_in_range(lo: int, hi: int, dtype: np.dtype, allow_zero: bool) -> bool:
@@ -350,7 +351,7 @@ def _finish(dose: np.ndarray, box: tuple[tuple[int, int], ...], scale: Any, rho:
     map, raises unless every density in the box (where the dose is computed) is finite and > 0."""
     (z0, z1), (y0, y1), (x0, x1) = box
     use_rho = rho is not None
-    if use_rho:
+    if rho is not None:
         rho_arr = rho
         rho_bits = rho.view(_INF_BITS[rho.dtype][0])
     else:
@@ -368,7 +369,7 @@ def _finish(dose: np.ndarray, box: tuple[tuple[int, int], ...], scale: Any, rho:
                                                      use_rho))
 
     _parallel(run, len(parts), threads)
-    if use_rho and not _bits_in_range(min(lo), max(hi), rho.dtype, allow_zero=False):
+    if rho is not None and not _bits_in_range(min(lo), max(hi), rho.dtype, allow_zero=False):
         _require_finite(rho[z0:z1, y0:y1, x0:x1], "density_g_cm3 (where the dose is computed, within the kernel's "
                         "reach of the activity)", allow_zero=False, unit="g/cm3", rule=_DENSITY_RULE)
 
@@ -517,6 +518,7 @@ def _compute(
         # energy to each voxel's mass (k_rho / rho), in the same pass and only where the dose can be non-zero
         scale = dtype(1.0e-3)
         if method == "vsv_density" and not isinstance(rho, np.ndarray):
+            assert rho is not None  # vsv_density without a density raised above
             scale = dtype(scale * dtype(k_rho / rho))
         _finish(dose, box, scale, rho if method == "vsv_density" and isinstance(rho, np.ndarray) else None,
                 dtype(k_rho))

@@ -294,7 +294,8 @@ class VoxelKernel:
     @property
     def centre_index(self) -> tuple[int, int, int]:
         """Index of the source voxel, ``shape // 2``."""
-        return tuple(n // 2 for n in self.shape)  # type: ignore[return-value]
+        nz, ny, nx = self.shape
+        return (nz // 2, ny // 2, nx // 2)
 
     @property
     def voxel_volume_mm3(self) -> float:
@@ -383,7 +384,8 @@ def voxel_kernel_from_point_kernel(
         _nodes(quadrature_nodes),
     )
     array, params = _build_cached(*key)
-    return VoxelKernel(array, tuple(v for v in key[1]), key[2], params)  # type: ignore[arg-type]
+    vz, vy, vx = key[1]
+    return VoxelKernel(array, (vz, vy, vx), key[2], params)
 
 
 def _nodes(n: Any) -> int:
@@ -841,7 +843,8 @@ def _voxel_mm_tuple(voxel_mm: Any) -> tuple[float, float, float]:
     values = list(voxel_mm)
     if len(values) != 3:
         raise DosimetryError(f"voxel_mm: must have 3 values (z, y, x), got {len(values)}")
-    return tuple(_positive_float("voxel_mm", v) for v in values)  # type: ignore[return-value]
+    z, y, x = (_positive_float("voxel_mm", v) for v in values)
+    return (z, y, x)
 
 
 def _float_tuple(name: str, values: Any) -> tuple[float, ...]:

@@ -798,6 +798,7 @@ def glass_vial_options(
             "hours_after_calibration/treatment_times: give exactly one of them (treatment_times with calibration_time)"
         )
     times: list[datetime | None]
+    cal: datetime | None
     if treatment_times is not None:
         if calibration_time is None:
             raise DosimetryError("calibration_time: required with treatment_times")

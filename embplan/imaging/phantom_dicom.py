@@ -50,7 +50,7 @@ from typing import Any, Literal
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from .. import __version__
 from ..errors import ImagingError
@@ -236,8 +236,8 @@ def _iop(grid: Grid) -> list[str]:
 
 def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
     fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = sop_class
-    fm.MediaStorageSOPInstanceUID = sop_uid
+    fm.MediaStorageSOPClassUID = UID(sop_class)
+    fm.MediaStorageSOPInstanceUID = UID(sop_uid)
     fm.TransferSyntaxUID = ExplicitVRLittleEndian
     fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     return fm

@@ -21,7 +21,7 @@ the index axes i, j, k as its columns -- exactly ITK's ``GetDirection()``; spaci
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 import SimpleITK as sitk
@@ -149,6 +149,12 @@ def _activity(arr: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:
     return out * scale
 
 
+@overload
+def resample_to_grid(data: Volume, src_grid: Grid | None, dst_grid: Grid, kind: ResampleKind = ..., *,
+                     default_value: float = ...) -> Volume: ...
+@overload
+def resample_to_grid(data: np.ndarray, src_grid: Grid | None, dst_grid: Grid, kind: ResampleKind = ..., *,
+                     default_value: float = ...) -> np.ndarray: ...
 def resample_to_grid(
     data: Volume | np.ndarray,
     src_grid: Grid | None,

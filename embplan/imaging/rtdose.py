@@ -33,7 +33,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from .. import __version__
@@ -233,7 +233,7 @@ def write_rt_dose(
     now = content_datetime or datetime.now()
     sop_uid = generate_uid()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_DOSE_STORAGE
+    meta.MediaStorageSOPClassUID = UID(RT_DOSE_STORAGE)
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID

@@ -51,6 +51,7 @@ __all__ = [
     "PROCEDURE_KINDS",
     "STANDARDS",
     "standards_from_thresholds",
+    "procedure_deviations",
     "StrictModel",
     "ProtocolDeviation",
     "Territory",
@@ -114,3 +115,20 @@ def standards_from_thresholds(
         "DEB_TACE": DEB_TACE_STANDARD,
         "TARE": TARE_STANDARD,
     }
+
+
+def procedure_deviations(
+    procedure: TAEProcedure | TACEProcedure | DEBTACEProcedure | TAREProcedure, thresholds: Thresholds,
+) -> list[ProtocolDeviation]:
+    """``procedure.deviations()`` from the standard of its kind with the protocol values of ``thresholds``
+    (:func:`standards_from_thresholds`), each procedure paired with its own standard's type."""
+    standard = standards_from_thresholds(thresholds)[procedure.kind]
+    if isinstance(procedure, TAEProcedure) and isinstance(standard, TAEStandard):
+        return procedure.deviations(standard)
+    if isinstance(procedure, TACEProcedure) and isinstance(standard, TACEStandard):
+        return procedure.deviations(standard)
+    if isinstance(procedure, DEBTACEProcedure) and isinstance(standard, DEBTACEStandard):
+        return procedure.deviations(standard)
+    if isinstance(procedure, TAREProcedure) and isinstance(standard, TAREStandard):
+        return procedure.deviations(standard)
+    raise TypeError(f"no standard of type {type(standard).__name__} for a {procedure.kind} procedure")

@@ -215,7 +215,7 @@ def case_error(where: str, problems: list[dict[str, Any]]) -> CaseError:
     n = len(problems)
     header = f"invalid {where}: {n} problem{'s' if n != 1 else ''}"
     error = CaseError("\n".join([header, *(p.pop("line") for p in problems)]))
-    error.errors = problems  # type: ignore[attr-defined]
+    error.errors = problems
     return error
 
 

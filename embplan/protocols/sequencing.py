@@ -73,7 +73,7 @@ _GUIU_2012 = "Guiu B et al., J Hepatol 2012 (DEB OR 9.78 and NET OR 8.13 for bil
 _PVT_SOURCE = ("World J Hepatol 2015;7(16), Table 1 (TAE/TACE with severely reduced portal flow: contraindication); "
                "van Roekel thesis, Table 1 (TARE: relative contraindication)")
 
-LADDER: tuple[str, ...] = ("TAE", "TACE", "TARE")
+LADDER: tuple[Literal["TAE", "TACE", "TARE"], ...] = ("TAE", "TACE", "TARE")
 LadderStep = Literal["none", "TAE", "TACE", "TARE"]
 NextStepCode = Literal["TAE", "TACE", "TARE", "SYSTEMIC"]
 
@@ -185,7 +185,7 @@ def ladder_position(prior_treatments: Iterable[PriorTreatment], *,
         return LadderPosition(step="none", refractory=False)
     top = max(_RUNG[r.kind] for r in records)
     last = [r for r in records if _RUNG[r.kind] == top][-1]
-    return LadderPosition(step=LADDER[top], refractory=last.response in refractory_responses,  # type: ignore[arg-type]
+    return LadderPosition(step=LADDER[top], refractory=last.response in refractory_responses,
                           last_date=last.date, last_response=last.response, ladder_records=len(records))
 
 
@@ -211,7 +211,7 @@ def _expected_step(position: LadderPosition, biliary_enteric_anastomosis: bool) 
     rung = _RUNG[position.step] + (1 if position.refractory else 0)
     if biliary_enteric_anastomosis and rung < _RUNG["TARE"]:
         return "TARE"
-    return "SYSTEMIC" if rung >= len(LADDER) else LADDER[rung]  # type: ignore[return-value]
+    return "SYSTEMIC" if rung >= len(LADDER) else LADDER[rung]
 
 
 def territory_records(records: Iterable[PriorTreatment], segments: frozenset[int]) -> list[PriorTreatment]:

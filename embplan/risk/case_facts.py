@@ -65,8 +65,8 @@ class PriorTARE:
 def prior_tare(case: Case) -> PriorTARE:
     """Earlier TARE records of the patient: count, summed lung dose, recorded normal-liver doses."""
     records = [t for t in case.patient.prior_treatments if t.kind == "TARE"]
-    lung = [t.lung_dose_gy for t in records if getattr(t, "lung_dose_gy", None) is not None]
-    liver = [t.normal_liver_dose_gy for t in records if getattr(t, "normal_liver_dose_gy", None) is not None]
+    lung = [t.lung_dose_gy for t in records if t.lung_dose_gy is not None]
+    liver = [t.normal_liver_dose_gy for t in records if t.normal_liver_dose_gy is not None]
     return PriorTARE(
         count=len(records),
         lung_dose_gy=float(sum(lung)),

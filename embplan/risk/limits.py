@@ -19,11 +19,12 @@ Decisions (documented here, tested in tests/risk/test_limits.py):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import CaseError
+from ..protocols.tare import TAREProcedure
 from ..thresholds import EANM_2022, Thresholds
 from .case_facts import case_hepatic_reserve_fraction, effective_thresholds, prior_tare
 from .flags import Flag, Severity
@@ -176,21 +177,24 @@ def lung_shunt_reduction(
             raise CaseError(f"device: must be 'resin' or 'glass', got {device!r}")
         if not 0.0 <= lsf < 1.0:
             raise CaseError(f"dosimetry.lung_shunt_fraction: must be in [0, 1), got {lsf}")
+    elif isinstance(case_or_lsf, bool):  # a bool is an int to Python, but not a lung shunt fraction
+        raise CaseError(f"dosimetry.lung_shunt_fraction: must be a number in [0, 1) or a case, got {case_or_lsf!r}")
     else:
         case = case_or_lsf
-        if case.procedure.kind != "TARE":
+        proc = case.procedure
+        if not isinstance(proc, TAREProcedure):
             return 0.0, None
         th = effective_thresholds(case, thresholds)
-        device = device or case.procedure.device
+        device = device or proc.device
         if case.dosimetry is None or case.dosimetry.lung_shunt_fraction is None:
             return 0.0, None
         lsf = float(case.dosimetry.lung_shunt_fraction)
+        method = proc.prescription.method
 
-    ctx = {"lung_shunt_fraction": lsf, "device": device}
+    ctx: dict[str, Any] = {"lung_shunt_fraction": lsf, "device": device}
     # issue 11: the 20/40 % reduction is a rule of the BSA method; a partition or MIRD prescription limits the lung
     # dose instead, and a BSA plan has already applied the reduction (the message says so, not "reduce").
     if not (isinstance(case_or_lsf, int | float) and not isinstance(case_or_lsf, bool)):
-        method = case_or_lsf.procedure.prescription.method  # type: ignore[union-attr]
         ctx["prescription_method"] = method
 
     def _band(reduction: float) -> str:

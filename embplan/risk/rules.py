@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..protocols import standards_from_thresholds
 from ..protocols.history import cumulative_doxorubicin_mg
 from ..protocols.sequencing import SOULEN_CIRSE_2019
+from ..protocols.tare import TAREProcedure
 from ..thresholds import EANM_2022, MEZHIR_2011, RETNET, VAN_ROEKEL, Thresholds
 from . import evidence as ev
 from .case_facts import (
@@ -236,7 +236,7 @@ def rule_bilirubin_high(case: Case, th: Thresholds) -> list[Flag]:
             "treated territory (segmental or lobar).",
             f"{VAN_ROEKEL}; {ev.WJH_2015}", **ctx,
         )
-    if kind == "TARE" and proc.device == "glass" and bili > th.bilirubin_glass_caution_mg_dl:
+    if isinstance(proc, TAREProcedure) and proc.device == "glass" and bili > th.bilirubin_glass_caution_mg_dl:
         return _flag(
             "BILIRUBIN_HIGH", Severity.CAUTION,
             f"Bilirubin {bili} mg/dL > {th.bilirubin_glass_caution_mg_dl} mg/dL with glass TARE: the whole "
@@ -493,9 +493,7 @@ def rule_protocol_deviation(case: Case, th: Thresholds) -> list[Flag]:
     """Departures from the standard protocol (the RETNET arms): doxorubicin other than 50 mg, iodized oil outside
     10-20 mL, particles outside 50-500 um, stasis outside 2-5 heartbeats (and the other checks of
     ``procedure.deviations``) -> caution, naming each parameter. The standard's numbers come from ``th``."""
-    proc = case.procedure
-    standard = standards_from_thresholds(th)[proc.kind]
-    devs = list(proc.deviations(standard))
+    devs = list(case.deviations(th))
     if not devs:
         return []
     return _flag(
@@ -580,22 +578,23 @@ def rule_prior_liver_radiation(case: Case, th: Thresholds) -> list[Flag]:
         return []
     prior = case.patient.prior_treatments
     prrt = sorted((r for r in prior if r.kind == "PRRT"), key=lambda r: r.date)
-    ebrt = sorted((r for r in prior if r.kind == "EBRT" and r.territory is not None), key=lambda r: r.date)
+    ebrt = sorted(((r, r.territory) for r in prior if r.kind == "EBRT" and r.territory is not None),
+                  key=lambda rt: rt[0].date)
     if not prrt and not ebrt:
         return []
     parts = []
     if prrt:
         parts.append(f"PRRT on {', '.join(r.date.isoformat() for r in prrt)}")
     if ebrt:
-        parts.append("liver EBRT on " + ", ".join(f"{r.date.isoformat()} ({r.territory.describe()})"  # type: ignore[union-attr]
-                                                 for r in ebrt))
+        parts.append("liver EBRT on " + ", ".join(f"{r.date.isoformat()} ({territory.describe()})"
+                                                 for r, territory in ebrt))
     return _flag(
         "PRIOR_LIVER_RADIATION", Severity.CAUTION,
         f"Earlier liver radiation ({'; '.join(parts)}) before TARE: reduced liver reserve and a risk factor for "
         "radioembolization-induced liver disease (fatal REILD 2% after PRRT, Braat 2019). TARE combined with PRRT: no "
         "evidence for or against. Keep the treated territory lobar or smaller and the non-tumour liver dose low.",
         f"{_BRAAT_2019}; {ev.ROBERSON_REILD}",
-        prior_prrt_dates=[r.date.isoformat() for r in prrt], prior_liver_ebrt_dates=[r.date.isoformat() for r in ebrt],
+        prior_prrt_dates=[r.date.isoformat() for r in prrt], prior_liver_ebrt_dates=[r.date.isoformat() for r, _ in ebrt],
     )
 
 

@@ -168,6 +168,14 @@ def test_lung_shunt_reduction_thresholds_and_errors():
         lung_shunt_reduction(-0.1, "glass")
 
 
+def test_lung_shunt_reduction_refuses_a_bool():
+    # found by mypy (issue 17): a bool is an int to Python; it was sent down the case branch and failed with
+    # AttributeError ('bool' object has no attribute 'procedure') instead of a CaseError naming the field
+    for value in (True, False):
+        with pytest.raises(CaseError, match=r"lung_shunt_fraction: must be a number in \[0, 1\) or a case, got"):
+            lung_shunt_reduction(value, "resin")
+
+
 def test_lung_shunt_reduction_from_a_case(make_case):
     assert lung_shunt_reduction(make_case("resin"))[0] == 0.0
     red, flag = lung_shunt_reduction(make_case("resin", {"dosimetry.lung_shunt_fraction": 0.17}))
