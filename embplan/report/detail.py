@@ -329,7 +329,8 @@ def _context_text(context: dict[str, Any]) -> str:
     for k, v in context.items():
         if v is None or v == [] or v == {}:
             continue
-        parts.append(f"{field_label(k).lower()}: {_input_value(k, v)}")
+        label = field_label(k)
+        parts.append(f"{esc(label[:1].lower() + label[1:])}: {_input_value(k, v)}")
     return "; ".join(parts)
 
 
