@@ -44,7 +44,7 @@ DENSITY_RANGE_G_CM3 = (0.0, 2.0)
 DEFAULT_VISIBLE = ("liver", "perfused", "tumors", "tumor", "tumour", "lungs", "lung")
 _COLOURS = ("#00e5ff", "#76ff03", "#ff4081", "#ffea00", "#e040fb", "#ff9100", "#18ffff", "#b388ff", "#ffd180",
             "#69f0ae", "#ff8a80", "#80d8ff", "#f4ff81", "#ea80fc", "#a7ffeb", "#ffab40")
-_ISO_COLOURS = ("#ff6d00", "#b2ff59", "#40c4ff", "#ff80ab", "#ffd740", "#ea80fc")
+_ISO_COLOURS = ("#ff6d00", "#ffffff", "#b388ff", "#ff1744", "#c6ff00", "#a1887f")
 
 
 @dataclass(frozen=True)
