@@ -9,7 +9,7 @@ headline and the table can never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan_model import CompartmentDoses, Plan
@@ -91,7 +91,8 @@ def key_doses(plan: Plan) -> list[KeyDose]:
     definition = dose_definition(plan)
     out: list[KeyDose] = []
 
-    def add(key, label, value, bound, kind, bound_label, source) -> None:
+    def add(key: str, label: str, value: float | None, bound: float | None, kind: Any, bound_label: str,
+            source: str) -> None:
         out.append(KeyDose(key, label, value, definition, bound, kind if bound is not None else None,
                            bound_label if bound is not None else "no limit in force", source if bound is not None
                            else "", _judge(value, bound, kind)))

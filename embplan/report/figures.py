@@ -163,7 +163,7 @@ def _centre_index(dose: np.ndarray, masks: Mapping[str, np.ndarray]) -> tuple[in
     weights = np.where(tumour, dose, 0.0) if tumour is not None and tumour.any() else dose
     weights = np.clip(np.nan_to_num(weights), 0.0, None)
     if weights.sum() <= 0:
-        return tuple(n // 2 for n in dose.shape)  # type: ignore[return-value]
+        return tuple(n // 2 for n in dose.shape)
     idx = np.indices(dose.shape, dtype=float)
     c = [(idx[a] * weights).sum() / weights.sum() for a in range(3)]
     return tuple(int(np.clip(round(v), 0, n - 1)) for v, n in zip(c, dose.shape, strict=True))  # type: ignore[return-value]

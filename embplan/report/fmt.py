@@ -12,7 +12,7 @@ import html
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "esc",
@@ -32,7 +32,7 @@ __all__ = [
 _DASH = "–"
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
