@@ -71,8 +71,11 @@ def report_path(tmp_path_factory) -> Path:
         path = Path(given)
         assert path.is_file(), f"EMBPLAN_DEMO_REPORT={given} does not exist"
         return path
+    from tests.test_report import _board
+
     path = tmp_path_factory.mktemp("browser") / "report.html"
-    report.write_report(build_plan(shape=(24, 20, 18)), path)
+    # the hand-built plan with a board review, flags and voxel data: page one at its fullest
+    report.write_report(build_plan(shape=(24, 20, 18)).model_copy(update={"board": _board()}), path)
     return path
 
 
