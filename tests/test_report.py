@@ -479,10 +479,10 @@ def test_isodose_levels_come_from_the_plan(plan):
 
 def test_dvh_figure_draws_the_records(plan):
     fig = report.dvh_figure(plan)
-    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith(("tumors ", "normal_liver "))]
+    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith(("All tumours ", "Non-tumour liver "))]
     assert len(lines) == 2
     rec = plan.dosimetry.dvh["tumors"]
-    tumour_line = next(ln for ln in lines if ln.get_label().startswith("tumors"))
+    tumour_line = next(ln for ln in lines if ln.get_label().startswith("All tumours"))
     assert list(tumour_line.get_xdata()) == rec.dose_gy
     assert list(tumour_line.get_ydata()) == [100 * f for f in rec.volume_fraction]
     assert report.dvh_figure(build_plan(with_voxels=False)) is None

@@ -144,7 +144,8 @@ def _dvh_section(plan: Plan) -> str:
     if fig is not None:
         body += img_tag(fig, "cumulative dose-volume histograms",
                         "Cumulative DVH of the main structures (every structure is in the tables). Dashed: every "
-                        "limit and target in force, labelled.", "dvh-plot")
+                        "limit and target in force, labelled; they bound mean doses (page one), drawn here for "
+                        "reference.", "dvh-plot")
     keys_d = sorted({k for r in d.dvh.values() for k in r.d_gy}, key=_metric_order)
     keys_v = sorted({k for r in d.dvh.values() for k in r.v_percent}, key=_metric_order)
     head = "".join(f'<th class="num">{html.escape(k)}</th>' for k in keys_d)

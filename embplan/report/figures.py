@@ -94,7 +94,7 @@ def dvh_figure(plan: Plan, structures: Sequence[str] | None = None) -> Figure | 
             continue
         xmax = max(xmax, float(np.nanmax(dose)))
         ax.plot(dose, vol, drawstyle="steps-post", lw=2, color=f"C{i % 10}",
-                label=f"{name} ({structure_label(name)}, mean {rec.mean_gy:.1f} Gy)")
+                label=f"{structure_label(name)} (mean {rec.mean_gy:.1f} Gy)")
     marks = dose_marks(plan)
     xmax = max([xmax] + [v * 1.08 for v, _ in marks]) or 1.0
     ax.set_xlim(0, xmax)

@@ -166,3 +166,28 @@ def test_cli_export_and_failures(plan, tmp_path, capsys):
     assert main(["export", str(pf), "--format", "nrrd", "-o", str(tmp_path / "no" / "where")]) == 1
     assert not (tmp_path / "no").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.h5", "nii", "plan.h5", "s.dcm"]
+
+
+def _highdicom_masks(path, grid):
+    """The SEG read with highdicom's own volume reader, its axes turned to the plan grid's where reversed."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(path)
+    vol = seg.get_volume(combine_segments=False)
+    arr, aff, ref = vol.array, vol.affine.copy(), grid.affine
+    for a in range(3):
+        if np.allclose(aff[:3, a], -ref[:3, a]):
+            aff[:3, 3] += aff[:3, a] * (arr.shape[a] - 1)
+            aff[:3, a] *= -1
+            arr = np.flip(arr, axis=a)
+    np.testing.assert_allclose(aff, ref, atol=1e-6)
+    labels = [s.SegmentLabel for s in seg.SegmentSequence]
+    return {label: arr[..., n].astype(bool) for n, label in enumerate(labels)}
+
+
+def test_seg_reads_back_with_highdicom(plan, tmp_path):
+    out = tmp_path / "seg.dcm"
+    export_plan(plan, out, "seg")
+    masks = _highdicom_masks(out, plan.voxel.grid)
+    for name, m in plan.voxel.masks().items():
+        np.testing.assert_array_equal(masks[name.replace("_", " ")], m)
