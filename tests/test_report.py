@@ -273,9 +273,9 @@ def test_relevant_thresholds_first():
                       "lsf_resin_contraindication_fraction"}
     text = report.render_report(p)
     shown = text[text.index('<div class="relevant-thresholds">'): text.index("<details class='all-thresholds'>")]
-    assert "Glass normal liver limit" in shown and "Resin normal liver limit" not in shown
+    assert "Glass non-tumour liver limit" in shown and "Resin non-tumour liver limit" not in shown
     folded = text[text.index("<details class='all-thresholds'>"):]
-    assert "Resin normal liver limit" in folded[: folded.index("</details>")]
+    assert "Resin non-tumour liver limit" in folded[: folded.index("</details>")]
     # a fraction threshold reads as a percent
     assert "<td class='num'>10</td><td>%</td>" in shown  # lsf_glass_caution_fraction 0.1
 
@@ -370,9 +370,9 @@ def _decode_viewer(html_text: str) -> dict:
     shape = tuple(data["shape"])
     n = int(np.prod(shape))
     out = {"meta": data, "masks": {}}
-    raw = zlib.decompress(base64.b64decode(data["dose"]["data"]))
+    raw = zlib.decompress(base64.b64decode(data["doses"][0]["data"]))
     lo, hi = np.frombuffer(raw[:n], np.uint8), np.frombuffer(raw[n:], np.uint8)
-    out["dose"] = ((hi.astype(np.uint32) << 8) | lo).reshape(shape) * data["dose"]["step_gy"]
+    out["dose"] = ((hi.astype(np.uint32) << 8) | lo).reshape(shape) * data["doses"][0]["step_gy"]
     bg = np.frombuffer(zlib.decompress(base64.b64decode(data["background"]["data"])), np.uint8).reshape(shape)
     b = data["background"]
     out["background"] = b["lo"] + bg / 255.0 * (b["hi"] - b["lo"])
@@ -389,7 +389,8 @@ def test_viewer_data_equals_the_plan(plan, html_text):
     assert meta["downsample"] == 1 and tuple(meta["shape"]) == plan.voxel.grid.shape  # identity direction
     dose = plan.voxel.arrays["dose_vsv_density_gy"]
     assert np.max(np.abs(v["dose"] - dose)) <= meta["dose"]["step_gy"] / 2 + 1e-9
-    assert meta["dose"]["method"] == "vsv_density"
+    assert meta["dose"]["method"] == "vsv_density" and "data" not in meta["dose"]  # embedded once
+    assert [d["method"] for d in meta["doses"]] == ["vsv_density", "ldm"]  # the one in force first
     for name, m in plan.voxel.masks().items():
         assert np.array_equal(v["masks"][name], m), name
     ct = plan.voxel.arrays["ct_hu"]
@@ -554,3 +555,22 @@ def _umask() -> int:
 
 def test_report_path_type(plan, tmp_path):
     assert isinstance(report.write_report(build_plan(with_voxels=False), str(tmp_path / "r.html")), Path)
+
+
+def test_viewer_reusable_for_planned_and_delivered(plan):
+    """A report other than the plan's (e.g. planned vs delivered) gives the viewer its own arrays and labels."""
+    from embplan.report.viewer import ViewerInput
+
+    v = plan.voxel
+    planned = v.arrays["dose_vsv_density_gy"]
+    delivered = planned * 0.9
+    vi = ViewerInput(grid=v.grid, doses=[("delivered", "delivered dose", delivered), ("planned", "planned dose", planned)],
+                     background=("CT", v.arrays["ct_hu"]), masks=v.masks(), marks=[(75.0, "non-tumour liver limit")])
+    body = report.viewer_html(vi)
+    text = report.render_document("planned vs delivered", [f'<section id="slices">{body}</section>'],
+                                  generator="test")
+    decoded = _decode_viewer(text)
+    assert [d["label"] for d in decoded["meta"]["doses"]] == ["delivered dose", "planned dose"]
+    assert np.max(np.abs(decoded["dose"] - delivered)) <= decoded["meta"]["doses"][0]["step_gy"] / 2 + 1e-9
+    assert decoded["meta"]["isodoses"][0]["label"] == "non-tumour liver limit"
+    assert "research software, not a medical device" in text

@@ -160,7 +160,7 @@ def threshold_label(name: str) -> str:
             break
     words = [_WORDS.get(w, w) for w in stem.split("_") if w]
     words = [w for w in words if not (w.startswith("(") and w.endswith(")"))]
-    text = " ".join(words)
+    text = " ".join(words).replace("normal liver", "non-tumour liver")
     return text[:1].upper() + text[1:]
 
 

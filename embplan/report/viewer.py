@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..grid import Grid
 from .doses import dose_marks
 from .fmt import structure_label
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..grid import Grid
     from ..plan_model import Plan
 
-__all__ = ["VIEWER_BUDGET_BYTES", "CT_RANGE_HU", "DENSITY_RANGE_G_CM3", "viewer_payload", "viewer_html",
-           "canonical_orientation"]
+__all__ = ["VIEWER_BUDGET_BYTES", "CT_RANGE_HU", "DENSITY_RANGE_G_CM3", "ViewerInput", "plan_viewer_input",
+           "viewer_payload", "viewer_html", "canonical_orientation"]
 
 #: Largest embedded viewer payload (base64 text, bytes) before the grid is downsampled.
 VIEWER_BUDGET_BYTES = 4_000_000
@@ -137,43 +137,77 @@ def _shuffle16(a: np.ndarray) -> bytes:
     return b[:, 0].tobytes() + b[:, 1].tobytes()
 
 
-def _encode(plan: Plan, f: int, can: Canonical) -> dict[str, Any]:
-    from .figures import _centre_index, _pick_dose
+@dataclass(frozen=True)
+class ViewerInput:
+    """What the viewer shows, independent of a Plan (so that other reports, e.g. planned vs delivered, reuse it).
 
-    assert plan.voxel is not None
+    ``doses``: (name, label, Gy array) in order, the first shown as the wash; the read-out lists all of them.
+    ``background``: ("CT", HU array) or ("density", g/cm3 array) or None. ``masks``: name -> bool array.
+    ``marks``: (Gy, label) isodose levels. ``centre_zyx``: the voxel the views open on (plan index order).
+    """
+
+    grid: Grid
+    doses: list[tuple[str, str, np.ndarray]]
+    background: tuple[str, np.ndarray] | None
+    masks: dict[str, np.ndarray]
+    marks: list[tuple[float, str]]
+    centre_zyx: tuple[int, int, int] | None = None
+
+
+def plan_viewer_input(plan: Plan) -> ViewerInput | None:
+    """The viewer input of a plan: its dose map in force (then its other dose maps), CT (else density), masks, and
+    every limit and target in force as isodose levels."""
+    from .figures import DEFAULT_ISODOSE_LEVELS_GY, _centre_index, _pick_dose
+
     voxel = plan.voxel
+    if voxel is None:
+        return None
     picked = _pick_dose(plan, None)
-    method, dose_raw = picked if picked is not None else (None, None)
-    masks_raw = voxel.masks()
-    ct_raw = voxel.arrays.get("ct_hu")
-    background: dict[str, Any] = {}
-    if ct_raw is not None:
-        lo, hi = CT_RANGE_HU
-        bg = _block(can.apply(np.asarray(ct_raw, dtype=np.float64)), f, "mean")
-        background = {"kind": "CT", "unit": "HU", "lo": lo, "hi": hi, "window": [-160.0, 240.0]}
+    doses: list[tuple[str, str, np.ndarray]] = []
+    if picked is not None:
+        method, main = picked
+        doses.append((method, f"{method} dose", main))
+        doses += [(m, f"{m} dose", np.asarray(a, dtype=float)) for m, a in sorted(voxel.dose_maps().items())
+                  if m != method]
+    background: tuple[str, np.ndarray] | None = None
+    if "ct_hu" in voxel.arrays:
+        background = ("CT", np.asarray(voxel.arrays["ct_hu"]))
     elif "density_g_cm3" in voxel.arrays:
-        lo, hi = DENSITY_RANGE_G_CM3
-        bg = _block(can.apply(np.asarray(voxel.arrays["density_g_cm3"], dtype=np.float64)), f, "mean")
-        background = {"kind": "density", "unit": "g/cm³", "lo": lo, "hi": hi, "window": [0.0, 1.6]}
-    else:
-        bg = None
-    shape = None
+        background = ("density", np.asarray(voxel.arrays["density_g_cm3"]))
+    masks = voxel.masks()
+    marks = dose_marks(plan) or [(v, "reference level") for v in DEFAULT_ISODOSE_LEVELS_GY]
+    centre = _centre_index(np.asarray(doses[0][2], dtype=float), masks) if doses else None
+    return ViewerInput(voxel.grid, doses, background, masks, marks, centre)
+
+
+def _encode(vi: ViewerInput, f: int, can: Canonical) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if bg is not None:
+    shape: tuple[int, ...] | None = None
+    if vi.background is not None:
+        kind, arr = vi.background
+        lo, hi = CT_RANGE_HU if kind == "CT" else DENSITY_RANGE_G_CM3
+        bg = _block(can.apply(np.asarray(arr, dtype=np.float64)), f, "mean")
         q = np.clip(np.rint((np.nan_to_num(bg, nan=lo) - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
-        background["data"] = _pack(q.tobytes())
-        out["background"] = background
+        out["background"] = {
+            "kind": kind, "unit": "HU" if kind == "CT" else "g/cm³", "lo": lo, "hi": hi,
+            "window": [-160.0, 240.0] if kind == "CT" else [0.0, 1.6], "data": _pack(q.tobytes()),
+        }
         shape = q.shape
-    if dose_raw is not None:
-        dz = _block(can.apply(np.clip(np.nan_to_num(dose_raw), 0.0, None)), f, "mean")
+    doses = []
+    for name, label, arr in vi.doses:
+        dz = _block(can.apply(np.clip(np.nan_to_num(np.asarray(arr, dtype=np.float64)), 0.0, None)), f, "mean")
         peak = float(dz.max(initial=0.0))
         step = max(peak / 65535.0, 1e-6)
         q16 = np.clip(np.rint(dz / step), 0, 65535).astype(np.uint16)
-        out["dose"] = {"method": method, "step_gy": step, "max_gy": peak, "data": _pack(_shuffle16(q16))}
+        doses.append({"method": name, "label": label, "step_gy": step, "max_gy": peak,
+                      "data": _pack(_shuffle16(q16))})
         shape = q16.shape
+    out["doses"] = doses
+    if doses:
+        out["dose"] = {k: v for k, v in doses[0].items() if k != "data"}  # the one in force: wash, isodoses
     structures = []
-    order = sorted(masks_raw, key=_structure_order)
-    for i, name in enumerate(order):
+    masks_raw = vi.masks
+    for i, name in enumerate(sorted(masks_raw, key=_structure_order)):
         m = _block(can.apply(np.asarray(masks_raw[name], dtype=bool)), f, "mask")
         shape = m.shape
         structures.append({
@@ -191,20 +225,13 @@ def _encode(plan: Plan, f: int, can: Canonical) -> dict[str, Any]:
     shift = (f - 1) / 2.0
     aff[:, 3] = aff[:, 3] + aff[:, :3] @ np.array([shift, shift, shift])
     aff[:, :3] = aff[:, :3] * f
-    levels = []
-    marks = dose_marks(plan)
-    peak = out.get("dose", {}).get("max_gy", 0.0)
-    if not marks:
-        from .figures import DEFAULT_ISODOSE_LEVELS_GY
-
-        marks = [(v, "reference level") for v in DEFAULT_ISODOSE_LEVELS_GY]
-    for i, (value, label) in enumerate(marks):
-        levels.append({"gy": value, "label": label, "colour": _ISO_COLOURS[i % len(_ISO_COLOURS)],
-                       "visible": bool(value < peak)})
+    peak = doses[0]["max_gy"] if doses else 0.0
+    levels = [{"gy": value, "label": label, "colour": _ISO_COLOURS[i % len(_ISO_COLOURS)],
+               "visible": bool(value < peak)} for i, (value, label) in enumerate(vi.marks)]
     centre = [n // 2 for n in shape]
-    if dose_raw is not None:
-        c = _centre_index(np.asarray(dose_raw, dtype=float), masks_raw)
-        centre = [min(int(v) // f, n - 1) for v, n in zip(can.index(c, voxel.grid.shape), shape, strict=True)]
+    if vi.centre_zyx is not None:
+        centre = [min(int(v) // f, n - 1)
+                  for v, n in zip(can.index(vi.centre_zyx, vi.grid.shape), shape, strict=True)]
     out.update(
         shape=list(shape), spacing_mm=spacing, affine=aff.tolist(), downsample=f, oblique=can.oblique,
         isodoses=levels, centre=centre,
@@ -217,18 +244,19 @@ def _structure_order(name: str) -> tuple[int, str]:
     return (pri.index(name) if name in pri else len(pri), name)
 
 
-def viewer_payload(plan: Plan, *, budget_bytes: int = VIEWER_BUDGET_BYTES) -> dict[str, Any] | None:
-    """The viewer's data (JSON-ready) or None when the plan has no voxel arrays. Downsamples by 2, 3, ... until the
-    payload fits ``budget_bytes``."""
-    if plan.voxel is None:
+def viewer_payload(plan: Plan | ViewerInput, *, budget_bytes: int = VIEWER_BUDGET_BYTES) -> dict[str, Any] | None:
+    """The viewer's data (JSON-ready) for a plan or a :class:`ViewerInput`; None when there is nothing to show.
+    Downsamples by 2, 3, ... until the payload fits ``budget_bytes``."""
+    vi = plan if isinstance(plan, ViewerInput) else plan_viewer_input(plan)
+    if vi is None:
         return None
-    can = canonical_orientation(plan.voxel.grid)
+    can = canonical_orientation(vi.grid)
     f = 1
     while True:
-        data = _encode(plan, f, can)
+        data = _encode(vi, f, can)
         if not data:
             return None
-        size = sum(len(s["data"]) for s in data["structures"]) + len(data.get("dose", {}).get("data", "")) + len(
+        size = sum(len(s["data"]) for s in data["structures"]) + sum(len(d["data"]) for d in data["doses"]) + len(
             data.get("background", {}).get("data", ""))
         if size <= budget_bytes or min(data["shape"]) <= 8:
             data["payload_bytes"] = size
@@ -242,8 +270,9 @@ def _json_for_script(obj: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def viewer_html(plan: Plan, *, budget_bytes: int = VIEWER_BUDGET_BYTES) -> str:
-    """The viewer section's body (controls, canvases, data, script); empty when the plan has no voxel arrays."""
+def viewer_html(plan: Plan | ViewerInput, *, budget_bytes: int = VIEWER_BUDGET_BYTES) -> str:
+    """The viewer section's body (controls, canvases, data, script) for a plan or a :class:`ViewerInput`; empty
+    when there is nothing to show. One viewer per HTML document (it is found by its element ids)."""
     from importlib import resources
 
     data = viewer_payload(plan, budget_bytes=budget_bytes)
@@ -259,10 +288,9 @@ def viewer_html(plan: Plan, *, budget_bytes: int = VIEWER_BUDGET_BYTES) -> str:
     bg = data.get("background", {}).get("kind")
     if bg == "density":
         notes.append("No CT in the plan: the background is the density map.")
-    dose = data.get("dose")
-    if dose:
-        notes.append(f"Dose: {html.escape(str(dose['method']))} map, max {dose['max_gy']:.1f} Gy; read under the "
-                     "cursor to 0.1 Gy.")
+    for k, dose in enumerate(data["doses"]):
+        role = "shown as the wash and isodoses" if k == 0 else "read under the cursor"
+        notes.append(f"{html.escape(str(dose['label']))}: max {dose['max_gy']:.1f} Gy ({role}; to 0.1 Gy).")
     note = "".join(f"<p class='note'>{n}</p>" for n in notes)
     return (
         '<div id="viewer" class="viewer">'

@@ -31,7 +31,7 @@
 
   var N = NZ * NY * NX;
   var state = {
-    bg: null, dose: null, masks: [], wash: true, opacity: 0.45,
+    bg: null, dose: null, maps: [], masks: [], wash: true, opacity: 0.45,
     win: null, slice: { axial: D.centre[0], coronal: D.centre[1], sagittal: D.centre[2] }
   };
 
@@ -60,6 +60,11 @@
   }
   function lin(z, y, x) { return (z * NY + y) * NX + x; }
   function doseAt(i) { return state.dose ? state.dose[i] * D.dose.step_gy : null; }
+  function dosesAt(i) {  // every dose map under the cursor: "label value Gy"
+    return D.doses.map(function (m, k) {
+      return state.maps[k] ? m.label + " " + fmtGy(state.maps[k][i] * m.step_gy) + " Gy" : null;
+    }).filter(function (t) { return t !== null; });
+  }
   function bgAt(i) {
     if (!state.bg) { return null; }
     var B = D.background;
@@ -176,7 +181,7 @@
     var A = D.affine, x = v[2], y = v[1], z = v[0];
     var p = [0, 1, 2].map(function (r) { return A[r][0] * x + A[r][1] * y + A[r][2] * z + A[r][3]; });
     var inside = D.structures.filter(function (s) { return s.mask && s.mask[i]; }).map(function (s) { return s.label; });
-    var txt = "Dose " + fmtGy(doseAt(i)) + " Gy";
+    var txt = D.doses.length > 1 ? dosesAt(i).join(" · ") : "Dose " + fmtGy(doseAt(i)) + " Gy";
     if (state.bg) {
       var b = bgAt(i);
       txt += " · " + D.background.kind + " " + (D.background.kind === "CT" ? Math.round(b) + " HU (≈)" : b.toFixed(2) + " " + D.background.unit);
@@ -269,13 +274,14 @@
   // ---------------------------------------------------------------------------------------- load
   var jobs = [];
   if (D.background) { jobs.push(inflate(D.background.data).then(function (b) { state.bg = b; })); }
-  if (D.dose) {
-    jobs.push(inflate(D.dose.data).then(function (b) {
+  (D.doses || []).forEach(function (m, k) {
+    jobs.push(inflate(m.data).then(function (b) {
       var d = new Uint16Array(N);
       for (var i = 0; i < N; i++) { d[i] = b[i] | (b[N + i] << 8); }
-      state.dose = d;
+      state.maps[k] = d;
+      if (k === 0) { state.dose = d; }
     }));
-  }
+  });
   D.structures.forEach(function (s) {
     jobs.push(inflate(s.data).then(function (b) {
       var m = new Uint8Array(N);
