@@ -193,7 +193,7 @@ def _encode(vi: ViewerInput, f: int, can: Canonical) -> dict[str, Any]:
             "window": [-160.0, 240.0] if kind == "CT" else [0.0, 1.6], "data": _pack(q.tobytes()),
         }
         shape = q.shape
-    doses = []
+    doses: list[dict[str, Any]] = []
     for name, label, arr in vi.doses:
         dz = _block(can.apply(np.clip(np.nan_to_num(np.asarray(arr, dtype=np.float64)), 0.0, None)), f, "mean")
         peak = float(dz.max(initial=0.0))
@@ -225,7 +225,7 @@ def _encode(vi: ViewerInput, f: int, can: Canonical) -> dict[str, Any]:
     shift = (f - 1) / 2.0
     aff[:, 3] = aff[:, 3] + aff[:, :3] @ np.array([shift, shift, shift])
     aff[:, :3] = aff[:, :3] * f
-    peak = doses[0]["max_gy"] if doses else 0.0
+    peak = float(doses[0]["max_gy"]) if doses else 0.0
     levels = [{"gy": value, "label": label, "colour": _ISO_COLOURS[i % len(_ISO_COLOURS)],
                "visible": bool(value < peak)} for i, (value, label) in enumerate(vi.marks)]
     centre = [n // 2 for n in shape]
