@@ -143,6 +143,7 @@ def test_key_doses_against_hand_judgement(plan):
     assert plan.dosimetry.source == "voxel"
     assert kd["tumor"].value_gy == v.tumor_gy == 241.7 and kd["tumor"].bound_gy == lim.tumor_target_gy == 205.0
     assert kd["tumor"].status == "pass" and kd["tumor"].status_text == "meets target"
+    assert kd["tumor"].bound_label == "glass tumour target (not validated in NET)"  # the source's caveat, shown
     assert kd["normal_liver"].value_gy == 50.1 and kd["normal_liver"].bound_gy == 75.0
     assert kd["normal_liver"].status == "pass"
     assert kd["lung"].value_gy == 20.4 and kd["lung"].bound_gy == 25.0  # the case's override of 30 Gy

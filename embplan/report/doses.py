@@ -98,8 +98,9 @@ def key_doses(plan: Plan) -> list[KeyDose]:
                            else "", _judge(value, bound, kind)))
 
     device = lim.device
+    caveat = " (not validated in NET)" if "not validated in NET" in lim.tumor_target_source else ""
     add("tumor", "Tumour (perfused)", chosen.tumor_gy, lim.tumor_target_gy, "target",
-        f"{device} tumour target", lim.tumor_target_source)
+        f"{device} tumour target{caveat}", lim.tumor_target_source)
     nl_limit = lim.applicable_normal_liver_limit_gy
     add("normal_liver", "Non-tumour liver (whole)", chosen.normal_liver_gy, nl_limit, "limit",
         f"limit ({lim.normal_liver_limit_reason})", lim.normal_liver_limit_source)
