@@ -291,6 +291,8 @@ def test_without_voxels_or_dosimetry():
     assert "doses" not in d.sections
     assert "No radioembolization" in d.all_text
     assert "no activity and no radiation dose" in d.all_text
+    one = _page_one_text(report.render_report(q))
+    assert "Procedure Activity (GBq): 3.42 · Segments: 5, 6, 7, 8 No deviation from the standard protocol." in one
     assert len(d.flag_rows) == 3
 
 

@@ -77,7 +77,10 @@ def report_path(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("browser") / "report.html"
     # the hand-built plan with a board review, flags and voxel data: page one at its fullest
-    report.write_report(build_plan(shape=(24, 20, 18)).model_copy(update={"board": _board()}), path)
+    plan = build_plan(shape=(24, 20, 18))
+    long = plan.flags[0].model_copy(update={"evidence": "A long citation list; " * 30})  # must not widen the page
+    plan = plan.model_copy(update={"board": _board(), "flags": [long, *plan.flags[1:]]})
+    report.write_report(plan, path)
     return path
 
 
@@ -128,6 +131,7 @@ def test_page_one_holds_the_answer(page):
     # one laptop screen (a 1366 x 800 CSS-pixel viewport): page one is on screen without scrolling
     rect = page.execute_script("return document.getElementById('page-one').getBoundingClientRect().toJSON()")
     assert rect["bottom"] <= LAPTOP_VIEWPORT_PX[1] and rect["right"] <= LAPTOP_VIEWPORT_PX[0], rect
+    assert page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")  # no sideways
 
 
 def test_page_one_fits_one_printed_a4_page(page, artifacts):

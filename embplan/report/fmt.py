@@ -122,7 +122,8 @@ _WORDS = {
     "ecog": "ECOG",
     "bsa": "BSA",
     "tn": "T/N",
-    "um": "µm",
+    "um": "(µm)",
+    "mg": "(mg)",
     "gy": "(Gy)",
     "gbq": "(GBq)",
     "kg": "(kg)",
@@ -187,7 +188,7 @@ def value_text(value: Any) -> str:
     if isinstance(value, Mapping):
         parts = [f"{esc(field_label(str(k)).lower())} {value_text(v)}" for k, v in value.items()
                  if v is not None and v != [] and v != {}]
-        return "; ".join(parts) if parts else _DASH
+        return ", ".join(parts) if parts else _DASH
     if isinstance(value, (list, tuple)):
         return ", ".join(value_text(v) for v in value) if value else _DASH
     return esc(value)

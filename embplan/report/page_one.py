@@ -182,7 +182,7 @@ def untreated_lesions(plan: Plan) -> list[tuple[str, float, float]]:
 def _activity(plan: Plan) -> str:
     d = plan.dosimetry
     if d is None:
-        return (f"<h2>Activity and doses</h2><p class='activity no-dose'>{esc(plan.procedure.kind)}: no radioactive "
+        return (_protocol(plan) + f"<p class='activity no-dose'>{esc(plan.procedure.kind)}: no radioactive "
                 "device, so no activity and no radiation dose; every dose limit is not applicable.</p>")
     rx = d.prescription
     parts = [
@@ -211,6 +211,24 @@ def _activity(plan: Plan) -> str:
                      "capped.</span>")
     parts.append("</div>")
     return "".join(parts)
+
+
+def _protocol(plan: Plan) -> str:
+    """The procedure's parameters against its standard protocol (the answer for TAE / TACE)."""
+    from .fmt import field_label, value_text
+
+    proc = plan.procedure
+    params = " · ".join(f"<b>{esc(field_label(k))}:</b> {value_text(v)}" for k, v in proc.parameters.items()
+                       if v is not None and v != [] and v != {})
+    out = "<h2>Procedure</h2>"
+    if params:
+        out += f"<p class='parameters'>{params}</p>"
+    if proc.deviations:
+        out += ("<p class='deviations'><b class='conflict'>Deviations from the standard protocol:</b> "
+                + esc("; ".join(proc.deviations)) + "</p>")
+    else:
+        out += "<p class='note'>No deviation from the standard protocol.</p>"
+    return out
 
 
 def _doses(plan: Plan) -> str:
