@@ -166,6 +166,21 @@ def test_key_doses_against_hand_judgement(plan):
     assert kd3["tumor"].value_gy is None and kd3["tumor"].status == "na"
 
 
+def test_cumulative_lung_dose_after_a_prior_session(plan):
+    """With a prior radioembolization the lung's cumulative dose (this session + prior) is judged against the
+    cumulative limit, and the session's lung dose against the smaller of the session limit and what remains."""
+    d = plan.dosimetry
+    lim = d.limits.model_copy(update={"prior_lung_dose_gy": 32.0, "lung_remaining_gy": 18.0})
+    p = plan.model_copy(update={"dosimetry": d.model_copy(update={"limits": lim})})
+    kd = {k.key: k for k in report.key_doses(p)}
+    assert kd["lung"].bound_gy == 18.0 and kd["lung"].bound_label == "remaining cumulative allowance"
+    assert kd["lung"].status == "fail"  # 20.4 Gy > 18 Gy left
+    assert kd["lung_cumulative"].value_gy == pytest.approx(52.4) and kd["lung_cumulative"].bound_gy == 50.0
+    assert kd["lung_cumulative"].status == "fail"
+    one = _page_one_text(report.render_report(p))
+    assert "Lungs (cumulative, all sessions) cumulative limit 52.4 ≤ 50.0 Gy over limit" in one
+
+
 def test_headline_and_tables_print_the_same_numbers(plan, html_text):
     """Every key dose reads the same on page one, in the detail table and as the plan field rounded to 0.1 Gy."""
     for k in report.key_doses(plan):
