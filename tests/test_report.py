@@ -408,7 +408,7 @@ def test_viewer_data_equals_the_plan(plan, html_text):
     dose = plan.voxel.arrays["dose_vsv_density_gy"]
     assert np.max(np.abs(v["dose"] - dose)) <= meta["dose"]["step_gy"] / 2 + 1e-9
     assert meta["dose"]["method"] == "vsv_density" and "data" not in meta["dose"]  # embedded once
-    assert [d["method"] for d in meta["doses"]] == ["vsv_density", "ldm"]  # the one in force first
+    assert [d["method"] for d in meta["doses"]] == ["vsv_density"]  # the map in force only
     for name, m in plan.voxel.masks().items():
         assert np.array_equal(v["masks"][name], m), name
     ct = plan.voxel.arrays["ct_hu"]

@@ -128,7 +128,7 @@ def _block(array: np.ndarray, f: int, how: str) -> np.ndarray:
 
 
 def _pack(raw: bytes) -> str:
-    return base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
+    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
 
 
 def _shuffle16(a: np.ndarray) -> bytes:
@@ -155,8 +155,8 @@ class ViewerInput:
 
 
 def plan_viewer_input(plan: Plan) -> ViewerInput | None:
-    """The viewer input of a plan: its dose map in force (then its other dose maps), CT (else density), masks, and
-    every limit and target in force as isodose levels."""
+    """The viewer input of a plan: its dose map in force, CT (else density), masks, and every limit and target in
+    force as isodose levels."""
     from .figures import DEFAULT_ISODOSE_LEVELS_GY, _centre_index, _pick_dose
 
     voxel = plan.voxel
@@ -166,9 +166,7 @@ def plan_viewer_input(plan: Plan) -> ViewerInput | None:
     doses: list[tuple[str, str, np.ndarray]] = []
     if picked is not None:
         method, main = picked
-        doses.append((method, f"{method} dose", main))
-        doses += [(m, f"{m} dose", np.asarray(a, dtype=float)) for m, a in sorted(voxel.dose_maps().items())
-                  if m != method]
+        doses.append((method, f"{method} dose", main))  # the map in force only: the others are in the tables
     background: tuple[str, np.ndarray] | None = None
     if "ct_hu" in voxel.arrays:
         background = ("CT", np.asarray(voxel.arrays["ct_hu"]))
