@@ -140,13 +140,36 @@ def write_seg(
             tracking_id=name[:64],
         ))
     d = np.asarray(grid.direction, dtype=float).reshape(3, 3)
-    dz, dy, dx = grid.spacing_mm
     positions = [
         hd.PlanePositionSequence(coordinate_system="PATIENT",
                                  image_position=[float(v) for v in grid.index_to_patient_mm(np.array([k, 0.0, 0.0]))])
         for k in range(grid.shape[0])
     ]
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(hd, source, stack, descriptions, positions, grid, d, series_number, series_description)
+    except (ValueError, TypeError, AttributeError) as exc:  # highdicom's checks: never a traceback at the CLI
+        raise ImagingError(f"{out}: cannot build the DICOM SEG ({exc})") from exc
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            seg.save_as(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ImagingError(f"{out}: cannot write the DICOM SEG ({exc})") from exc
+        raise
+    log.info("SEG written to %s (%d segments, grid %s)", out, len(names), grid.shape)
+    return out
+
+
+def _segmentation(hd: Any, source: Dataset, stack: np.ndarray, descriptions: list[Any], positions: list[Any],
+                  grid: Grid, d: np.ndarray, series_number: int, series_description: str) -> Any:
+    dz, dy, dx = grid.spacing_mm
+    return hd.seg.Segmentation(
         source_images=[source],
         pixel_array=stack.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -167,18 +190,3 @@ def write_seg(
         plane_positions=positions,
         omit_empty_frames=False,
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            seg.save_as(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise ImagingError(f"{out}: cannot write the DICOM SEG ({exc})") from exc
-        raise
-    log.info("SEG written to %s (%d segments, grid %s)", out, len(names), grid.shape)
-    return out
