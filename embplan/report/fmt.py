@@ -23,6 +23,7 @@ __all__ = [
     "ml",
     "kg",
     "structure_label",
+    "method_label",
     "field_label",
     "threshold_label",
     "threshold_value",
@@ -142,6 +143,18 @@ _UNIT_SUFFIXES = (
     "_10e9_per_l", "_ml_min", "_mg_m2", "_mg_dl", "_g_cm3", "_fraction", "_percent", "_heartbeats", "_years",
     "_months", "_gy", "_gbq", "_mbq", "_kg", "_ml", "_mm", "_mg", "_um", "_hours", "_cm", "_m2",
 )
+
+
+_METHODS = {
+    "vsv_density": "voxel S-value, density-corrected",
+    "vsv": "voxel S-value, water",
+    "ldm": "local deposition",
+}
+
+
+def method_label(method: str) -> str:
+    """A dose method in words: ``vsv_density`` -> ``voxel S-value, density-corrected``."""
+    return _METHODS.get(method, method.replace("_", " "))
 
 
 def field_label(name: str) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..grid import Grid
 from .doses import dose_marks
-from .fmt import structure_label
+from .fmt import method_label, structure_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan_model import Plan
@@ -166,7 +166,7 @@ def plan_viewer_input(plan: Plan) -> ViewerInput | None:
     doses: list[tuple[str, str, np.ndarray]] = []
     if picked is not None:
         method, main = picked
-        doses.append((method, f"{method} dose", main))  # the map in force only: the others are in the tables
+        doses.append((method, f"Dose ({method_label(method)})", main))  # the map in force only: the others are in the tables
     background: tuple[str, np.ndarray] | None = None
     if "ct_hu" in voxel.arrays:
         background = ("CT", np.asarray(voxel.arrays["ct_hu"]))

@@ -267,7 +267,7 @@
     for (var k = 0; k < 256; k++) { var col = LUT[k]; x.fillStyle = "rgb(" + col.join(",") + ")"; x.fillRect(k, 0, 1, 12); }
     bar.appendChild(document.createTextNode("0 Gy "));
     bar.appendChild(c);
-    bar.appendChild(document.createTextNode(" " + D.dose.max_gy.toFixed(1) + " Gy (" + D.dose.method +
+    bar.appendChild(document.createTextNode(" " + D.dose.max_gy.toFixed(1) + " Gy (" + D.dose.label +
       "; wash hidden below 2 % of the maximum)"));
   }
 
