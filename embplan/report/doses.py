@@ -67,7 +67,9 @@ def dose_definition(plan: Plan) -> str:
     chosen = chosen_doses(plan)
     assert chosen is not None
     if chosen.source == "voxel":
-        how = f"voxel dose map ({d.method}), mass-weighted mean over the structure"
+        from .fmt import method_label
+
+        how = f"voxel dose map ({method_label(d.method)}), mass-weighted mean over the structure"
     else:
         how = f"{chosen.source} compartment model, mean over the compartment"
     return f"Mean absorbed dose; {how}; for the prescribed activity {d.prescription.activity_gbq:.2f} GBq."
