@@ -592,3 +592,44 @@ def test_viewer_reusable_for_planned_and_delivered(plan):
     assert np.max(np.abs(decoded["dose"] - delivered)) <= decoded["meta"]["doses"][0]["step_gy"] / 2 + 1e-9
     assert decoded["meta"]["isodoses"][0]["label"] == "non-tumour liver limit"
     assert "research software, not a medical device" in text
+
+
+def test_doses_follow_the_delivered_meaning_when_the_plan_has_it(plan):
+    """Plans with issue 13's meaning (``dose_activity == "delivered"``: the rules check the compartment model at
+    the delivered activity) print the compartment model's doses, even with images; older plans the voxel map's."""
+    from types import SimpleNamespace
+
+    from embplan.report.doses import chosen_doses, dose_definition
+
+    d = plan.dosimetry
+    assert chosen_doses(plan) is d.voxel  # this (older) plan: the voxel map, as its rules read it
+    newer = SimpleNamespace(dosimetry=SimpleNamespace(**dict(d), dose_activity="delivered"))
+    assert chosen_doses(newer) is d.compartment
+    kd = {k.key: k for k in report.key_doses(newer)}
+    assert kd["normal_liver"].value_gy == d.compartment.normal_liver_gy == 48.2
+    assert kd["lung"].value_gy == d.compartment.lung_gy == 21.0
+    assert dose_definition(newer).endswith(f"for the delivered activity {d.activity_gbq:.2f} GBq.")
+
+
+def test_lesion_table_from_the_plans_lesion_records():
+    """Issue 13's lesion records (when a plan has them) give the per-lesion table and the lesions outside the
+    treated territory; the report adds no partial-volume note of its own then."""
+    from types import SimpleNamespace
+
+    from embplan.report.detail import lesion_table
+    from embplan.report.page_one import untreated_lesions
+
+    lesions = [
+        SimpleNamespace(name="tumor_1", volume_ml=79.27, equivalent_diameter_mm=53.3, perfused_fraction=1.0,
+                        mean_gy=342.67, local_deposition_gy=367.01, recovery_corrected_gy=None,
+                        partial_volume_warning=False, note=""),
+        SimpleNamespace(name="tumor_5", volume_ml=1.554, equivalent_diameter_mm=14.4, perfused_fraction=0.0,
+                        mean_gy=0.0, local_deposition_gy=0.0, recovery_corrected_gy=None,
+                        partial_volume_warning=True, note="outside the perfused territory"),
+    ]
+    text = _parse(lesion_table(lesions)).all_text
+    assert "Tumour 1 79.3 53.3 100 % 342.7 367.0 –" in text
+    assert "Tumour 5 1.55 14.4 0 % 0.0 0.0 – partial-volume effect: mean dose underestimated. outside the perfused" \
+           " territory" in text
+    fake = SimpleNamespace(dosimetry=SimpleNamespace(lesions=lesions), voxel=None)
+    assert untreated_lesions(fake) == [("tumor_5", 1.554, 0.0)]

@@ -97,12 +97,37 @@ def _doses_section(plan: Plan, pv_diameter_mm: float) -> str:
         f"<tbody>{body_rows}</tbody></table>"
         f"<p class='note'>The {in_use} column is the one in force (page one, the rules).</p>"
     )
+    lesions = getattr(d, "lesions", None)
     if d.structures:
-        body += _structure_table(plan, pv_diameter_mm)
+        body += _structure_table(plan, pv_diameter_mm, own_pv_note=not lesions)
+    if lesions:
+        body += lesion_table(lesions)
     return _section("doses", "Absorbed doses", body)
 
 
-def _structure_table(plan: Plan, pv_diameter_mm: float) -> str:
+def lesion_table(lesions: list[Any]) -> str:
+    """Issue 13's per-lesion records (name, volume, equivalent diameter, perfused fraction, voxel-map mean, local
+    deposition mean, partial-volume warning, note), as the plan computed them."""
+    rows = "".join(
+        f'<tr class="lesion{" pv-warning" if x.partial_volume_warning else ""}"><td>{esc(structure_label(x.name))}</td>'
+        f"<td class='num'>{ml(x.volume_ml)}</td><td class='num'>{sig3(x.equivalent_diameter_mm)}</td>"
+        f"<td class='num'>{percent(x.perfused_fraction, 0)}</td><td class='num'>{gy(x.mean_gy)}</td>"
+        f"<td class='num'>{gy(x.local_deposition_gy)}</td>"
+        f"<td class='num'>{gy(getattr(x, 'recovery_corrected_gy', None))}</td>"
+        f"<td class='note'>{'partial-volume effect: mean dose underestimated. ' if x.partial_volume_warning else ''}"
+        f"{esc(x.note)}</td></tr>"
+        for x in lesions
+    )
+    return (
+        "<h3>Per lesion</h3>"
+        '<table class="lesions"><thead><tr><th>Lesion</th><th class="num">Volume (mL)</th>'
+        '<th class="num">Diameter (mm)</th><th class="num">Perfused</th><th class="num">Mean, voxel map (Gy)</th>'
+        '<th class="num">Mean, local deposition (Gy)</th><th class="num">Recovery-corrected (Gy)</th><th>Note</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _structure_table(plan: Plan, pv_diameter_mm: float, own_pv_note: bool = True) -> str:
     d = plan.dosimetry
     assert d is not None
     dkeys = ("D95", "D70", "D50", "D2")
@@ -112,7 +137,7 @@ def _structure_table(plan: Plan, pv_diameter_mm: float) -> str:
         rec = d.dvh.get(s.structure)
         dvals = "".join(f"<td class='num'>{gy(rec.d_gy.get(k)) if rec else '–'}</td>" for k in dkeys)
         note = ""
-        if s.structure.startswith(("tumor", "tumour")):
+        if own_pv_note and s.structure.startswith(("tumor", "tumour")):
             diam = _equivalent_diameter_mm(s.volume_ml)
             if diam < pv_diameter_mm:
                 note = (f"{diam:.0f} mm equivalent sphere: partial-volume effect likely, mean dose underestimated "

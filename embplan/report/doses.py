@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan_model import CompartmentDoses, Plan
 
-__all__ = ["KeyDose", "key_doses", "chosen_doses", "dose_definition", "dose_marks"]
+__all__ = ["KeyDose", "key_doses", "chosen_doses", "delivered_meaning", "dose_definition", "dose_marks"]
 
 Status = Literal["pass", "fail", "na"]
 
@@ -49,11 +49,22 @@ class KeyDose:
         return "within limit" if self.status == "pass" else "over limit"
 
 
+def delivered_meaning(plan: Plan) -> bool:
+    """True for plans whose doses follow issue 13's meaning (``dosimetry.dose_activity == "delivered"``): the rules
+    check the compartment model at the delivered activity, with or without images. Older plans (and plans from
+    before that field existed) checked the voxel map's means when images were given."""
+    d = plan.dosimetry
+    return d is not None and getattr(d, "dose_activity", "prescribed") == "delivered"
+
+
 def chosen_doses(plan: Plan) -> CompartmentDoses | None:
-    """The dose set the plan's rules checked: the voxel map's when the plan has one, else the compartment model's."""
+    """The dose set the plan's rules checked: the compartment model's for plans with the delivered-activity
+    meaning; for older plans the voxel map's when the plan has one, else the compartment model's."""
     d = plan.dosimetry
     if d is None:
         return None
+    if delivered_meaning(plan):
+        return d.compartment
     if d.source == "voxel" and d.voxel is not None:
         return d.voxel
     return d.compartment
@@ -72,6 +83,8 @@ def dose_definition(plan: Plan) -> str:
         how = f"voxel dose map ({method_label(d.method)}), mass-weighted mean over the structure"
     else:
         how = f"{chosen.source} compartment model, mean over the compartment"
+    if delivered_meaning(plan):
+        return f"Mean absorbed dose; {how}; for the delivered activity {d.activity_gbq:.2f} GBq."
     return f"Mean absorbed dose; {how}; for the prescribed activity {d.prescription.activity_gbq:.2f} GBq."
 
 

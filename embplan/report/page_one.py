@@ -158,6 +158,10 @@ def _board(plan: Plan) -> str:
 
 def untreated_lesions(plan: Plan) -> list[tuple[str, float, float]]:
     """Lesions mostly outside the perfused territory: (name, volume mL, fraction inside), from the plan's masks."""
+    lesions = getattr(plan.dosimetry, "lesions", None) if plan.dosimetry is not None else None
+    if lesions:  # issue 13's lesion table carries each lesion's perfused fraction
+        return [(str(x.name), float(x.volume_ml), float(x.perfused_fraction)) for x in lesions
+                if x.perfused_fraction < OUTSIDE_TERRITORY_FRACTION]
     v = plan.voxel
     if v is None:
         return []
@@ -198,6 +202,11 @@ def _activity(plan: Plan) -> str:
                      f"({percent(dl.residual_fraction, 0)} residual)")
         if dl.activity_at_calibration_gbq is not None:
             parts.append(f"; order {gbq(dl.activity_at_calibration_gbq)} GBq at calibration")
+        # issue 13's delivery tolerance, when the plan records it
+        if getattr(dl, "within_tolerance", None) is False:
+            dev, tol = getattr(dl, "deviation_fraction", None), getattr(dl, "tolerance_fraction", None)
+            parts.append(f"<br><span class='conflict'>Delivered activity deviates {percent(dev)} from the "
+                         f"prescription (tolerance {percent(tol, 0)}).</span>")
         if dl.glass_vial_gbq is not None and dl.glass_vial_delivered_gbq is not None:
             dev = dl.glass_vial_deviation_fraction
             parts.append(f"<br>Nearest glass vial {sig3(dl.glass_vial_gbq)} GBq delivers "
