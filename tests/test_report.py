@@ -603,7 +603,7 @@ def test_doses_follow_the_delivered_meaning_when_the_plan_has_it(plan):
 
     d = plan.dosimetry
     assert chosen_doses(plan) is d.voxel  # this (older) plan: the voxel map, as its rules read it
-    newer = SimpleNamespace(dosimetry=SimpleNamespace(**dict(d), dose_activity="delivered"))
+    newer = SimpleNamespace(dosimetry=SimpleNamespace(**(dict(d) | {"dose_activity": "delivered"})))
     assert chosen_doses(newer) is d.compartment
     kd = {k.key: k for k in report.key_doses(newer)}
     assert kd["normal_liver"].value_gy == d.compartment.normal_liver_gy == 48.2
