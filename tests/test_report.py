@@ -375,6 +375,19 @@ def test_board_on_page_one_and_in_detail():
     d = _parse(html_text)
     assert "board" in d.sections
     assert "Resection: not eligible" in d.all_text and "R0 resection feasible unmet no feasible ENETS 2023" in d.all_text
+    assert "What would change the recommendation future liver remnant volumetry" in d.all_text
+    # many gaps and long reasons: page one counts and clips them, the detail lists them whole
+    b = _board()
+    long_reason = "untreated disease, ladder step one, " + "with a long explanation " * 12
+    steps = [b.recommendation.steps[0], b.recommendation.steps[1].model_copy(update={"reason": long_reason})]
+    b = b.model_copy(update={"recommendation": b.recommendation.model_copy(update={"steps": steps}),
+                             "data_gaps": [f"gap {i}" for i in range(6)]})
+    text = report.render_report(p.model_copy(update={"board": b}))
+    one = _page_one_text(text)
+    assert "7 missing data or findings would change the recommendation" in one and "gap 3" not in one
+    assert " …" in one and long_reason.strip() not in one
+    full = _parse(text).all_text
+    assert "gap 3" in full and long_reason.strip() in " ".join(full.split())
 
 
 # --------------------------------------------------------------------------------------------- viewer

@@ -79,7 +79,14 @@ def report_path(tmp_path_factory) -> Path:
     # the hand-built plan with a board review, flags and voxel data: page one at its fullest
     plan = build_plan(shape=(24, 20, 18))
     long = plan.flags[0].model_copy(update={"evidence": "A long citation list; " * 30})  # must not widen the page
-    plan = plan.model_copy(update={"board": _board(), "flags": [long, *plan.flags[1:]]})
+    board = _board()
+    # a board as long as a real one (embplan's own demo review): long reasons, ten data gaps
+    steps = [st.model_copy(update={"reason": st.reason + "; " + "the lobe's ladder step and its evidence " * 6})
+             for st in board.recommendation.steps]
+    rec = board.recommendation.model_copy(update={"steps": steps})
+    gaps = [f"Criterion {i}: a datum not given (disease.field_{i}), which would settle it" for i in range(10)]
+    board = board.model_copy(update={"recommendation": rec, "data_gaps": gaps})
+    plan = plan.model_copy(update={"board": board, "flags": [long, *plan.flags[1:]]})
     report.write_report(plan, path)
     return path
 

@@ -277,6 +277,15 @@ def _board_section(plan: Plan) -> str:
                  f"<th>Requirement</th><th>Source</th></tr></thead><tbody>{crit}</tbody></table>") if crit else ""
         parts.append(f"<h3>{esc(opt.title)}: {esc(opt.status.value.replace('_', ' '))}</h3>"
                      f"<p>{esc(opt.reason)}</p>{table}")
+    gaps = list(b.data_gaps) + [w for w in b.recommendation.would_change if w not in b.data_gaps]
+    if gaps:
+        parts.append("<h3>What would change the recommendation</h3><ul class='would-change'>"
+                     + "".join(f"<li>{esc(g)}</li>" for g in gaps) + "</ul>")
+    if b.recommendation.steps:
+        parts.append("<h3>Recommended steps in full</h3><ol class='board-steps-full'>" + "".join(
+            f"<li><b>{esc(st.action)}</b>: {esc(st.reason)}"
+            + (f" <span class='evidence'>({esc('; '.join(st.citations))})</span>" if st.citations else "")
+            + "</li>" for st in sorted(b.recommendation.steps, key=lambda st: st.order)) + "</ol>")
     liver = b.liver
     lrows = [("ALBI", f"{sig3(liver.albi_score)} (grade {esc(liver.albi_grade)})" if liver.albi_score is not None
               else "–"), ("Cirrhosis", value_text(liver.cirrhosis)), ("Compensated", value_text(liver.compensated))]

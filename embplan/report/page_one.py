@@ -127,14 +127,16 @@ def _board(plan: Plan) -> str:
     out = ["<h2>Board recommendation</h2>", f'<p class="answer board-summary">{esc(rec.summary)}</p>']
     if rec.steps:
         out.append('<ol class="board-steps">' + "".join(
-            f"<li><b>{esc(s.action)}</b> <span class='note'>{esc(s.reason)}</span></li>"
+            f"<li><b>{esc(s.action)}</b> <span class='note' title=\"{html.escape(s.reason)}\">"
+            f"{esc(_clip(s.reason, 130))}</span></li>"
             for s in sorted(rec.steps, key=lambda s: s.order)) + "</ol>")
     if b.course:
         rows = []
         for c in b.course:
             disease = "–" if c.disease_present is None else ("yes" if c.disease_present else "no")
             history = "; ".join(c.history) if c.history else "untreated"
-            rows.append(f"<tr><td>{esc(c.territory)}</td><td>{disease}</td><td>{esc(history)}"
+            rows.append(f"<tr><td>{esc(c.territory)}</td><td>{disease}</td><td title=\"{html.escape(history)}\">"
+                        f"{esc(_clip(history, 140))}"
                         + (f" ({esc(c.last_response)})" if c.last_response else "")
                         + f"</td><td>{esc(c.next_step)}</td></tr>")
         out.append('<table class="board-course"><thead><tr><th>Territory</th><th>Disease</th><th>So far</th>'
@@ -150,10 +152,23 @@ def _board(plan: Plan) -> str:
             + (f" ({s.interval_days} days after the previous)" if s.interval_days is not None else "")
             + "</li>" for s in sorted(b.staged_plan, key=lambda s: s.order))
         out.append(f'<div class="staged"><b>Staged plan</b><ol>{steps}</ol></div>')
-    if rec.would_change or b.data_gaps:
-        gaps = list(b.data_gaps) + [w for w in rec.would_change if w not in b.data_gaps]
-        out.append(f'<p class="gaps">Would change with: {esc("; ".join(gaps))}</p>')
+    gaps = list(b.data_gaps) + [w for w in rec.would_change if w not in b.data_gaps]
+    if len(gaps) == 1:
+        out.append(f'<p class="gaps">Would change with: {esc(_clip(gaps[0], 160))}</p>')
+    elif gaps:
+        out.append(f'<p class="gaps">{len(gaps)} missing data or findings would change the recommendation (listed '
+                   "under <a href='#board'>Tumour board</a>).</p>")
     return "".join(out)
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, with an ellipsis (the full text stays in the
+    detail and in the element's title)."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;: ")
+    return cut + " …"
 
 
 def untreated_lesions(plan: Plan) -> list[tuple[str, float, float]]:
