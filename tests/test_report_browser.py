@@ -66,16 +66,11 @@ def driver():
     drv.quit()
 
 
-@pytest.fixture(scope="module")
-def report_path(tmp_path_factory) -> Path:
-    given = os.environ.get("EMBPLAN_DEMO_REPORT")
-    if given:
-        path = Path(given)
-        assert path.is_file(), f"EMBPLAN_DEMO_REPORT={given} does not exist"
-        return path
+def fullest_plan():
+    """The hand-built plan with voxel data, a board review as long as a real one (embplan's own demo review: long
+    reasons, ten data gaps, eleven options) and a flag with a long citation: page one at its fullest."""
     from tests.test_report import _board
 
-    path = tmp_path_factory.mktemp("browser") / "report.html"
     # the hand-built plan with a board review, flags and voxel data: page one at its fullest
     plan = build_plan(shape=(24, 20, 18))
     long = plan.flags[0].model_copy(update={"evidence": "A long citation list; " * 30})  # must not widen the page
@@ -85,9 +80,30 @@ def report_path(tmp_path_factory) -> Path:
              for st in board.recommendation.steps]
     rec = board.recommendation.model_copy(update={"steps": steps})
     gaps = [f"Criterion {i}: a datum not given (disease.field_{i}), which would settle it" for i in range(10)]
-    board = board.model_copy(update={"recommendation": rec, "data_gaps": gaps})
+    titles = ["Curative (R0) resection of the liver metastases", "Repeat resection for liver-only recurrence",
+              "Cytoreductive debulking (surgery, with ablation)", "Liver transplant: Milan-NET criteria",
+              "Liver transplant: ENETS 2016 criteria", "Liver transplant: OPTN/UNOS MELD-exception criteria",
+              "Thermal ablation (microwave, radiofrequency or cryoablation)", "Resection combined with ablation",
+              "Systemic therapy: SSA, PRRT (177Lu-DOTATATE), targeted or chemotherapy"]
+    statuses = ["not_eligible"] * 4 + ["needs_data"] * 4 + ["possible"]
+    from embplan.board.model import OptionStatus
+
+    options = [board.options[0].model_copy(update={"key": f"o{i}", "title": t, "status": OptionStatus(st)})
+               for i, (t, st) in enumerate(zip(titles, statuses, strict=True))]
+    board = board.model_copy(update={"recommendation": rec, "data_gaps": gaps, "options": options})
     plan = plan.model_copy(update={"board": board, "flags": [long, *plan.flags[1:]]})
-    report.write_report(plan, path)
+    return plan
+
+
+@pytest.fixture(scope="module")
+def report_path(tmp_path_factory) -> Path:
+    given = os.environ.get("EMBPLAN_DEMO_REPORT")
+    if given:
+        path = Path(given)
+        assert path.is_file(), f"EMBPLAN_DEMO_REPORT={given} does not exist"
+        return path
+    path = tmp_path_factory.mktemp("browser") / "report.html"
+    report.write_report(fullest_plan(), path)
     return path
 
 

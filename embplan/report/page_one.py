@@ -171,6 +171,24 @@ def _clip(text: str, limit: int) -> str:
     return cut + " …"
 
 
+_OPTION_GROUPS = (("possible", "Possible"), ("needs_data", "Needs data"), ("not_eligible", "Not eligible"))
+
+
+def _options(plan: Plan) -> str:
+    """The board's other options, one line per status (the recommended ones are the steps above)."""
+    b = plan.board
+    if b is None or not b.options:
+        return ""
+    lines = []
+    for status, label in _OPTION_GROUPS:
+        titles = [o.title for o in b.options if getattr(o.status, "value", o.status) == status]
+        if titles:
+            lines.append(f'<div class="option-group" data-status="{status}"><b>{label}:</b> '
+                         + "; ".join(f'<span title="{html.escape(t)}">{esc(_clip(t, 42))}</span>' for t in titles)
+                         + "</div>")
+    return "<h2>Other options</h2>" + "".join(lines) if lines else ""
+
+
 def untreated_lesions(plan: Plan) -> list[tuple[str, float, float]]:
     """Lesions mostly outside the perfused territory: (name, volume mL, fraction inside), from the plan's masks."""
     lesions = getattr(plan.dosimetry, "lesions", None) if plan.dosimetry is not None else None
@@ -317,7 +335,7 @@ def page_one(plan: Plan, *, generated_utc: str, title: str | None = None) -> str
         f"{esc(_when(generated_utc))}, "
         f"embplan {esc(plan.provenance.embplan_version)}</div></header>"
     )
-    left = _board(plan) + _activity(plan)
+    left = _board(plan) + _options(plan) + _activity(plan)
     right = _doses(plan) + _flags(plan)
     signoff = (
         '<div class="signoff"><div>Prepared by</div><div>Date</div><div>Checked by (physicist)</div><div>Date</div>'
