@@ -275,8 +275,10 @@ def _board_section(plan: Plan) -> str:
         )
         table = ('<table class="criteria"><thead><tr><th>Criterion</th><th>Status</th><th>Case value</th>'
                  f"<th>Requirement</th><th>Source</th></tr></thead><tbody>{crit}</tbody></table>") if crit else ""
-        parts.append(f"<h3>{esc(opt.title)}: {esc(opt.status.value.replace('_', ' '))}</h3>"
-                     f"<p>{esc(opt.reason)}</p>{table}")
+        status = getattr(opt.status, "value", opt.status)
+        opened = " open" if status == "recommended" else ""
+        parts.append(f'<details class="board-option option-{esc(status)}"{opened}><summary><b>{esc(opt.title)}: '
+                     f"{esc(status.replace('_', ' '))}</b> — {esc(opt.reason)}</summary>{table}</details>")
     gaps = list(b.data_gaps) + [w for w in b.recommendation.would_change if w not in b.data_gaps]
     if gaps:
         parts.append("<h3>What would change the recommendation</h3><ul class='would-change'>"
@@ -304,7 +306,8 @@ def _board_section(plan: Plan) -> str:
                        "</tr>" for f in b.follow_up)
         parts.append('<h3>Follow-up</h3><table class="follow-up"><thead><tr><th>Date</th><th>What</th>'
                      f"<th>Source</th></tr></thead><tbody>{rows}</tbody></table>")
-    return _section("board", "Tumour board: every option and its criteria", "".join(parts))
+    return _section("board", "Tumour board: every option and its criteria", "<p class='note'>Open an option to "
+                    "see each criterion, the case value it read and its source.</p>" + "".join(parts))
 
 
 # ---------------------------------------------------------------------------------------------- case, procedure
