@@ -107,11 +107,21 @@ def report_path(tmp_path_factory) -> Path:
     return path
 
 
+class _Artifacts:
+    """Screenshot paths: ``<folder>/<demo|test-plan>-<name>.png`` (the demo's report or the hand-built plan's)."""
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        self.folder, self.prefix = folder, prefix
+
+    def __truediv__(self, name: str) -> Path:
+        return self.folder / f"{self.prefix}-{name}"
+
+
 @pytest.fixture(scope="module")
-def artifacts() -> Path:
+def artifacts() -> _Artifacts:
     folder = Path(os.environ.get("EMBPLAN_ARTIFACTS", _ROOT / "ci-artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return _Artifacts(folder, "demo" if os.environ.get("EMBPLAN_DEMO_REPORT") else "test-plan")
 
 
 @pytest.fixture(scope="module")
