@@ -283,7 +283,8 @@ def _doses(plan: Plan) -> str:
         kind = {"limit": "≤", "target": "≥", "prescribed": "="}.get(k.bound_kind or "", "")
         rows.append(
             f'<tr class="key-dose" data-key="{k.key}" data-status="{k.status}"><td>{esc(k.label)}'
-            f'<div class="note bound-label">{esc(k.bound_label)}</div></td>'
+            f'<div class="note bound-label" title="{html.escape(k.bound_label)}">{esc(_clip(k.bound_label, 60))}'
+            "</div></td>"
             f'<td class="num dose-value">{gy(k.value_gy)}</td>'
             f'<td class="num bound">{kind} {bound}</td>'
             f'<td><span class="status status-{k.status}">{esc(k.status_text)}</span></td></tr>'
@@ -306,7 +307,8 @@ def _flags(plan: Plan) -> str:
     lines = "".join(
         f'<div class="flag-line" data-severity="{html.escape(f.severity.value)}">'
         f"<div>{severity_badge(f.severity.value)}</div><div><b>{html.escape(flag_title(f.code))}.</b> "
-        f"{html.escape(f.message)}<span class='evidence' title=\"{html.escape(f.evidence)}\">"
+        f"<span class='flag-message' title=\"{html.escape(f.message)}\">{html.escape(_clip(f.message, 150))}</span>"
+        f"<span class='evidence' title=\"{html.escape(f.evidence)}\">"
         f"Evidence: {html.escape(f.evidence)}</span></div></div>"
         for f in flags
     )
@@ -335,14 +337,15 @@ def page_one(plan: Plan, *, generated_utc: str, title: str | None = None) -> str
         f"{esc(_when(generated_utc))}, "
         f"embplan {esc(plan.provenance.embplan_version)}</div></header>"
     )
-    left = _board(plan) + _options(plan) + _activity(plan)
-    right = _doses(plan) + _flags(plan)
+    # blocks in reading order, flowed into two balanced columns (CSS multi-column; one column in print)
+    blocks = [_board(plan), _options(plan), _activity(plan), _doses(plan)]
+    flow = "".join(f'<div class="block">{b}</div>' for b in blocks if b) + _flags(plan)
     signoff = (
         '<div class="signoff"><div>Prepared by</div><div>Date</div><div>Checked by (physicist)</div><div>Date</div>'
         "</div>"
     )
     return (
         f'<section id="page-one" aria-label="Page one: the answer">{header}{_facts(plan)}'
-        f'<div class="cols"><div>{left}</div><div>{right}</div></div>{signoff}'
+        f'<div class="flow">{flow}</div>{signoff}'
         f'<p class="disclaimer-line">{html.escape(SHORT_DISCLAIMER)}</p></section>'
     )
