@@ -229,3 +229,30 @@ def test_dose_under_the_cursor_is_the_plans(page, report_path):
     shown = float(readout.get_attribute("data-dose-gy"))
     assert shown == pytest.approx(expected, abs=1e-9)
     assert np.isfinite(shown)
+
+
+@pytest.mark.parametrize("example", ["tare_lobar_resin.json", "tace_after_whipple.json", "deb_tace.json",
+                                     "tae_first_line.json"])
+def test_page_one_of_every_example_fits(driver, shared_examples, tmp_path, example):
+    """The users' own case files (../shared/examples, no images: planned in a second): page one fits one laptop
+    screen and one A4 page, without console errors and without sideways scrolling."""
+    import embplan
+
+    path = tmp_path / "report.html"
+    report.write_report(embplan.plan(embplan.load_case(shared_examples / example)), path)
+    driver.set_window_size(*LAPTOP_VIEWPORT_PX)
+    driver.get(path.resolve().as_uri())
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == []
+    rect = driver.execute_script("return document.getElementById('page-one').getBoundingClientRect().toJSON()")
+    assert rect["bottom"] <= LAPTOP_VIEWPORT_PX[1], (example, rect)
+    assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        inner = driver.execute_script("return window.innerWidth - document.documentElement.clientWidth")
+        driver.set_window_size(A4_PRINT_WIDTH_PX + inner, A4_PRINT_HEIGHT_PX)
+        rect = driver.execute_script("return document.getElementById('page-one').getBoundingClientRect().toJSON()")
+        assert rect["height"] <= A4_PRINT_HEIGHT_PX, (example, rect)
+    finally:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+        driver.set_window_size(1366, 900)
