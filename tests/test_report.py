@@ -254,9 +254,11 @@ def test_structure_table_with_partial_volume_note():
     small = StructureDose(structure="tumor_2", volume_ml=4.19, mass_kg=0.0044, mean_gy=180.26, bed_gy=250.0)
     p = p.model_copy(update={"dosimetry": d.model_copy(update={"structures": [*d.structures, small]})})
     text = _parse(report.render_report(p)).all_text
-    # 4.19 mL is a 20 mm sphere: under the 30 mm reading aid, so the note; the 120.5 mL union is not noted
+    # 4.19 mL (a 20 mm sphere) is under the plan's partial_volume_warning_ml (10 mL): the note; the 120.5 mL
+    # union is not noted
+    assert p.thresholds.partial_volume_warning_ml == 10.0
     assert "Tumour 2 4.19 0.004 180.3" in text
-    assert "20 mm equivalent sphere: partial-volume effect likely" in text
+    assert "4.19 mL (20 mm equivalent sphere): partial-volume effect likely" in text
     assert text.count("partial-volume effect likely") == 1
     assert "All tumours 120 0.128 241.7 – 200.0 225.1 – 310.2" in text  # D95 absent, D70, D50, D2 absent, BED
 

@@ -34,10 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["detail_sections", "relevant_thresholds", "PARTIAL_VOLUME_DIAMETER_MM"]
 
-#: Equivalent-sphere diameter (mm) under which a lesion's mean dose carries a partial-volume note: SPECT recovery
-#: coefficients fall well below 1 for objects smaller than about 2-3 times the system resolution (FWHM about
-#: 10-15 mm for Tc-99m SPECT, 15-20 mm for Y-90 bremsstrahlung SPECT); Dewaraja YK et al., MIRD Pamphlet No. 23,
-#: J Nucl Med 2012;53:1310-1325. [U] (the 30 mm cut is a reading aid, not a validated criterion)
+#: Fallback (plans whose thresholds lack ``partial_volume_warning_ml``): equivalent-sphere diameter (mm) under which
+#: a lesion's mean dose carries a partial-volume note; objects under 2-3 x the image FWHM lose mean activity (Soret M
+#: et al., J Nucl Med 48:932, 2007; Dewaraja YK et al., MIRD Pamphlet No. 23, J Nucl Med 2012). [U] A plan's own
+#: threshold ``partial_volume_warning_ml`` (issue 13) takes precedence.
 PARTIAL_VOLUME_DIAMETER_MM = 30.0
 
 
@@ -137,11 +137,13 @@ def _structure_table(plan: Plan, pv_diameter_mm: float, own_pv_note: bool = True
         rec = d.dvh.get(s.structure)
         dvals = "".join(f"<td class='num'>{gy(rec.d_gy.get(k)) if rec else '–'}</td>" for k in dkeys)
         note = ""
-        if own_pv_note and s.structure.startswith(("tumor", "tumour")):
+        if own_pv_note and s.structure.startswith(("tumor", "tumour")) and s.structure not in ("tumors", "tumours"):
             diam = _equivalent_diameter_mm(s.volume_ml)
-            if diam < pv_diameter_mm:
-                note = (f"{diam:.0f} mm equivalent sphere: partial-volume effect likely, mean dose underestimated "
-                        "(MIRD Pamphlet 23)")
+            limit_ml = getattr(plan.thresholds, "partial_volume_warning_ml", None)
+            small = s.volume_ml < limit_ml if limit_ml is not None else diam < pv_diameter_mm
+            if small:
+                note = (f"{ml(s.volume_ml)} mL ({diam:.0f} mm equivalent sphere): partial-volume effect likely, "
+                        "mean dose underestimated")
         lesion = s.structure not in ("liver", "normal_liver", "perfused", "perfused_normal_liver", "tumors",
                                      "perfused_tumors", "lungs", "lung")
         rows.append(
