@@ -645,7 +645,9 @@ def test_lesion_table_from_the_plans_lesion_records():
     ]
     text = _parse(lesion_table(lesions)).all_text
     assert "Tumour 1 79.3 53.3 100 % 342.7 367.0 –" in text
-    assert "Tumour 5 1.55 14.4 0 % 0.0 0.0 – partial-volume effect: mean dose underestimated. outside the perfused" \
-           " territory" in text
+    assert "Tumour 5 1.55 14.4 0 % 0.0 0.0 – outside the perfused territory" in text  # the plan's own note
+    lesions[1].note = ""
+    assert "Tumour 5 1.55 14.4 0 % 0.0 0.0 – partial-volume effect: mean dose underestimated" in _parse(
+        lesion_table(lesions)).all_text
     fake = SimpleNamespace(dosimetry=SimpleNamespace(lesions=lesions), voxel=None)
     assert untreated_lesions(fake) == [("tumor_5", 1.554, 0.0)]

@@ -114,8 +114,8 @@ def lesion_table(lesions: list[Any]) -> str:
         f"<td class='num'>{percent(x.perfused_fraction, 0)}</td><td class='num'>{gy(x.mean_gy)}</td>"
         f"<td class='num'>{gy(x.local_deposition_gy)}</td>"
         f"<td class='num'>{gy(getattr(x, 'recovery_corrected_gy', None))}</td>"
-        f"<td class='note'>{'partial-volume effect: mean dose underestimated. ' if x.partial_volume_warning else ''}"
-        f"{esc(x.note)}</td></tr>"
+        f"<td class='note'>{esc(x.note) if x.note else ('partial-volume effect: mean dose underestimated' if x.partial_volume_warning else '')}"
+        "</td></tr>"
         for x in lesions
     )
     return (
