@@ -374,7 +374,7 @@ def test_board_on_page_one_and_in_detail():
     assert "Staged plan TARE right lobe, from 2026-12-20 TAE left lobe (42 days after the previous)" in one
     assert "Would change with: future liver remnant volumetry" in one
     assert "No tumour-board review" not in one
-    assert "Other options Not eligible: Resection" in one  # the recommended option is a step, not repeated
+    assert "Other options: 1 not eligible (each with its criteria under Tumour board )." in one  # recommended: steps
     d = _parse(html_text)
     assert "board" in d.sections
     assert "Resection: not eligible" in d.all_text and "R0 resection feasible unmet no feasible ENETS 2023" in d.all_text

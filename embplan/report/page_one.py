@@ -128,7 +128,7 @@ def _board(plan: Plan) -> str:
     if rec.steps:
         out.append('<ol class="board-steps">' + "".join(
             f"<li><b>{esc(s.action)}</b> <span class='note' title=\"{html.escape(s.reason)}\">"
-            f"{esc(_clip(s.reason, 130))}</span></li>"
+            f"{esc(_clip(s.reason, 90))}</span></li>"
             for s in sorted(rec.steps, key=lambda s: s.order)) + "</ol>")
     if b.course:
         rows = []
@@ -136,7 +136,7 @@ def _board(plan: Plan) -> str:
             disease = "–" if c.disease_present is None else ("yes" if c.disease_present else "no")
             history = "; ".join(c.history) if c.history else "untreated"
             rows.append(f"<tr><td>{esc(c.territory)}</td><td>{disease}</td><td title=\"{html.escape(history)}\">"
-                        f"{esc(_clip(history, 140))}"
+                        f"{esc(_clip(history, 100))}"
                         + (f" ({esc(c.last_response)})" if c.last_response else "")
                         + f"</td><td>{esc(c.next_step)}</td></tr>")
         out.append('<table class="board-course"><thead><tr><th>Territory</th><th>Disease</th><th>So far</th>'
@@ -171,22 +171,29 @@ def _clip(text: str, limit: int) -> str:
     return cut + " …"
 
 
-_OPTION_GROUPS = (("possible", "Possible"), ("needs_data", "Needs data"), ("not_eligible", "Not eligible"))
+_OPTION_GROUPS = (("possible", "possible"), ("needs_data", "need data"), ("not_eligible", "not eligible"))
 
 
 def _options(plan: Plan) -> str:
-    """The board's other options, one line per status (the recommended ones are the steps above)."""
+    """The board's other options in one line: how many are possible (named), need data, are not eligible (the
+    recommended ones are the steps above; every option with its criteria is in the detail)."""
     b = plan.board
     if b is None or not b.options:
         return ""
-    lines = []
+    parts = []
     for status, label in _OPTION_GROUPS:
         titles = [o.title for o in b.options if getattr(o.status, "value", o.status) == status]
-        if titles:
-            lines.append(f'<div class="option-group" data-status="{status}"><b>{label}:</b> '
-                         + "; ".join(f'<span title="{html.escape(t)}">{esc(_clip(t, 42))}</span>' for t in titles)
-                         + "</div>")
-    return "<h2>Other options</h2>" + "".join(lines) if lines else ""
+        if not titles:
+            continue
+        named = ("" if status != "possible" else " (" + "; ".join(
+            f'<span title="{html.escape(t)}">{esc(_clip(t, 40))}</span>' for t in titles) + ")")
+        hover = html.escape("; ".join(titles))
+        parts.append(f'<span class="option-group" data-status="{status}" title="{hover}">{len(titles)} {label}'
+                     f"{named}</span>")
+    if not parts:
+        return ""
+    return ('<p class="other-options"><b>Other options:</b> ' + "; ".join(parts)
+            + " (each with its criteria under <a href='#board'>Tumour board</a>).</p>")
 
 
 def untreated_lesions(plan: Plan) -> list[tuple[str, float, float]]:
@@ -307,7 +314,7 @@ def _flags(plan: Plan) -> str:
     lines = "".join(
         f'<div class="flag-line" data-severity="{html.escape(f.severity.value)}">'
         f"<div>{severity_badge(f.severity.value)}</div><div><b>{html.escape(flag_title(f.code))}.</b> "
-        f"<span class='flag-message' title=\"{html.escape(f.message)}\">{html.escape(_clip(f.message, 150))}</span>"
+        f"<span class='flag-message' title=\"{html.escape(f.message)}\">{html.escape(_clip(f.message, 120))}</span>"
         f"<span class='evidence' title=\"{html.escape(f.evidence)}\">"
         f"Evidence: {html.escape(f.evidence)}</span></div></div>"
         for f in flags
@@ -338,8 +345,10 @@ def page_one(plan: Plan, *, generated_utc: str, title: str | None = None) -> str
         f"embplan {esc(plan.provenance.embplan_version)}</div></header>"
     )
     # blocks in reading order, flowed into two balanced columns (CSS multi-column; one column in print)
-    blocks = [_board(plan), _options(plan), _activity(plan), _doses(plan)]
-    flow = "".join(f'<div class="block">{b}</div>' for b in blocks if b) + _flags(plan)
+    # the board block may break between its parts (steps, course, staged plan); the others stay whole
+    blocks = [("block board-block", _board(plan) + _options(plan)), ("block keep", _activity(plan)),
+              ("block keep", _doses(plan))]
+    flow = "".join(f'<div class="{cls}">{b}</div>' for cls, b in blocks if b) + _flags(plan)
     signoff = (
         '<div class="signoff"><div>Prepared by</div><div>Date</div><div>Checked by (physicist)</div><div>Date</div>'
         "</div>"
