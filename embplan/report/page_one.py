@@ -149,7 +149,7 @@ def _board(plan: Plan) -> str:
         steps = "".join(
             f"<li>{esc(s.procedure)} {esc(s.territory)}"
             + (f", from {esc(s.earliest_date)}" if s.earliest_date else "")
-            + (f" ({s.interval_days} days after the previous)" if s.interval_days is not None else "")
+            + (f" ({s.interval_days} days after the previous step)" if s.interval_days and s.order > 1 else "")
             + "</li>" for s in sorted(b.staged_plan, key=lambda s: s.order))
         out.append(f'<div class="staged"><b>Staged plan</b><ol>{steps}</ol></div>')
     gaps = list(b.data_gaps) + [w for w in rec.would_change if w not in b.data_gaps]
