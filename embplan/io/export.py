@@ -151,7 +151,7 @@ def export_plan(plan: Plan, output: str | os.PathLike, fmt: str, *, method: str 
     if plan.voxel is None:
         raise ExportError("the plan has no voxel data (no images were given): nothing to export")
     if fmt in ("nrrd", "nifti"):
-        paths = export_volumes(plan, output, fmt, method=method)  # type: ignore[arg-type]
+        paths = export_volumes(plan, output, "nrrd" if fmt == "nrrd" else "nifti", method=method)
         return {"format": fmt, "written": [str(p) for p in paths], "orientation": "LPS (NRRD) / RAS (NIfTI) via ITK"}
     out = Path(output)
     if out.is_dir():

@@ -166,7 +166,8 @@ def _centre_index(dose: np.ndarray, masks: Mapping[str, np.ndarray]) -> tuple[in
         return tuple(n // 2 for n in dose.shape)
     idx = np.indices(dose.shape, dtype=float)
     c = [(idx[a] * weights).sum() / weights.sum() for a in range(3)]
-    return tuple(int(np.clip(round(v), 0, n - 1)) for v, n in zip(c, dose.shape, strict=True))  # type: ignore[return-value]
+    z, y, x = (int(np.clip(round(v), 0, n - 1)) for v, n in zip(c, dose.shape, strict=True))
+    return (z, y, x)
 
 
 def dose_slice_figure(

@@ -69,7 +69,8 @@ class Canonical:
         """A (z, y, x) index of the plan's array in canonical (z, y, x) order."""
         moved = [zyx[a] for a in self.axes]
         cshape = [shape[a] for a in self.axes]
-        return tuple(cshape[i] - 1 - moved[i] if self.flip[i] else moved[i] for i in range(3))  # type: ignore[return-value]
+        z, y, x = (cshape[i] - 1 - moved[i] if self.flip[i] else moved[i] for i in range(3))
+        return (z, y, x)
 
 
 def canonical_orientation(grid: Grid) -> Canonical:
@@ -90,9 +91,10 @@ def canonical_orientation(grid: Grid) -> Canonical:
     if len(set(patient_of_array_axis)) != 3:  # degenerate nearest-axis choice: keep the array as it is
         patient_of_array_axis, signs = [2, 1, 0], [True, True, True]
     # canonical axis c (0 = z, 1 = y, 2 = x) holds patient axis 2 - c
-    axes = tuple(patient_of_array_axis.index(2 - c) for c in range(3))
-    flip = tuple(not signs[axes[c]] for c in range(3))
-    spacing = tuple(float(grid.spacing_mm[axes[c]]) for c in range(3))
+    a0, a1, a2 = (patient_of_array_axis.index(2 - c) for c in range(3))
+    axes = (a0, a1, a2)
+    flip = (not signs[a0], not signs[a1], not signs[a2])
+    spacing = (float(grid.spacing_mm[a0]), float(grid.spacing_mm[a1]), float(grid.spacing_mm[a2]))
     # affine of canonical (k', j', i') via three unit steps of the original index
     shape = grid.shape
     cshape = [shape[a_] for a_ in axes]
@@ -113,7 +115,7 @@ def canonical_orientation(grid: Grid) -> Canonical:
         cols.append(a[:3, :3] @ (original(e) - base))
     affine = np.column_stack([*cols, origin])
     oblique = bool(np.max(np.abs(d - np.round(d))) > 1e-3)
-    return Canonical(axes, flip, spacing, affine, oblique)  # type: ignore[arg-type]
+    return Canonical(axes, flip, spacing, affine, oblique)
 
 
 def _block(array: np.ndarray, f: int, how: str) -> np.ndarray:
