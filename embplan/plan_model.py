@@ -271,6 +271,8 @@ class VoxelData:
             a.dtype == other.arrays[k].dtype and np.array_equal(a, other.arrays[k]) for k, a in self.arrays.items()
         )
 
+    # equality compares the arrays' contents, so not hashable (typeshed declares object.__hash__ a method: the
+    # documented idiom needs this ignore)
     __hash__ = None  # type: ignore[assignment]
 
 

@@ -117,6 +117,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():  # a forked child must not use its parent's dead threads
+            # numba.config sets its NUMBA_* settings at import time; its type information does not declare them
             _pool = ThreadPoolExecutor(max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),  # type: ignore[attr-defined]
                                        thread_name_prefix="embplan-convolve")
             _pool_pid = os.getpid()
