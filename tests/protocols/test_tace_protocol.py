@@ -14,6 +14,7 @@ from embplan.protocols import (
     DEBTACEStandard,
     TACEProcedure,
     TACEStandard,
+    procedure_deviations,
 )
 from embplan.thresholds import Thresholds
 
@@ -80,6 +81,17 @@ def test_tace_thresholds_move_the_standard() -> None:
     t = Thresholds.with_overrides({"protocol_doxorubicin_mg": 75, "protocol_lipiodol_max_ml": 30})
     std = TACEStandard.from_thresholds(t)
     assert _tace(drug={"name": "doxorubicin", "dose_mg": 75.0}, lipiodol_ml=25.0).deviations(std) == []
+
+
+def test_procedure_deviations_pairs_each_procedure_with_its_kinds_standard() -> None:
+    # issue 17: the typed replacement of standards_from_thresholds(th)[proc.kind] + proc.deviations(standard)
+    t = Thresholds.with_overrides({"protocol_doxorubicin_mg": 75, "protocol_lipiodol_max_ml": 30})
+    moved = _tace(drug={"name": "doxorubicin", "dose_mg": 75.0}, lipiodol_ml=25.0)
+    assert procedure_deviations(moved, t) == []  # the overridden TACE standard was used
+    assert [d.parameter for d in procedure_deviations(moved, Thresholds())] == [
+        d.parameter for d in moved.deviations(TACE_STANDARD)] and procedure_deviations(moved, Thresholds())
+    deb = _deb(drug={"name": "epirubicin", "dose_mg": 50})
+    assert procedure_deviations(deb, t) == deb.deviations(DEB_TACE_STANDARD) != []
 
 
 @pytest.mark.parametrize("changes", [
