@@ -34,6 +34,8 @@ ALL_CODES: tuple[str, ...] = (
     "PRIOR_RADIOEMBOLIZATION",
     "PROTOCOL_DEVIATION",
     "HEPATIC_RESERVE_LOW",
+    # post-treatment verification (embplan.verify): activity outside the liver and lungs as delivered
+    "EXTRAHEPATIC_DEPOSITION",
 )
 
 _RANK = {"info": 0, "caution": 1, "warning": 2, "contraindication": 3}
