@@ -808,24 +808,20 @@ def _delivered_flags(plan: Plan, facts: DoseFacts, deposits: list[Deposit], opts
 
 
 # ============================================================================================== verify
-def _plan_of(plan: Plan | str | os.PathLike[str]) -> tuple[Plan, str | None]:
-    if isinstance(plan, Plan):
-        return plan, None
-    from .io.hdf5 import load_plan, read_document
-
-    doc = read_document(plan, verify=True)
-    return load_plan(plan), str(doc.attrs.get("content_sha256")) if doc.attrs.get("content_sha256") else None
-
-
 def verify(
-    plan: Plan | str | os.PathLike[str],
+    plan: Plan,
     post: PostTreatment | str | os.PathLike[str] | dict[str, Any],
     *,
     options: VerifyOptions | None = None,
+    plan_sha256: str | None = None,
 ) -> Verification:
-    """Verify a delivered Y-90 radioembolization against its plan (see the module docstring)."""
+    """Verify a delivered Y-90 radioembolization against its plan (see the module docstring). ``plan`` is a
+    :class:`~embplan.plan_model.Plan` (:func:`embplan.io.verification.verify_files` starts from the files);
+    ``plan_sha256`` the plan file's content checksum, recorded when given."""
     opts = options or VerifyOptions()
-    p, plan_sha = _plan_of(plan)
+    if not isinstance(plan, Plan):
+        raise CaseError(f"plan: expected an embplan Plan, got {type(plan).__name__} (verify_files reads a plan file)")
+    p, plan_sha = plan, plan_sha256
     post_m = load_post(post)
     if p.dosimetry is None or p.case.procedure.kind != "TARE":
         raise CaseError("plan: verification needs a TARE plan")

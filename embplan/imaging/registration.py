@@ -316,19 +316,20 @@ def read_transform(path: str | os.PathLike[str]) -> RigidTransform:
 
 
 def write_transform(transform: RigidTransform, path: str | os.PathLike[str]) -> Path:
-    """Write ``transform`` as an ITK Euler3DTransform file (atomically)."""
-    from ..io import atomic_output
-
+    """Write ``transform`` as an ITK Euler3DTransform file (``.tfm``/``.txt``), atomically (a temporary file beside
+    it, then renamed)."""
     target = Path(path)
-    with atomic_output(target, error=ImagingError, what="transform") as tmp:
-        # SimpleITK picks the format from the extension: keep the target's
-        tmp_named = tmp.with_name(tmp.name + target.suffix)
-        try:
-            sitk.WriteTransform(transform.to_sitk(), str(tmp_named))
-            os.replace(tmp_named, tmp)
-        finally:
-            if tmp_named.exists():
-                tmp_named.unlink()
+    if not target.parent.is_dir():
+        raise ImagingError(f"{target}: cannot write the transform: folder {target.parent} does not exist")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{target.suffix}")
+    try:
+        sitk.WriteTransform(transform.to_sitk(), str(tmp))
+        os.replace(tmp, target)
+    except (RuntimeError, OSError) as exc:
+        raise ImagingError(f"{target}: cannot write the transform ({exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return target
 
 
