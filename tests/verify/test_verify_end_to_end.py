@@ -1,0 +1,142 @@
+"""The README's three-command example on a small grid: plan -> phantom-post -> verify finds the deviations
+(one tumour under-perfused, gut deposition), recovers the transform, and writes the archive, report and the
+prior-treatment record that the next plan counts."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import embplan
+from embplan import cli
+from embplan.errors import PlanFileError
+from embplan.io.verification import load_verification
+from embplan.protocols.history import PriorTreatment
+from embplan.risk import dose_limits
+from tests.verify.conftest import small_case_dict
+
+runner = CliRunner()
+#: Transform recovery tolerance: target registration error over the liver below a quarter of the 8 mm voxel.
+TRE_TOLERANCE_MM = 2.0
+
+
+def run(*args):
+    return runner.invoke(cli.app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    root = tmp_path_factory.mktemp("example")
+    case = root / "case.json"
+    case.write_text(json.dumps(small_case_dict()))
+    r = run("plan", case, "-o", root / "plan.h5")
+    assert r.exit_code == 0, r.stderr
+    r = run("phantom-post", root / "plan.h5", "--out", root / "post", "--json")
+    assert r.exit_code == 0, r.stderr
+    r = run("verify", root / "plan.h5", root / "post" / "post.json", "-o", root / "v.h5", "--report",
+            root / "v.html", "--prior-out", root / "prior.json", "--json")
+    assert r.exit_code == 0, r.stderr
+    return root, json.loads(r.stdout)
+
+
+def test_transform_recovered(example):
+    root, _ = example
+    truth = json.loads((root / "post" / "truth.json").read_text())
+    f = load_verification(root / "v.h5")
+    t = truth["transform"]
+    from embplan.imaging.registration import RigidTransform
+
+    true_t = RigidTransform(tuple(v for row in t["rotation_matrix"] for v in row), tuple(t["translation_mm"]),
+                            tuple(t["center_mm"]))
+    liver_pts = f.grid.index_to_patient_mm(np.argwhere(f.arrays["mask_liver"]))
+    assert true_t.max_displacement_error_mm(f.transform, liver_pts) < TRE_TOLERANCE_MM
+    assert abs(f.transform.rotation_deg - true_t.rotation_deg) < 0.5
+    q = f.result.registration["quality"]
+    assert q["liver_msd_after_mm"] < 2.0 < q["liver_msd_before_mm"]
+    assert q["mattes_mi_after"] < q["mattes_mi_before"]
+
+
+def test_deviations_found(example):
+    root, summary = example
+    truth = json.loads((root / "post" / "truth.json").read_text())
+    rows = {s["structure"]: s for s in summary["structures"]}
+    target = truth["under_perfused_tumor"]
+    perfused_tumours = [k for k, s in rows.items() if k.startswith("tumor_") and s["planned_mean_gy"] > 0]
+    worst = min(perfused_tumours, key=lambda k: rows[k]["difference_percent"])
+    assert worst == target and rows[target]["difference_percent"] < -40.0
+    # the delivered activity: vial 3 GBq x (1 - 5 % residual)
+    assert summary["delivered_activity_gbq"] == pytest.approx(truth["delivered_activity_gbq"], rel=1e-9)
+    assert summary["delivered_activity_gbq"] == pytest.approx(2.85, rel=1e-6)
+    # the gut deposit: located and flagged
+    deposits = summary["deposits"]
+    assert deposits and deposits[0]["flagged"]
+    gut = np.asarray(truth["gut_centre_plan_frame_mm"])
+    assert np.linalg.norm(np.asarray(deposits[0]["centroid_plan_mm"]) - gut) < 8.0
+    assert np.linalg.norm(np.asarray(deposits[0]["centroid_post_mm"]) - truth["gut_centre_post_frame_mm"]) < 8.0
+    assert deposits[0]["fraction_of_delivered"] == pytest.approx(truth["gut_fraction"], rel=0.25)
+    codes = {f["code"] for f in summary["flags"]}
+    assert "EXTRAHEPATIC_DEPOSITION" in codes
+    assert "TUMOR_DOSE_LOW" in codes  # the perfused tumours fall under the glass 205 Gy target as delivered
+
+
+def test_archive_report_and_prior(example):
+    root, summary = example
+    f = load_verification(root / "v.h5")
+    assert f.result.patient_id == "demo-phantom"
+    np.testing.assert_allclose(f.arrays["difference_gy"], f.arrays["delivered_dose_gy"] - f.arrays["planned_dose_gy"])
+    with h5py.File(root / "v.h5") as h5:  # plain h5py
+        assert h5.attrs["format"] == "embplan.verification"
+        assert h5["dose/delivered"].attrs["units"] == "Gy"
+        assert "liver_msd_after_mm" in h5["registration"].attrs
+        assert h5["structures/tumor_1"].attrs["planned_mean_gy"] > 0
+    html = (root / "v.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    for needle in ("Planned vs delivered per structure", "Dose-volume histograms", "Difference map",
+                   "EXTRAHEPATIC_DEPOSITION", "liver mean surface distance", "Mattes MI"):
+        assert needle in html
+    prior = PriorTreatment.model_validate(json.loads((root / "prior.json").read_text()))
+    assert prior.kind == "TARE" and prior.activity_gbq == pytest.approx(2.85)
+    rows = {s["structure"]: s for s in summary["structures"]}
+    assert prior.lung_dose_gy == pytest.approx(rows["lungs"]["delivered_mean_gy"], abs=1e-4)
+    assert prior.normal_liver_dose_gy == pytest.approx(rows["normal_liver"]["delivered_mean_gy"], abs=1e-4)
+    # the next case counts it toward the cumulative lung dose
+    nxt = small_case_dict()
+    nxt["procedure"]["date"] = "2027-03-01"
+    nxt["procedure"]["territory"] = {"scope": "lobar", "lobe": "left"}
+    nxt["patient"]["prior_treatments"].append(json.loads((root / "prior.json").read_text()))
+    case = embplan.load_case(nxt)
+    limits = dose_limits(case)
+    assert limits.prior_lung_dose_gy == pytest.approx(prior.lung_dose_gy)
+    assert limits.lung_remaining_gy == pytest.approx(50.0 - prior.lung_dose_gy)
+
+
+def test_altered_archive_refused(example, tmp_path):
+    root, _ = example
+    copy = tmp_path / "v.h5"
+    copy.write_bytes((root / "v.h5").read_bytes())
+    with h5py.File(copy, "r+") as h5:
+        h5["dose/delivered"][0, 0, 0] = 123.0
+    with pytest.raises(PlanFileError, match="checksum mismatch"):
+        load_verification(copy)
+
+
+def test_errors_write_nothing(example, tmp_path):
+    root, _ = example
+    out = tmp_path / "v.h5"
+    r = run("verify", root / "plan.h5", tmp_path / "missing.json", "-o", out)
+    assert r.exit_code == 1 and r.stderr.startswith("embplan: error: ") and len(r.stderr.splitlines()) == 1
+    assert not out.exists()
+    # a plan without voxel data
+    case = tmp_path / "c.json"
+    d = small_case_dict()
+    d["dosimetry"] = {"lung_shunt_fraction": 0.05, "lung_mass_kg": 1.0, "liver_volume_ml": 1500,
+                      "perfused_volume_ml": 900}
+    case.write_text(json.dumps(d))
+    assert run("plan", case, "-o", tmp_path / "p.h5").exit_code == 0
+    r = run("verify", tmp_path / "p.h5", root / "post" / "post.json", "-o", out, "--json")
+    assert r.exit_code == 1 and "voxel data" in r.stderr
+    assert not out.exists()
