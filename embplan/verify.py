@@ -193,7 +193,12 @@ class PostTreatment(StrictModel):
             issues.append(Issue("pet", "give exactly one of pet (Y-90 PET series folder) or spect (bremsstrahlung "
                                 "SPECT file)"))
         d = self.delivery
-        if d.residual_datetime is not None and d.residual_datetime < self.administration_datetime:
+        aware = {t.tzinfo is not None for t in (self.administration_datetime, d.vial_reference_datetime,
+                                                 d.residual_datetime) if t is not None}
+        if len(aware) > 1:
+            issues.append(Issue("administration_datetime", "give every time with a UTC offset or none of them",
+                                self.administration_datetime.isoformat()))
+        elif d.residual_datetime is not None and d.residual_datetime < self.administration_datetime:
             issues.append(Issue("delivery.residual_datetime", "the residual is measured after the administration",
                                 d.residual_datetime.isoformat()))
         if self.registration is not None:
@@ -420,15 +425,22 @@ class Verification:
 
 # ============================================================================================== delivery
 def _naive(d: _dt.datetime) -> _dt.datetime:
-    return d.replace(tzinfo=None) if d.tzinfo is None else d.astimezone(_dt.UTC).replace(tzinfo=None)
+    """The wall-clock time (DICOM dates and times carry no offset: they are compared as wall-clock times)."""
+    return d.replace(tzinfo=None)
+
+
+def _hours(later: _dt.datetime, earlier: _dt.datetime, field: str) -> float:
+    if (later.tzinfo is None) != (earlier.tzinfo is None):
+        raise CaseError(f"{field}: give every time of post.json with a UTC offset or none of them")
+    return (later - earlier).total_seconds() / 3600.0
 
 
 def delivered_activity(post: PostTreatment, planned_activity_gbq: float) -> DeliveredActivity:
     """The activity delivered at administration: vial decayed to the administration (Y-90 half-life, ICRP-107),
     less the residual (fraction of the vial, or measured activity decayed back to the administration)."""
     d = post.delivery
-    admin, ref = _naive(post.administration_datetime), _naive(d.vial_reference_datetime)
-    hours = (admin - ref).total_seconds() / 3600.0
+    admin, ref = post.administration_datetime, d.vial_reference_datetime
+    hours = _hours(admin, ref, "delivery.vial_reference_datetime")
     vial_at_admin = d.vial_activity_gbq * decay_factor(hours)
     text = [f"Vial {d.vial_activity_gbq:.3f} GBq at {ref.isoformat()}, {hours:+.1f} h to the administration: "
             f"{vial_at_admin:.3f} GBq."]
@@ -437,7 +449,7 @@ def delivered_activity(post: PostTreatment, planned_activity_gbq: float) -> Deli
         text.append(f"Residual {d.residual_fraction:.1%} of the vial in vial and lines: {residual:.3f} GBq.")
     else:
         assert d.residual_activity_gbq is not None and d.residual_datetime is not None
-        rh = (_naive(d.residual_datetime) - admin).total_seconds() / 3600.0
+        rh = _hours(d.residual_datetime, admin, "delivery.residual_datetime")
         residual = d.residual_activity_gbq / decay_factor(rh)
         text.append(f"Residual {d.residual_activity_gbq:.3f} GBq measured {rh:.1f} h after the administration: "
                     f"{residual:.3f} GBq at administration.")
@@ -868,6 +880,13 @@ def verify(
         if header_admin is not None and abs((_naive(header_admin) - admin).total_seconds()) > 60:
             notes.append(f"PET header administration time {header_admin} differs from post.json's {admin}: "
                          "post.json's (the delivery record) is used.")
+        acq = getattr(timing, "acquisition_datetime", None)
+        if acq is not None and (_naive(acq) - admin).total_seconds() < -60:
+            raise ImagingError(
+                f"pet: the PET was acquired ({_naive(acq).isoformat()}, SeriesDate/SeriesTime (0008,0021/0031)) before "
+                f"the administration ({admin.isoformat()}, administration_datetime): not a post-treatment image, or a "
+                "wrong time"
+            )
         amap = calibrate_absolute_pet(em, decay_reference="administration", administration_datetime=admin,
                                       clip_negative=True)
         act_native = np.asarray(amap.activity_mbq, dtype=np.float64)

@@ -44,6 +44,15 @@ def test_ldm_of_a_known_concentration_start(small_plan_file, tmp_path, hours):
     assert v.result.activity_liver_mbq == pytest.approx(c_admin * liver_ml, rel=1e-6)
     assert v.result.activity_lungs_mbq == 0.0 and v.result.lung_shunt_delivered_fraction == 0.0
     assert v.result.calibration["decay_factor"] == pytest.approx(2.0 ** (hours / Y90_HALF_LIFE_H), rel=1e-9)
+    assert v.result.calibration["calibration_factor_mbq_per_bq_ml"] == pytest.approx(
+        plan.voxel.grid.voxel_volume_ml * 1e-6, rel=1e-12)
+
+
+def test_pet_acquired_before_the_administration(small_plan_file, tmp_path):
+    _, plan = small_plan_file
+    post = write_post_set(tmp_path / "early", plan, _liver_pet(plan, C0), acquisition=ADMIN - timedelta(hours=2))
+    with pytest.raises(ImagingError, match="acquired .* before the administration"):
+        verify(plan, post)
 
 
 def test_decay_correction_admin_and_none(small_plan_file, tmp_path):
@@ -176,6 +185,9 @@ def test_post_json_errors_name_the_fields(tmp_path):
     with pytest.raises(CaseError, match="registration.histogram_bins"):
         load_post(ok)
     ok.pop("registration")
+    mixed = dict(ok, administration_datetime="2026-12-20T10:00:00+01:00")
+    with pytest.raises(CaseError, match="administration_datetime: give every time with a UTC offset or none"):
+        load_post(mixed)
     (tmp_path / "p.json").write_text(__import__("json").dumps(ok))
     with pytest.raises(CaseError, match="ct: .* not found"):
         load_post(tmp_path / "p.json")
