@@ -511,12 +511,17 @@ def _quality(fixed: np.ndarray, fixed_grid: Grid, moving: np.ndarray, moving_gri
     )
 
 
+#: A registration that starts aligned may end with a Mattes metric a little above the start (sampling, interpolation):
+#: only a worsening beyond this is implausible.
+MI_WORSENING_TOLERANCE = 1.0e-3
+
+
 def check_plausible(q: RegistrationQuality, settings: RegistrationSettings, *, what: str = "registration",
                     require_improvement: bool = True) -> None:
     """ImagingError naming every quality figure beyond its limit."""
     problems = []
-    if require_improvement and not q.mattes_mi_after < q.mattes_mi_before:
-        problems.append(f"the mutual information did not improve (Mattes metric {q.mattes_mi_before:.4f} -> "
+    if require_improvement and q.mattes_mi_after > q.mattes_mi_before + MI_WORSENING_TOLERANCE:
+        problems.append(f"the mutual information got worse (Mattes metric {q.mattes_mi_before:.4f} -> "
                         f"{q.mattes_mi_after:.4f})")
     if q.mattes_mi_after > -1e-3:
         problems.append(f"no mutual information between the images after registration (Mattes metric "

@@ -157,3 +157,9 @@ def test_surface_distance_of_concentric_spheres():
     assert mean_surface_distance_mm(a, b, g) == pytest.approx(5.0, abs=0.8)
     assert mean_surface_distance_mm(a, a, g) == 0.0
     assert dice(a, b) == pytest.approx(2 * 20**3 / (20**3 + 25**3), rel=0.03)
+
+
+def test_aligned_pair_stays_aligned(phantom):
+    g = phantom.grid
+    res = register_rigid(phantom.ct_hu, g, phantom.ct_hu, g, settings=RegistrationSettings(threads=1))
+    assert res.transform.rotation_deg < 0.1 and res.transform.translation_magnitude_mm < 0.5
