@@ -981,7 +981,7 @@ def verify(
         }
     dl = summary["delivered"]
     facts = DoseFacts(
-        device=p.case.procedure.device,  # type: ignore[union-attr]
+        device=p.case.procedure.device,  # TARE (checked above)
         tumor_dose_gy=dl["tumor_dose_gy"], normal_liver_dose_gy=dl["normal_liver_dose_gy"] or 0.0,
         perfused_normal_liver_dose_gy=dl["perfused_normal_liver_dose_gy"], lung_dose_gy=dl["lung_dose_gy"] or 0.0,
         hepatic_reserve_fraction=reserve, lung_shunt_fraction=min(lsf_delivered, 0.999999), source="voxel",
@@ -997,7 +997,7 @@ def verify(
     # ---- the prior-treatment record for the next plan
     proc = p.case.procedure
     prior = PriorTreatment(
-        kind="TARE", date=admin.date(), territory=proc.territory, device=proc.device,  # type: ignore[union-attr]
+        kind="TARE", date=admin.date(), territory=proc.territory, device=proc.device,  # TARE (checked above)
         activity_gbq=round(delivered.delivered_activity_gbq, 6),
         lung_dose_gy=round(dl["lung_dose_gy"] or 0.0, 4),
         normal_liver_dose_gy=round(dl["normal_liver_dose_gy"] or 0.0, 4),
@@ -1015,7 +1015,7 @@ def verify(
         plan_created_utc=p.provenance.created_utc,
         plan_sha256=plan_sha,
         plan_activity_gbq=p.dosimetry.activity_gbq,
-        device=str(proc.device),  # type: ignore[union-attr]
+        device=str(proc.device),  # TARE (checked above)
         post=_jsonable(post_m.model_dump(mode="json") | {"base_dir": str(post_m.base_dir)}),
         delivered=delivered,
         emission=post_m.emission,

@@ -18,7 +18,7 @@ import base64
 import html
 import io
 import json
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -122,7 +122,7 @@ def difference_map_figure(arrays: dict[str, np.ndarray], result: Any) -> Any:
     im = None
     for i, (label, cut) in enumerate(views):
         ax = fig.add_subplot(1, 3, i + 1)
-        origin = "upper" if label == "axial" else "lower"
+        origin: Literal["upper", "lower"] = "upper" if label == "axial" else "lower"
         im = ax.imshow(cut(diff), cmap="RdBu", vmin=-lim, vmax=lim, origin=origin, interpolation="nearest")
         for name, colour in (("liver", "#333333"), ("tumors", "#ff9100"), (focus, "#000000"), ("lungs", "#777777")):
             if name in masks and cut(masks[name]).any():

@@ -287,13 +287,13 @@ def _rigid_from_sitk(transform: sitk.Transform) -> RigidTransform:
     if name not in known:
         raise ImagingError(f"transform: {name} is not rigid (Euler3D, VersorRigid3D, Translation or a rotation-only "
                            "affine are accepted)")
-    t = known[name](transform)
-    matrix = np.asarray(t.GetMatrix(), dtype=float).reshape(3, 3)
+    t: Any = known[name](transform)
+    matrix: np.ndarray = np.asarray(t.GetMatrix(), dtype=np.float64).reshape(3, 3)
     if not np.allclose(matrix @ matrix.T, np.eye(3), atol=1e-4) or np.linalg.det(matrix) <= 0:
         raise ImagingError(f"transform: the {name} matrix is not a rotation (scaling, shear or reflection): not rigid")
     u, _, vt = np.linalg.svd(matrix)
     matrix = u @ vt
-    return RigidTransform(tuple(float(v) for v in matrix.reshape(-1)),  # type: ignore[arg-type]
+    return RigidTransform(tuple(float(v) for v in matrix.reshape(-1)),
                           tuple(float(v) for v in t.GetTranslation()),  # type: ignore[arg-type]
                           tuple(float(v) for v in t.GetCenter()))  # type: ignore[arg-type]
 
@@ -424,7 +424,7 @@ def _moved_on_fixed(moving: np.ndarray, moving_grid: Grid, fixed_grid: Grid, tra
     """The moving image resampled onto the fixed grid under ``transform`` (linear), and where it was inside."""
     g = transform.grid_in_fixed_frame(moving_grid)
     vals = resample_to_grid(np.asarray(moving, dtype=np.float64), g, fixed_grid, "linear")
-    inside = resample_to_grid(np.ones(moving_grid.shape, np.float32), g, fixed_grid, "linear") > 0.999
+    inside = np.asarray(resample_to_grid(np.ones(moving_grid.shape, np.float32), g, fixed_grid, "linear")) > 0.999
     return np.asarray(vals), np.asarray(inside)
 
 
@@ -652,8 +652,8 @@ def resample_moving(array: np.ndarray, moving_grid: Grid, fixed_grid: Grid, tran
     """A moving-frame image resampled onto a fixed-frame grid under ``transform`` (see
     :func:`embplan.imaging.resample.resample_to_grid` for ``kind``; ``"activity"`` conserves the total)."""
     try:
-        return resample_to_grid(array, transform.grid_in_fixed_frame(moving_grid), fixed_grid, kind,
-                                default_value=default_value)
+        return np.asarray(resample_to_grid(array, transform.grid_in_fixed_frame(moving_grid), fixed_grid, kind,
+                                           default_value=default_value))
     except EmbplanError:
         raise
     except Exception as exc:  # SimpleITK

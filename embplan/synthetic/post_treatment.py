@@ -274,7 +274,8 @@ def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
 
     # ---- the post frame
     centre = grid.index_to_patient_mm(np.array(grid.shape, dtype=float) / 2.0 - 0.5)
-    truth_t = RigidTransform.from_euler(p.rotation_deg, p.translation_mm, tuple(float(v) for v in centre))
+    truth_t = RigidTransform.from_euler(p.rotation_deg, p.translation_mm,
+                                        (float(centre[0]), float(centre[1]), float(centre[2])))
     plan_in_post = truth_t.inverse().grid_in_fixed_frame(grid)  # plan voxel p sits at T(p)
     ct_grid = _bounding_grid(grid, truth_t, float(min(grid.spacing_mm)))
     pet_grid = _bounding_grid(grid, truth_t, float(p.pet_voxel_mm))
