@@ -35,7 +35,8 @@ def small_plan_file(tmp_path_factory) -> tuple[Path, object]:
 
 def write_post_set(folder: Path, plan, bq_ml: np.ndarray, *, acquisition: datetime, admin: datetime = ADMIN,
                    total_dose_bq: float = 3.0e9, frame_duration_s: float = 1200.0,
-                   delivery: dict | None = None, extra: dict | None = None) -> Path:
+                   delivery: dict | None = None, extra: dict | None = None,
+                   frame_of_reference_uid: str | None = None) -> Path:
     """A post CT (the plan's CT numbers) and a PET (``bq_ml`` on the plan's grid) in one new frame of reference
     that coincides with the planning frame, an identity transform file, and post.json."""
     grid = plan.voxel.grid
@@ -43,6 +44,8 @@ def write_post_set(folder: Path, plan, bq_ml: np.ndarray, *, acquisition: dateti
     (folder / "ct").mkdir()
     (folder / "pet").mkdir()
     w = _Writer(f"test-{folder.name}", plan.case.patient.id, "Test^Post", acquisition, "HFS")
+    if frame_of_reference_uid is not None:  # the planning CT's frame: no transform needed
+        w.for_uid = frame_of_reference_uid
     _write_ct(w, folder / "ct", grid, np.asarray(plan.voxel.arrays["ct_hu"], dtype=np.float64))
     _write_pet(w, folder / "pet", grid, bq_ml, acquisition=acquisition, administration=admin,
                total_dose_bq=total_dose_bq, frame_duration_s=frame_duration_s)
@@ -52,10 +55,11 @@ def write_post_set(folder: Path, plan, bq_ml: np.ndarray, *, acquisition: dateti
         "administration_datetime": admin.isoformat(),
         "pet": "pet",
         "ct": "ct",
-        "transform": "identity.tfm",
         "delivery": delivery or {"vial_activity_gbq": 3.0, "vial_reference_datetime": admin.isoformat(),
                                  "residual_fraction": 0.0},
     }
+    if frame_of_reference_uid is None:
+        post["transform"] = "identity.tfm"
     post.update(extra or {})
     (folder / "post.json").write_text(json.dumps(post))
     return folder / "post.json"

@@ -78,3 +78,20 @@ def test_implausible_transform_refused(dicom_sets, tmp_path):
     (other / "missing.json").write_text(json.dumps(case))
     with pytest.raises(ImagingError, match=r"dosimetry.images.dicom.transform: .*nowhere.tfm not found"):
         embplan.plan(embplan.load_case(other / "missing.json"))
+
+
+def test_verify_in_the_planning_frame_needs_no_registration(dicom_sets, tmp_path):
+    """A post-treatment PET/CT in the planning CT's frame of reference: identity, with its quality figures."""
+    from datetime import timedelta
+
+    from embplan.verify import verify
+    from tests.verify.conftest import ADMIN, write_post_set
+
+    _, base = dicom_sets
+    for_uid = base.voxel.attributes["images"]["frame_of_reference_uid"]
+    pet = np.where(base.voxel.arrays["mask_liver"], 1.0e5, 0.0)
+    post = write_post_set(tmp_path / "same_frame", base, pet, acquisition=ADMIN + timedelta(hours=4),
+                          frame_of_reference_uid=for_uid)
+    v = verify(base, post)
+    assert v.result.registration["source"] == "identity"
+    assert v.result.registration["quality"]["correlation_after"] > 0.99
