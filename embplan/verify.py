@@ -411,7 +411,8 @@ class VerificationResult(BaseModel):
 class Verification:
     """A verification: the result and the voxel arrays on the plan's grid (``delivered_activity_mbq``,
     ``delivered_dose_gy``, ``planned_dose_gy``, ``difference_gy`` (delivered - planned), ``gamma`` when computed,
-    ``post_ct_hu`` (the post CT on the plan grid, registered), ``density_g_cm3``, ``mask_<structure>``)."""
+    ``post_ct_hu`` (the post CT on the plan grid, registered), ``plan_ct_hu``, ``density_g_cm3``,
+    ``mask_<structure>``)."""
 
     result: VerificationResult
     grid: Grid
@@ -1049,11 +1050,12 @@ def verify(
         "planned_dose_gy": planned_gy,
         "difference_gy": delivered_gy - planned_gy,
         "post_ct_hu": post_ct,
+        "plan_ct_hu": np.asarray(arrays["ct_hu"], dtype=np.float32) if "ct_hu" in arrays else post_ct * 0.0 - 1000.0,
         "density_g_cm3": density.astype(np.float32),
         "deposit_labels": deposit_labels,
     }
     units = {"delivered_activity_mbq": "MBq", "delivered_dose_gy": "Gy", "planned_dose_gy": "Gy",
-             "difference_gy": "Gy", "post_ct_hu": "HU", "density_g_cm3": "g/cm3", "deposit_labels": "1"}
+             "difference_gy": "Gy", "post_ct_hu": "HU", "plan_ct_hu": "HU", "density_g_cm3": "g/cm3", "deposit_labels": "1"}
     if gamma_arr is not None:
         out_arrays["gamma"] = gamma_arr
         units["gamma"] = "1"

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["render_verification_report", "dvh_overlay_figure", "difference_map_figure", "DISCLAIMER"]
+__all__ = ["render_verification_report", "dvh_overlay_figure", "difference_map_figure", "registration_figure",
+           "DISCLAIMER"]
 
 DISCLAIMER = (
     "embplan is research software. The delivered dose is computed from post-treatment images whose resolution, "
@@ -136,6 +137,31 @@ def difference_map_figure(arrays: dict[str, np.ndarray], result: Any) -> Any:
     return fig
 
 
+def registration_figure(arrays: dict[str, np.ndarray]) -> Any:
+    """The planning CT (grey) with the outlines of the registered post-treatment CT (body and lungs at -400 HU, red)
+    and of the planned liver (cyan), axial and coronal through the liver's centre: a misregistration shows as red
+    lines off the grey edges."""
+    from matplotlib.figure import Figure
+
+    plan_ct, post_ct = arrays.get("plan_ct_hu"), arrays.get("post_ct_hu")
+    liver = arrays.get("mask_liver")
+    if plan_ct is None or post_ct is None or liver is None or not np.asarray(liver).any():
+        return None
+    c = np.argwhere(liver).mean(axis=0).round().astype(int)
+    fig = Figure(figsize=(10.0, 4.2))
+    cuts: list[tuple[str, Any, Literal["upper", "lower"]]] = [
+        ("axial", lambda a: a[c[0]], "upper"), ("coronal", lambda a: a[:, c[1], :], "lower")]
+    for i, (label, cut, origin) in enumerate(cuts):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.imshow(cut(plan_ct), cmap="gray", vmin=-1000, vmax=400, origin=origin, interpolation="nearest")
+        ax.contour(cut(post_ct), levels=[-400.0], colors="#ff1744", linewidths=0.8, linestyles="solid", origin=origin)
+        ax.contour(cut(np.asarray(liver, dtype=float)), levels=[0.5], colors="#00e5ff", linewidths=0.8, origin=origin)
+        ax.set_title(f"{label}: planning CT, registered post CT (red), planned liver (cyan)", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
 def _structures_table(result: Any) -> str:
     rows = []
     for r in result.structures:
@@ -242,6 +268,7 @@ the plan's {_e(r.dose_method)} map; the delivered map uses the same method on th
 <h2>Activity outside the liver and lungs</h2>{deposits_html}
 {gamma}
 <h2>Registration (post-treatment CT to planning CT)</h2>{reg}
+{_figure(registration_figure(arrays), "registration check", "The registered post-treatment CT outlined on the planning CT.")}
 <h2>Delivered activity and calibration</h2>{act}
 <h2>For the next plan: prior-treatment record</h2>
 <p class="note">Paste into <code>patient.prior_treatments</code> of the next case: its lung dose counts toward the

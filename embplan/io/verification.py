@@ -10,7 +10,7 @@ Layout (documented for plain h5py users in ``docs/verification.md``):
 - ``/meta_json``: the grid, the transform, and each array's unit and path (source of truth);
 - arrays (gzip + shuffle + Fletcher32, ``units`` attribute): ``/dose/planned``, ``/dose/delivered``,
   ``/dose/difference`` (delivered - planned, Gy), ``/activity/delivered`` (MBq per voxel at administration),
-  ``/images/post_ct_hu``, ``/images/density_g_cm3``, ``/deposits/labels``, ``/gamma`` (when computed),
+  ``/images/post_ct_hu``, ``/images/plan_ct_hu``, ``/images/density_g_cm3``, ``/deposits/labels``, ``/gamma`` (when computed),
   ``/masks/<structure>``;
 - readable views (written, never read back): ``/grid`` (affine, shape, spacing, origin, direction),
   ``/registration`` (attributes: source, rotation, translation, quality figures), ``/delivered`` (attributes),
@@ -48,6 +48,7 @@ _PATHS = {
     "difference_gy": "/dose/difference",
     "delivered_activity_mbq": "/activity/delivered",
     "post_ct_hu": "/images/post_ct_hu",
+    "plan_ct_hu": "/images/plan_ct_hu",
     "density_g_cm3": "/images/density_g_cm3",
     "deposit_labels": "/deposits/labels",
     "gamma": "/gamma",

@@ -94,7 +94,7 @@ def test_archive_report_and_prior(example):
         assert "liver_msd_after_mm" in h5["registration"].attrs
         assert h5["structures/tumor_1"].attrs["planned_mean_gy"] > 0
     html = (root / "v.html").read_text()
-    assert html.count("data:image/png;base64,") == 2
+    assert html.count("data:image/png;base64,") == 3  # DVHs, difference map, registration check
     for needle in ("Planned vs delivered per structure", "Dose-volume histograms", "Difference map",
                    "EXTRAHEPATIC_DEPOSITION", "liver mean surface distance", "Mattes MI"):
         assert needle in html
