@@ -86,3 +86,34 @@ def test_bremsstrahlung_spect_patient_relative(small_plan_file, tmp_path):
     liver_row = {s.structure: s for s in r.structures}["liver"]
     assert liver_row.delivered_mean_gy == pytest.approx(K * c_admin * nl / rho.sum(), rel=1e-9)
     assert r.lung_shunt_delivered_fraction == pytest.approx(40.0 * ng / (400.0 * nl + 40.0 * ng), rel=1e-9)
+
+
+def test_post_structures_from_a_seg(small_plan_file, tmp_path):
+    """Structures on the post CT given as a DICOM SEG: the liver's surface distance and Dice are recorded."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    _, plan = small_plan_file
+    folder = tmp_path / "seg_case"
+    post_path = write_post_set(folder, plan, _planned_pet(plan), acquisition=ADMIN + timedelta(hours=24))
+    sources = [pydicom.dcmread(p) for p in sorted((folder / "ct").iterdir())]
+    desc = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Liver post", segmented_property_category=codes.SCT.Organ,
+        segmented_property_type=codes.SCT.Liver, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=np.asarray(plan.voxel.arrays["mask_liver"], dtype=np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[desc],
+        series_instance_uid=generate_uid(), series_number=9, sop_instance_uid=generate_uid(), instance_number=1,
+        manufacturer="test", manufacturer_model_name="test", software_versions="1", device_serial_number="1")
+    seg.save_as(folder / "liver_seg.dcm")
+    post = json.loads(post_path.read_text())
+    post["structures"] = {"seg": "liver_seg.dcm", "liver": ["Liver post"]}
+    post_path.write_text(json.dumps(post))
+    q = verify(plan, post_path).result.registration["quality"]
+    assert q["liver_dice_after"] == pytest.approx(1.0, abs=1e-9)
+    assert q["liver_msd_after_mm"] == pytest.approx(0.0, abs=1e-9)
+    post["structures"]["liver"] = ["Spleen"]
+    post_path.write_text(json.dumps(post))
+    with pytest.raises(Exception, match="no ROI 'Spleen'.*'Liver post'"):
+        verify(plan, post_path)
