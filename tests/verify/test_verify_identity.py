@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from embplan.errors import ImagingError
 from embplan.imaging.phantom_dicom import _write_nm, _Writer
 from embplan.verify import verify
 from tests.verify.conftest import ADMIN, write_post_set
@@ -115,5 +116,5 @@ def test_post_structures_from_a_seg(small_plan_file, tmp_path):
     assert q["liver_msd_after_mm"] == pytest.approx(0.0, abs=1e-9)
     post["structures"]["liver"] = ["Spleen"]
     post_path.write_text(json.dumps(post))
-    with pytest.raises(Exception, match="no ROI 'Spleen'.*'Liver post'"):
+    with pytest.raises(ImagingError, match="no ROI 'Spleen'.*'Liver post'"):
         verify(plan, post_path)
