@@ -288,6 +288,21 @@ class VerifyOptions(BaseModel):
                     "engineering detection level, not a clinical limit [U]",
     )
     max_deposits: int = Field(default=10, ge=1, le=100)
+    body_min_density_g_cm3: float = Field(
+        default=0.5, ge=0, le=3,
+        description="deposits are searched where the density is at least this (the body without air; lungs are "
+                    "excluded anyway): activity in air is reconstruction noise",
+    )
+    deposit_noise_sigmas: float = Field(
+        default=5.0, ge=0, le=100,
+        description="a deposit must also stand this many robust standard deviations above the background outside "
+                    "liver and lungs (noisy Y-90 PET) [U]",
+    )
+    deposit_smoothing_mm: float = Field(
+        default=8.0, ge=0, le=50,
+        description="FWHM of the Gaussian smoothing of the concentration before the deposit threshold (about a Y-90 "
+                    "PET resolution) [U]",
+    )
     pet_recovery_warning_fraction: float = Field(
         default=0.2, gt=0, lt=1,
         description="a PET total differing from the delivered activity by more than this fraction is reported "
@@ -641,13 +656,20 @@ def locate_outside_activity(
     min_fraction: float = 0.005,
     max_deposits: int = 10,
     to_post_frame: RigidTransform | None = None,
+    body: np.ndarray | None = None,
+    smoothing_mm: float = 0.0,
+    noise_sigmas: float = 0.0,
 ) -> tuple[float, list[Deposit], np.ndarray]:
     """Activity outside the liver and lungs: the fraction of the grid's activity farther than ``margin_mm`` from
     both, and its connected deposits (26-connected voxels above ``threshold_fraction`` of the mean liver
     concentration), largest first, each with its activity, fraction of ``delivered_mbq``, volume, peak
     concentration, activity-weighted centroid (plan frame, and post frame through ``to_post_frame``), and the
     nearest structure of ``masks`` with the distance from the centroid to it; ``flagged`` when the fraction is at
-    least ``min_fraction``. Returns (outside fraction, deposits, label map of the deposits)."""
+    least ``min_fraction``. ``body``: deposits are searched only inside it (activity in air is noise, not
+    deposition); ``smoothing_mm``: the concentration is smoothed by a Gaussian of this FWHM before the threshold
+    (noise would otherwise connect into deposits; the activities are summed unsmoothed); ``noise_sigmas``: the
+    threshold is also at least the median of the (smoothed) concentration outside plus this many robust standard
+    deviations (1.4826 x MAD). Returns (outside fraction, deposits, label map of the deposits)."""
     a = np.asarray(activity_mbq, dtype=np.float64)
     liver, lungs = np.asarray(masks["liver"], bool), np.asarray(masks["lungs"], bool)
     spacing = tuple(float(s) for s in grid.spacing_mm)
@@ -657,7 +679,18 @@ def locate_outside_activity(
     out_fraction = float(a[outside].sum() / total) if total > 0 else 0.0
     v_ml = grid.voxel_volume_ml
     liver_conc = float(a[liver].sum()) / (float(liver.sum()) * v_ml) if liver.any() else 0.0
-    hot = outside & (a / v_ml > threshold_fraction * liver_conc) if liver_conc > 0 else outside & (a > 0)
+    if body is not None:
+        outside = outside & np.asarray(body, bool)
+    conc = a / v_ml
+    if smoothing_mm > 0:
+        sigma = [smoothing_mm / (2.0 * math.sqrt(2.0 * math.log(2.0))) / sp for sp in spacing]
+        conc = ndimage.gaussian_filter(conc, sigma, mode="constant")
+    level = threshold_fraction * liver_conc
+    bg = conc[outside]
+    if noise_sigmas > 0 and bg.size > 100:  # above the background's noise too (robust: median + k x 1.4826 MAD)
+        med = float(np.median(bg))
+        level = max(level, med + noise_sigmas * 1.4826 * float(np.median(np.abs(bg - med))))
+    hot = outside & (conc > level) if level > 0 else outside & (a > 0)
     labels, n = ndimage.label(hot, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return out_fraction, [], np.zeros(grid.shape, np.int32)
@@ -961,7 +994,8 @@ def verify(
     out_fraction, deposits, deposit_labels = locate_outside_activity(
         act, grid, masks, delivered_mbq=delivered_mbq, margin_mm=opts.outside_margin_mm,
         threshold_fraction=opts.deposit_threshold_fraction, min_fraction=opts.deposit_min_fraction,
-        max_deposits=opts.max_deposits, to_post_frame=t,
+        max_deposits=opts.max_deposits, to_post_frame=t, body=density >= opts.body_min_density_g_cm3,
+        smoothing_mm=opts.deposit_smoothing_mm, noise_sigmas=opts.deposit_noise_sigmas,
     )
 
     def mean_of(name: str, which: str) -> float | None:

@@ -144,3 +144,25 @@ def test_gamma_cap_and_cutoff():
     assert np.all(np.isnan(gam[0]))
     assert np.nanmax(gam) == pytest.approx(2.0) and res.pass_rate == 0.0
     assert res.evaluated_voxels == 5 * 36
+
+
+def test_deposit_found_in_noise_without_false_flags():
+    """Additive background noise (sigma 20 % of the liver voxel activity, clipped at 0 as a PET reader does):
+    the smoothed, noise-adaptive threshold finds the deposit and flags nothing else; air is not searched."""
+    g = Grid.cubic((30, 30, 40), 4.0)
+    liver, lungs = _organs(g)
+    act = np.zeros(g.shape)
+    act[liver] = 1.0
+    act[lungs] = 0.1
+    act[6:10, 6:10, 28:32] = 1.0  # 64 voxels, 64 MBq
+    body = np.zeros(g.shape, bool)
+    body[2:28, 2:28, 2:38] = True
+    noisy = np.clip(act + np.random.default_rng(11).normal(0.0, 0.2, g.shape), 0.0, None)
+    delivered = float(act.sum())
+    _, deposits, _ = locate_outside_activity(noisy, g, {"liver": liver, "lungs": lungs}, delivered_mbq=delivered,
+                                             body=body, smoothing_mm=8.0, noise_sigmas=5.0)
+    flagged = [d for d in deposits if d.flagged]
+    assert len(flagged) == 1
+    # centroid at index (7.5, 7.5, 29.5) -> (118, 30, 30) mm; the noise shifts it by under a voxel
+    assert np.linalg.norm(np.asarray(flagged[0].centroid_plan_mm) - [118.0, 30.0, 30.0]) < 4.0
+    assert flagged[0].fraction_of_delivered == pytest.approx(64.0 / delivered, rel=0.3)
