@@ -2,7 +2,8 @@
 
 ``embplan demo``, ``embplan plan CASE.json -o plan.h5``, ``embplan validate CASE.json``, ``embplan show plan.h5``,
 ``embplan kernel --voxel-mm 4.42 -o kernel.csv``, ``embplan export-dicom plan.h5 -o dose.dcm``,
-``embplan phantom-dicom --out DIR``, ``embplan --version``.
+``embplan phantom-dicom --out DIR``, ``embplan verify plan.h5 post.json -o verification.h5``,
+``embplan phantom-post plan.h5 --out DIR``, ``embplan --version``.
 
 Exit codes: 0 done; 1 invalid input or unreadable file (one line on stderr, ``embplan: error: <reason>``, and
 nothing written); 2 usage. Summaries are rich tables on a terminal, plain text otherwise; ``--json`` prints one
