@@ -842,7 +842,8 @@ def _delivered_flags(plan: Plan, facts: DoseFacts, deposits: list[Deposit], opts
                      f"of the delivered activity, {dep.volume_ml:.0f} mL) centred at ({x:.0f}, {y:.0f}, {z:.0f}) mm "
                      f"(planning frame), {dep.distance_to_nearest_mm:.0f} mm from the {dep.nearest_structure}. Check "
                      "for gastrointestinal (stomach, duodenum), pancreatic or gallbladder deposition: risk of "
-                     "radiation ulcer, gastritis or pancreatitis; consider endoscopy and prophylaxis."),
+                     "radiation ulcer, gastritis or pancreatitis; consider follow-up (e.g. endoscopy) and gastric "
+                     "protection as locally practised."),
             evidence=f"{EANM_2022}; {CHIESA_2021}",
             context={"deposit": i + 1, "activity_mbq": dep.activity_mbq, "fraction_of_delivered":
                      dep.fraction_of_delivered, "centroid_plan_mm": dep.centroid_plan_mm,
