@@ -293,6 +293,11 @@ class VerifyOptions(BaseModel):
         description="deposits are searched where the density is at least this (the body without air; lungs are "
                     "excluded anyway): activity in air is reconstruction noise",
     )
+    min_coverage_fraction: float = Field(
+        default=0.99, ge=0, le=1,
+        description="a structure less covered than this by the emission image's field of view is noted (its delivered "
+                    "dose is an underestimate)",
+    )
     deposit_noise_sigmas: float = Field(
         default=5.0, ge=0, le=100,
         description="a deposit must also stand this many robust standard deviations above the background outside "
@@ -347,6 +352,8 @@ class StructureComparison(BaseModel):
     planned_activity_mbq: float
     delivered_activity_mbq: float
     dose_source: str
+    coverage_fraction: float = Field(default=1.0, ge=0, le=1,
+                                     description="fraction of the structure inside the emission image's field of view")
 
 
 class DVHPair(BaseModel):
@@ -608,11 +615,13 @@ def compare_structures(
     dvh_bin_width_gy: float = 0.5,
     dose_source: str = "",
     lung_maps: tuple[np.ndarray, np.ndarray] | None = None,
+    field_of_view: np.ndarray | None = None,
 ) -> tuple[list[StructureComparison], list[DVHPair]]:
     """Planned vs delivered per structure: mass-weighted mean dose (density ``density_g_cm3``), D95/D70/D50/D2
     (cumulative DVHs with ``dvh_bin_width_gy`` bins: accurate to a bin), absolute and relative difference
     (relative to the planned mean; None when it is 0), activities. ``lung_maps`` (planned, delivered) replaces the
-    maps for structures named ``lungs`` (the planner's convention for the plain kernel: lung dose by LDM)."""
+    maps for structures named ``lungs`` (the planner's convention for the plain kernel: lung dose by LDM).
+    ``field_of_view``: where the post-treatment image has data; each row records the covered fraction."""
     rho = np.asarray(density_g_cm3, dtype=np.float64)
     v_ml = grid.voxel_volume_ml
     rows: list[StructureComparison] = []
@@ -635,6 +644,7 @@ def compare_structures(
             planned_activity_mbq=float(planned_activity_mbq[m].sum()) if planned_activity_mbq is not None else 0.0,
             delivered_activity_mbq=float(delivered_activity_mbq[m].sum()) if delivered_activity_mbq is not None else 0.0,
             dose_source="ldm (lungs)" if (lung_maps is not None and name == "lungs") else dose_source,
+            coverage_fraction=float(np.asarray(field_of_view, bool)[m].mean()) if field_of_view is not None else 1.0,
         ))
         dvhs.append(DVHPair(
             structure=name, planned_dose_gy=[float(x) for x in hp.dose_bins_gy],
@@ -956,6 +966,7 @@ def verify(
             "calibration_factor_mbq_per_unit": amap.calibration_factor, "total_on_plan_grid_mbq": float(act.sum()),
         }
     act = np.clip(act, 0.0, None)
+    fov = np.asarray(resample_moving(np.ones(em.grid.shape, np.float32), em.grid, grid, t, "linear")) >= 0.5
 
     # ---- doses
     method = post_m.dose_method
@@ -985,9 +996,15 @@ def verify(
     planned_act = np.asarray(arrays.get("activity_mbq", np.asarray(arrays["tia_mbq_s"]) / mean_life), np.float64)
     rows, dvhs = compare_structures(
         planned_gy, delivered_gy, masks, density, grid, planned_activity_mbq=planned_act, delivered_activity_mbq=act,
-        dvh_bin_width_gy=opts.dvh_bin_width_gy, dose_source=method, lung_maps=lung_maps,
+        dvh_bin_width_gy=opts.dvh_bin_width_gy, dose_source=method, lung_maps=lung_maps, field_of_view=fov,
     )
     by = {r.structure: r for r in rows}
+    for r in rows:
+        if r.coverage_fraction < opts.min_coverage_fraction:
+            notes.append(
+                f"The {post_m.emission.upper()} covers only {r.coverage_fraction:.0%} of {r.structure}: its delivered "
+                "dose (and, for liver or lungs, the delivered lung shunt) is an underestimate."
+            )
 
     # ---- lung shunt, activity outside
     a_liver, a_lungs = float(act[liver].sum()), float(act[lungs].sum())

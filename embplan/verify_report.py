@@ -172,10 +172,11 @@ def _structures_table(result: Any) -> str:
         rows.append(f"<tr><td>{_e(r.structure)}</td><td>{r.volume_ml:.1f}</td><td>{r.planned_mean_gy:.1f}</td>"
                     f"<td>{r.delivered_mean_gy:.1f}</td><td class='{cls}'>{r.difference_gy:+.1f}</td>"
                     f"<td class='{cls}'>{pct}</td><td>{dvals}</td><td>{r.planned_activity_mbq:.0f}</td>"
-                    f"<td>{r.delivered_activity_mbq:.0f}</td></tr>")
+                    f"<td>{r.delivered_activity_mbq:.0f}</td><td>{r.coverage_fraction:.0%}</td></tr>")
     return ("<table><tr><th>structure</th><th>volume (mL)</th><th>planned mean (Gy)</th><th>delivered mean (Gy)</th>"
             "<th>difference (Gy)</th><th>difference</th><th>D95 / D70 / D50 / D2 planned&rarr;delivered (Gy)</th>"
-            "<th>planned activity (MBq)</th><th>delivered activity (MBq)</th></tr>" + "".join(rows) + "</table>")
+            "<th>planned activity (MBq)</th><th>delivered activity (MBq)</th><th>in the image's field of view</th>"
+            "</tr>" + "".join(rows) + "</table>")
 
 
 def _kv(rows: list[tuple[str, Any]]) -> str:

@@ -191,3 +191,18 @@ def test_post_json_errors_name_the_fields(tmp_path):
     (tmp_path / "p.json").write_text(__import__("json").dumps(ok))
     with pytest.raises(CaseError, match="ct: .* not found"):
         load_post(tmp_path / "p.json")
+
+
+def test_truncated_field_of_view_is_reported(small_plan_file, tmp_path):
+    _, plan = small_plan_file
+    post = write_post_set(tmp_path / "fov", plan, _liver_pet(plan, C0), acquisition=ADMIN + timedelta(hours=5))
+    nz = plan.voxel.grid.shape[0]
+    for k in range(nz - 12, nz):  # the PET stops 12 slices (96 mm) below the top of the planning grid
+        (tmp_path / "fov" / "pet" / f"PT_{k + 1:04d}.dcm").unlink()
+    v = verify(plan, post)
+    rows = {r.structure: r for r in v.result.structures}
+    lungs = plan.voxel.arrays["mask_lungs"]
+    expected = lungs[: nz - 12].sum() / lungs.sum()
+    assert rows["lungs"].coverage_fraction == pytest.approx(expected, abs=0.02)
+    assert rows["lungs"].coverage_fraction < 0.99
+    assert any("covers only" in n and "lungs" in n for n in v.result.notes)
