@@ -561,14 +561,28 @@ def _check_inputs(array: np.ndarray, grid: Grid, name: str) -> np.ndarray:
     return a
 
 
+def _unpack(fixed: Any, fixed_grid: Any, moving: Any, moving_grid: Any) -> tuple[Any, Grid, Any, Grid]:
+    """(array, grid, array, grid) from arrays with grids, or from two Volumes (``f(fixed_volume, moving_volume)``)."""
+    from .volume import Volume
+
+    if isinstance(fixed, Volume) and isinstance(fixed_grid, Volume) and moving is None and moving_grid is None:
+        return fixed.array, fixed.grid, fixed_grid.array, fixed_grid.grid
+    if isinstance(fixed, Volume) and isinstance(moving, Volume):
+        return fixed.array, fixed.grid, moving.array, moving.grid
+    if fixed_grid is None or moving is None or moving_grid is None:
+        raise ImagingError("registration: give (fixed, fixed_grid, moving, moving_grid) arrays and grids, or two "
+                           "Volumes (fixed, moving)")
+    return fixed, fixed_grid, moving, moving_grid
+
+
 def register_rigid(
-    fixed: np.ndarray,
-    fixed_grid: Grid,
-    moving: np.ndarray,
-    moving_grid: Grid,
+    fixed: Any,
+    fixed_grid: Any = None,
+    moving: Any = None,
+    moving_grid: Any = None,
     *,
     settings: RegistrationSettings | None = None,
-    same_modality: bool = True,
+    same_modality: bool | None = None,
     fixed_liver: np.ndarray | None = None,
     moving_liver: np.ndarray | None = None,
     check: bool = True,
@@ -577,9 +591,14 @@ def register_rigid(
     """Register ``moving`` (on ``moving_grid``) to ``fixed`` (on ``fixed_grid``): the rigid transform that maps
     fixed-frame points to moving-frame points, with its quality figures (and an ImagingError when implausible,
     unless ``check=False``). ``same_modality`` (CT-CT) enables the correlation check, else the mutual-information
-    check. ``fixed_liver`` / ``moving_liver``: liver masks on the two grids for the surface-distance figure.
-    ``fixed_mask``: the metric samples only these fixed voxels."""
+    check; None: True, unless two Volumes of different units are given (e.g. HU and counts). ``fixed_liver`` / ``moving_liver``: liver masks on the two grids for the surface-distance figure.
+    ``fixed_mask``: the metric samples only these fixed voxels. ``register_rigid(fixed_volume, moving_volume)``
+    takes two :class:`~embplan.imaging.volume.Volume` objects instead."""
     s = settings or RegistrationSettings()
+    if same_modality is None:
+        units = {getattr(v, "units", None) for v in (fixed, moving if moving is not None else fixed_grid)}
+        same_modality = len(units) == 1 or None in units
+    fixed, fixed_grid, moving, moving_grid = _unpack(fixed, fixed_grid, moving, moving_grid)
     f_arr = _check_inputs(fixed, fixed_grid, "fixed")
     m_arr = _check_inputs(moving, moving_grid, "moving")
     f_img, m_img = _image(f_arr, fixed_grid), _image(m_arr, moving_grid)

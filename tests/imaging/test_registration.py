@@ -173,3 +173,17 @@ def test_result_independent_of_the_thread_count(phantom):
     two = register_rigid(phantom.ct_hu, g, mov, mg, settings=RegistrationSettings(threads=2)).transform
     pts = g.index_to_patient_mm(np.argwhere(phantom.masks["liver"]))
     assert one.max_displacement_error_mm(two, pts) < 1e-6  # float rounding only (seeded sampling)
+
+
+def test_volumes_api(phantom):
+    from embplan.imaging.volume import Volume
+
+    g = phantom.grid
+    truth = RigidTransform.from_euler((0.0, 2.0, 0.0), (5.0, 0.0, -8.0), center_mm=_centre(g))
+    mov, mg = _moved_image(phantom, truth)
+    res = register_rigid(Volume(array=phantom.ct_hu, grid=g, units="HU"), Volume(array=mov, grid=mg, units="HU"),
+                         settings=RegistrationSettings(threads=1))
+    pts = g.index_to_patient_mm(np.argwhere(phantom.masks["liver"]))
+    assert truth.max_displacement_error_mm(res.transform, pts) < TRE_TOLERANCE_MM
+    with pytest.raises(ImagingError, match="give .fixed, fixed_grid, moving, moving_grid."):
+        register_rigid(phantom.ct_hu, g)
