@@ -552,6 +552,10 @@ def _read_post_images(post: PostTreatment) -> _PostImages:
     except ImagingError as exc:
         raise ImagingError(f"post-treatment {what} and ct: {exc} (the emission image and its CT must come from one "
                            "PET/CT or SPECT/CT)") from None
+    ids = {name: str(v.meta.get("patient_id") or "").strip() for name, v in (("ct", ct), (what, emission))}
+    if all(ids.values()) and len(set(ids.values())) > 1:
+        raise ImagingError(f"post-treatment images of different patients: PatientID (0010,0020) {ids['ct']!r} (ct) "
+                           f"and {ids[what]!r} ({what})")
     liver = lungs = None
     s = post.structures
     if s is not None:
@@ -895,6 +899,11 @@ def verify(
     delivered = delivered_activity(post_m, p.dosimetry.activity_gbq)
     images = _read_post_images(post_m)
     notes.extend(images.notes)
+    plan_pid = str((voxel.attributes.get("images") or {}).get("patient_id") or "").strip()
+    post_pid = str(images.ct.meta.get("patient_id") or "").strip()
+    if plan_pid and post_pid and plan_pid != post_pid:
+        raise ImagingError(f"post-treatment images of another patient: PatientID (0010,0020) {post_pid!r}, the plan's "
+                           f"images {plan_pid!r}")
     settings = settings_from(post_m.registration, "registration")
     reg = _register(p, post_m, images, settings)
     t = reg.transform

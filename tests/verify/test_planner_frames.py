@@ -95,3 +95,21 @@ def test_verify_in_the_planning_frame_needs_no_registration(dicom_sets, tmp_path
     v = verify(base, post)
     assert v.result.registration["source"] == "identity"
     assert v.result.registration["quality"]["correlation_after"] > 0.99
+
+
+def test_verify_refuses_another_patients_images(dicom_sets, tmp_path):
+    from datetime import timedelta
+
+    from embplan.verify import verify
+    from tests.verify.conftest import ADMIN, write_post_set
+
+    _, base = dicom_sets
+    pet = np.where(base.voxel.arrays["mask_liver"], 1.0e5, 0.0)
+    post = write_post_set(tmp_path / "other_patient", base, pet, acquisition=ADMIN + timedelta(hours=4))
+    for sub in ("ct", "pet"):
+        for f in (tmp_path / "other_patient" / sub).iterdir():
+            ds = pydicom.dcmread(f)
+            ds.PatientID = "another-patient"
+            ds.save_as(f)
+    with pytest.raises(ImagingError, match="another patient: PatientID .*'another-patient'"):
+        verify(base, post)

@@ -206,3 +206,11 @@ def test_truncated_field_of_view_is_reported(small_plan_file, tmp_path):
     assert rows["lungs"].coverage_fraction == pytest.approx(expected, abs=0.02)
     assert rows["lungs"].coverage_fraction < 0.99
     assert any("covers only" in n and "lungs" in n for n in v.result.notes)
+
+
+def test_images_of_another_patient_refused(small_plan_file, tmp_path):
+    _, plan = small_plan_file
+    post = write_post_set(tmp_path / "pid", plan, _liver_pet(plan, C0), acquisition=ADMIN + timedelta(hours=5))
+    _strip(tmp_path / "pid", PatientID="someone-else")
+    with pytest.raises(ImagingError, match=r"different patients: PatientID \(0010,0020\)"):
+        verify(plan, post)
