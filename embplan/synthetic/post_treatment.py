@@ -10,7 +10,8 @@
   Start DateTime = administration, Radionuclide Total Dose = the delivered activity) on its own grid in that frame;
 - ``rtstruct.dcm``: the liver and lungs as contoured on the post CT (for the registration's liver surface distance);
 - ``post.json``: the verification input (:class:`embplan.verify.PostTreatment`) naming them, with the delivery
-  record (vial activity and its reference time, residual fraction, administration time);
+  record (vial activity and its reference time, residual fraction, administration time) and a 3 %/3 mm gamma
+  analysis;
 - ``truth.json``: what was simulated: the true transform, the delivered activity, the deviations.
 
 The delivered activity distribution, on the plan's grid, before it is moved into the post frame:
@@ -320,6 +321,7 @@ def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
             "vial_reference_datetime": vial_ref.isoformat(),
             "residual_fraction": p.residual_fraction,
         },
+        "gamma": {"dose_percent": 3.0, "distance_mm": 3.0},
     }
     truth = {
         "transform": truth_t.as_dict(),

@@ -81,6 +81,8 @@ def test_deviations_found(example):
     codes = {f["code"] for f in summary["flags"]}
     assert "EXTRAHEPATIC_DEPOSITION" in codes
     assert "TUMOR_DOSE_LOW" in codes  # the perfused tumours fall under the glass 205 Gy target as delivered
+    gamma = summary["gamma"]
+    assert gamma is not None and 0.0 < gamma["pass_rate"] < 1.0 and gamma["evaluated_voxels"] > 0
     notes = load_verification(root / "v.h5").result.notes
     assert any("below the 205 Gy target" in n and target in n for n in notes)
 
