@@ -766,6 +766,7 @@ def phantom_post(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN.h5", help="A plan with voxel data (e.g. embplan demo).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the simulated PET/CT, post.json and truth.json.")],
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the simulated CT noise.")] = 2026,
+    spect: Annotated[bool, typer.Option("--spect", help="A bremsstrahlung SPECT instead of a Y-90 PET.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate the post-treatment Y-90 PET/CT of a plan (rotated and shifted frame, one tumour under-perfused, gut
@@ -780,7 +781,7 @@ def phantom_post(
         if not out.parent.is_dir() and str(out.parent):
             raise _Failure(f"{out}: cannot create the output folder: {out.parent} does not exist")
         with _progress("Simulating the post-treatment PET/CT ..."):
-            sim = simulate_post_treatment(plan, out, PostSimulation(seed=seed))
+            sim = simulate_post_treatment(plan, out, PostSimulation(seed=seed, modality="spect" if spect else "pet"))
         info = {"written": {k: str(v) for k, v in sim.paths.items()},
                 "truth": {k: sim.truth[k] for k in ("delivered_activity_gbq", "under_perfused_tumor",
                                                     "under_perfusion_fraction", "gut_fraction", "transform")},
@@ -788,7 +789,8 @@ def phantom_post(
         if as_json:
             _print_json(info)
         else:
-            typer.echo(f"wrote {out}: post-treatment CT ct/, Y-90 PET pet/, rtstruct.dcm, post.json, truth.json "
+            emission = "bremsstrahlung SPECT spect/bremss.dcm" if spect else "Y-90 PET pet/"
+            typer.echo(f"wrote {out}: post-treatment CT ct/, {emission}, rtstruct.dcm, post.json, truth.json "
                        f"(delivered {sim.truth['delivered_activity_gbq']:.3f} GBq)")
             typer.echo("next: " + info["next"])
 

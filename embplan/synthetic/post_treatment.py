@@ -28,7 +28,10 @@ The map is moved into the PET grid by the total-conserving activity resampling, 
 ``pet_fwhm_mm`` (a Y-90 PET resolution of 5-10 mm FWHM [U]; 6 mm by default keeps the demo readable), decayed to the
 acquisition time (Y-90 half-life of :mod:`embplan.nuclides`) and written as Bq/mL in 16-bit pixels with a Rescale
 Slope per slice (relative rounding below 2e-5 of each slice's maximum). Optional multiplicative noise
-(``pet_noise_fraction``, seeded). Synthetic data for tests and examples, not patient data.
+(``pet_noise_fraction``, seeded). With ``modality="spect"`` a Y-90 bremsstrahlung SPECT is written instead
+(``spect/bremss.dcm``: counts proportional to the activity, ``spect_total_counts`` in all, blurred by
+``spect_fwhm_mm``, 15 mm by default: bremsstrahlung SPECT resolves 15-20 mm [U]); ``verify`` then calibrates it
+patient-relatively. Synthetic data for tests and examples, not patient data.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -51,11 +54,14 @@ from scipy import ndimage
 from ..errors import ImagingError
 from ..grid import Grid
 from ..imaging.phantom_dicom import (  # the phantom's DICOM writer: same CT and RTSTRUCT conventions
+    _UINT16_MAX,
     _ds,
+    _integer_counts,
     _iop,
     _pixels_16bit,
     _save,
     _write_ct,
+    _write_nm,
     _write_rtstruct,
     _Writer,
     mask_contours,
@@ -96,6 +102,10 @@ class PostSimulation:
     ct_noise_hu: float = 8.0
     frame_duration_s: float = 1200.0
     seed: int = 2026
+    modality: Literal["pet", "spect"] = "pet"
+    spect_voxel_mm: float = 4.8
+    spect_fwhm_mm: float = 15.0
+    spect_total_counts: float = 2.0e6
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,33 @@ def _write_pet(w: _Writer, folder: Path, grid: Grid, bq_ml: np.ndarray, *, acqui
     return series_uid
 
 
+def _write_bremsstrahlung(w: _Writer, path: Path, grid: Grid, activity_mbq: np.ndarray, total_counts: float,
+                          delivered_mbq: float) -> None:
+    """A Y-90 bremsstrahlung SPECT (reconstructed NM, counts proportional to the activity, ``total_counts`` in all,
+    rounded by error diffusion) with a Y-90 radiopharmaceutical and a wide bremsstrahlung window in its header."""
+    import pydicom
+
+    a = np.clip(np.asarray(activity_mbq, dtype=np.float64), 0.0, None)
+    if not a.sum() > 0:
+        raise ImagingError("simulate_post_treatment: no activity in the SPECT field of view")
+    counts = _integer_counts(a * (float(total_counts) / float(a.sum())))
+    if counts.max() > _UINT16_MAX:
+        raise ImagingError(f"spect_total_counts: {total_counts:g} overflows the 16-bit NM pixels; lower it")
+    _write_nm(w, path, grid, counts, delivered_mbq)
+    ds = pydicom.dcmread(path)
+    rp = ds.RadiopharmaceuticalInformationSequence[0]
+    rp.Radiopharmaceutical = "Y-90 microspheres (bremsstrahlung)"
+    rp.RadionuclideHalfLife = _ds(Y90_HALF_LIFE_H * 3600.0)
+    rp.RadionuclideCodeSequence[0].CodeMeaning = "^90^Yttrium"
+    rp.RadionuclideCodeSequence[0].CodeValue = "C-162E4"  # [U] SNOMED-RT code as used for Y-90 by some vendors
+    win = ds.EnergyWindowInformationSequence[0]
+    win.EnergyWindowName = "Y90 BREMSS"  # Short String: 16 characters at most
+    win.EnergyWindowRangeSequence[0].EnergyWindowLowerLimit = "100"  # a wide bremsstrahlung window [U]
+    win.EnergyWindowRangeSequence[0].EnergyWindowUpperLimit = "250"
+    ds.SeriesDescription = "Y-90 bremsstrahlung SPECT post-treatment (synthetic)"
+    ds.save_as(path, enforce_file_format=True)
+
+
 def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
                             params: PostSimulation | None = None) -> SimulatedPost:
     """Write a simulated post-treatment Y-90 PET/CT of ``plan`` under ``out_dir`` (see the module docstring)."""
@@ -210,6 +247,10 @@ def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
         raise ImagingError(f"gut_fraction: must be in [0, 0.5), got {p.gut_fraction}")
     if not 0.0 <= p.residual_fraction < 1.0:
         raise ImagingError(f"residual_fraction: must be in [0, 1), got {p.residual_fraction}")
+    if p.modality not in ("pet", "spect"):
+        raise ImagingError(f"modality: must be 'pet' or 'spect', got {p.modality!r}")
+    if not (0.5 <= p.spect_voxel_mm <= 20.0 and p.spect_fwhm_mm >= 0.0 and p.spect_total_counts >= 1000):
+        raise ImagingError("spect_voxel_mm (0.5-20), spect_fwhm_mm (>= 0) and spect_total_counts (>= 1000) out of range")
     if not (0.5 <= p.pet_voxel_mm <= 20.0 and p.pet_fwhm_mm >= 0.0 and p.acquisition_hours >= 0.0):
         raise ImagingError("pet_voxel_mm (0.5-20), pet_fwhm_mm (>= 0) and acquisition_hours (>= 0) out of range")
     out = Path(out_dir)
@@ -217,7 +258,7 @@ def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
         raise ImagingError(f"{out}: exists and is not a folder")
     if not out.parent.is_dir():
         raise ImagingError(f"{out}: the parent folder {out.parent} does not exist")
-    for sub in ("ct", "pet"):
+    for sub in ("ct", "pet", "spect"):
         if (out / sub).is_dir() and any((out / sub).iterdir()):
             raise ImagingError(f"{out / sub}: already holds files; write the simulated post-treatment set into an "
                                "empty folder")
@@ -279,13 +320,15 @@ def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
                                         (float(centre[0]), float(centre[1]), float(centre[2])))
     plan_in_post = truth_t.inverse().grid_in_fixed_frame(grid)  # plan voxel p sits at T(p)
     ct_grid = _bounding_grid(grid, truth_t, float(min(grid.spacing_mm)))
-    pet_grid = _bounding_grid(grid, truth_t, float(p.pet_voxel_mm))
+    spect = p.modality == "spect"
+    pet_grid = _bounding_grid(grid, truth_t, float(p.spect_voxel_mm if spect else p.pet_voxel_mm))
     rng = np.random.default_rng(p.seed)
     post_hu = np.asarray(resample_to_grid(ct_hu, plan_in_post, ct_grid, "linear", default_value=-1000.0))
     post_hu = np.clip(post_hu + rng.normal(0.0, p.ct_noise_hu, post_hu.shape), -1024.0, 3000.0)
     pet_mbq = np.asarray(resample_to_grid(activity, plan_in_post, pet_grid, "activity"))
-    if p.pet_fwhm_mm > 0:
-        sigma = [p.pet_fwhm_mm / (2.0 * math.sqrt(2.0 * math.log(2.0))) / s for s in pet_grid.spacing_mm]
+    fwhm = p.spect_fwhm_mm if spect else p.pet_fwhm_mm
+    if fwhm > 0:
+        sigma = [fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0))) / s for s in pet_grid.spacing_mm]
         pet_mbq = ndimage.gaussian_filter(pet_mbq, sigma, mode="constant")
     if p.pet_noise_fraction > 0:
         pet_mbq = np.clip(pet_mbq * (1.0 + rng.normal(0.0, p.pet_noise_fraction, pet_mbq.shape)), 0.0, None)
@@ -300,20 +343,25 @@ def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
     w = _Writer(key, patient_id, "Phantom^Post^Y90", acquisition, "HFS")
     try:
         (out / "ct").mkdir(parents=True, exist_ok=True)
-        (out / "pet").mkdir(exist_ok=True)
+        (out / ("spect" if spect else "pet")).mkdir(exist_ok=True)
     except OSError as exc:
         raise ImagingError(f"{out}: cannot create the output folders ({exc})") from exc
     ct_series, ct_uids = _write_ct(w, out / "ct", ct_grid, post_hu)
-    _write_pet(w, out / "pet", pet_grid, bq_ml, acquisition=acquisition, administration=admin,
-               total_dose_bq=delivered_gbq * 1.0e9, frame_duration_s=p.frame_duration_s)
+    if spect:
+        _write_bremsstrahlung(w, out / "spect" / "bremss.dcm", pet_grid, pet_mbq, p.spect_total_counts,
+                              delivered_gbq * 1000.0)
+    else:
+        _write_pet(w, out / "pet", pet_grid, bq_ml, acquisition=acquisition, administration=admin,
+                   total_dose_bq=delivered_gbq * 1.0e9, frame_duration_s=p.frame_duration_s)
     contours = {"Liver": mask_contours(post_liver, ct_grid), "Lungs": mask_contours(post_lungs, ct_grid)}
     _write_rtstruct(w, out / "rtstruct.dcm", ct_grid, ct_series, ct_uids, contours, set())
 
     post = {
         "schema_version": 1,
-        "description": "simulated post-treatment Y-90 PET/CT (embplan phantom-post)",
+        "description": f"simulated post-treatment Y-90 {'bremsstrahlung SPECT' if spect else 'PET'}/CT (embplan "
+                       "phantom-post)",
         "administration_datetime": admin.isoformat(),
-        "pet": "pet",
+        **({"spect": "spect/bremss.dcm"} if spect else {"pet": "pet"}),
         "ct": "ct",
         "structures": {"rtstruct": "rtstruct.dcm", "liver": ["Liver"], "lungs": ["Lungs"]},
         "delivery": {
@@ -336,7 +384,7 @@ def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
         "gut_centre_post_frame_mm": None if gut_centre is None else [float(v) for v in truth_t.apply(gut_centre)],
         "administration_datetime": admin.isoformat(),
         "acquisition_datetime": acquisition.isoformat(),
-        "pet_grid": pet_grid.model_dump(mode="json"),
+        "emission_grid": pet_grid.model_dump(mode="json"),
         "ct_grid": ct_grid.model_dump(mode="json"),
         "parameters": asdict(p),
     }
@@ -346,6 +394,6 @@ def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
     atomic_write_text(out / "truth.json", json.dumps(truth, indent=2, default=str) + "\n", error=ImagingError,
                       what="truth.json")
     log.info("simulated post-treatment PET/CT written to %s (delivered %.3f GBq)", out, delivered_gbq)
-    paths = {"ct": out / "ct", "pet": out / "pet", "rtstruct": out / "rtstruct.dcm", "post": out / "post.json",
-             "truth": out / "truth.json"}
+    paths = {"ct": out / "ct", **({"spect": out / "spect" / "bremss.dcm"} if spect else {"pet": out / "pet"}),
+             "rtstruct": out / "rtstruct.dcm", "post": out / "post.json", "truth": out / "truth.json"}
     return SimulatedPost(paths=paths, truth=truth)

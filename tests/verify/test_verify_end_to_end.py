@@ -144,3 +144,22 @@ def test_errors_write_nothing(example, tmp_path):
     r = run("verify", tmp_path / "p.h5", root / "post" / "post.json", "-o", out, "--json")
     assert r.exit_code == 1 and "voxel data" in r.stderr
     assert not out.exists()
+
+
+def test_bremsstrahlung_spect_example(example, tmp_path):
+    """The same example with a bremsstrahlung SPECT (15 mm resolution, patient-relative calibration)."""
+    root, _ = example
+    r = run("phantom-post", root / "plan.h5", "--out", tmp_path / "post", "--spect")
+    assert r.exit_code == 0, r.stderr
+    r = run("verify", root / "plan.h5", tmp_path / "post" / "post.json", "-o", tmp_path / "v.h5", "--json")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    truth = json.loads((tmp_path / "post" / "truth.json").read_text())
+    f = load_verification(tmp_path / "v.h5")
+    assert f.result.emission == "spect" and f.result.calibration["method"] == "patient_relative"
+    assert f.result.activity_liver_mbq + f.result.activity_lungs_mbq == pytest.approx(2850.0, rel=1e-9)
+    rows = {s["structure"]: s for s in summary["structures"]}
+    assert rows[truth["under_perfused_tumor"]]["difference_percent"] < -40.0
+    flagged = [d for d in summary["deposits"] if d["flagged"]]
+    assert len(flagged) == 1
+    assert np.linalg.norm(np.asarray(flagged[0]["centroid_plan_mm"]) - truth["gut_centre_plan_frame_mm"]) < 10.0
