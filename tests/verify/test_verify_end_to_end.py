@@ -163,3 +163,24 @@ def test_bremsstrahlung_spect_example(example, tmp_path):
     flagged = [d for d in summary["deposits"] if d["flagged"]]
     assert len(flagged) == 1
     assert np.linalg.norm(np.asarray(flagged[0]["centroid_plan_mm"]) - truth["gut_centre_plan_frame_mm"]) < 10.0
+
+
+def test_foreign_and_newer_files_refused(example, tmp_path):
+    root, _ = example
+    with pytest.raises(PlanFileError, match="not an embplan verification file .format 'embplan.plan'"):
+        load_verification(root / "plan.h5")
+    newer = tmp_path / "newer.h5"
+    newer.write_bytes((root / "v.h5").read_bytes())
+    with h5py.File(newer, "r+") as h5:
+        h5.attrs["format_version"] = "2.0"
+    with pytest.raises(PlanFileError, match="format 2.0 is not readable"):
+        load_verification(newer)
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(PlanFileError, match="not an HDF5 file"):
+        load_verification(tmp_path / "text.h5")
+    from embplan.io.verification import save_verification
+
+    v = embplan.verify_files(root / "plan.h5", root / "post" / "post.json")
+    with pytest.raises(PlanFileError, match="does not exist"):
+        save_verification(v, tmp_path / "missing" / "v.h5")
+    assert not (tmp_path / "missing").exists()
