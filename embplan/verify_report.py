@@ -249,9 +249,10 @@ def render_verification_report(verification: Any) -> str:
             ("mean gamma; 95th percentile", f"{_n(g.mean_gamma, 2)}; {_n(g.gamma_p95, 2)}"),
         ]))
     dl, pl = r.delivered_doses, r.planned_doses
-    summary = _kv([
-        (f"{k.replace('_', ' ')}", f"{_n(pl.get(k))} -> {_n(dl.get(k))} Gy") for k in dl
-    ])
+    labels = {"tumor_dose_gy": "tumours (perfused)", "normal_liver_dose_gy": "non-tumour liver (whole)",
+              "perfused_normal_liver_dose_gy": "non-tumour liver (perfused)", "perfused_dose_gy": "perfused territory",
+              "lung_dose_gy": "lungs"}
+    summary = _kv([(labels.get(k, k), f"{_n(pl.get(k))} -> {_n(dl.get(k))} Gy") for k in dl])
     notes = "".join(f"<li>{_e(n)}</li>" for n in r.notes)
     body = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>embplan verification: {_e(r.patient_id)}</title><style>{_CSS}</style></head><body>
