@@ -25,6 +25,8 @@ _LAZY: dict[str, str] = {
     "save_plan": "embplan.io.hdf5",
     "load_plan": "embplan.io.hdf5",
     "Grid": "embplan.grid",
+    "review": "embplan.board",
+    "BoardReview": "embplan.board",
     # post-treatment verification (issue 14): plan file + post.json -> Verification (and its archive)
     "verify_files": "embplan.io.verification",
     "load_verification": "embplan.io.verification",
@@ -33,6 +35,7 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", "EmbplanError", "CaseError", "PlanFileError", "ImagingError", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .board import BoardReview, review  # noqa: F401
     from .case import Case, load_case  # noqa: F401
     from .grid import Grid  # noqa: F401
     from .io.hdf5 import load_plan, save_plan  # noqa: F401
