@@ -919,7 +919,8 @@ def verify(
 
     masks = {k[len("mask_"):]: np.asarray(v, bool) for k, v in arrays.items() if k.startswith("mask_")}
     liver, lungs = masks["liver"], masks["lungs"]
-    density = np.asarray(arrays["density_g_cm3"], dtype=np.float64)
+    # the density the plan's dose maps and mass-weighted means used (issue 13: nominal inside the liver), else the CT's
+    density = np.asarray(arrays.get("dose_density_g_cm3", arrays["density_g_cm3"]), dtype=np.float64)
     delivered_mbq = delivered.delivered_activity_gbq * 1000.0
     em = images.emission
     admin = _naive(post_m.administration_datetime)

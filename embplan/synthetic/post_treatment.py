@@ -194,7 +194,7 @@ def _write_pet(w: _Writer, folder: Path, grid: Grid, bq_ml: np.ndarray, *, acqui
         ds.FrameReferenceTime = "0"
         rp = Dataset()
         rp.Radiopharmaceutical = "Y-90 microspheres"
-        rp.RadionuclideTotalDose = _ds(total_dose_bq)
+        rp.RadionuclideTotalDose = f"{total_dose_bq:.10g}"  # Decimal String: 16 characters at most
         rp.RadionuclideHalfLife = _ds(Y90_HALF_LIFE_H * 3600.0)
         rp.RadiopharmaceuticalStartDateTime = administration.strftime("%Y%m%d%H%M%S")
         ds.RadiopharmaceuticalInformationSequence = Sequence([rp])
@@ -349,7 +349,7 @@ def simulate_post_treatment(plan: Any, out_dir: str | os.PathLike[str],
     ct_series, ct_uids = _write_ct(w, out / "ct", ct_grid, post_hu)
     if spect:
         _write_bremsstrahlung(w, out / "spect" / "bremss.dcm", pet_grid, pet_mbq, p.spect_total_counts,
-                              delivered_gbq * 1000.0)
+                              round(delivered_gbq * 1.0e9) / 1.0e6)  # whole Bq: a Decimal String of <= 16 characters
     else:
         _write_pet(w, out / "pet", pet_grid, bq_ml, acquisition=acquisition, administration=admin,
                    total_dose_bq=delivered_gbq * 1.0e9, frame_duration_s=p.frame_duration_s)

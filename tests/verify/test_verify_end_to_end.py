@@ -5,6 +5,7 @@ prior-treatment record that the next plan counts."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import h5py
 import numpy as np
@@ -15,6 +16,7 @@ import embplan
 from embplan import cli
 from embplan.errors import PlanFileError
 from embplan.io.verification import load_verification
+from embplan.nuclides import Y90_HALF_LIFE_H
 from embplan.protocols.history import PriorTreatment
 from embplan.risk import dose_limits
 from tests.verify.conftest import small_case_dict
@@ -68,9 +70,13 @@ def test_deviations_found(example):
     perfused_tumours = [k for k, s in rows.items() if k.startswith("tumor_") and s["planned_mean_gy"] > 0]
     worst = min(perfused_tumours, key=lambda k: rows[k]["difference_percent"])
     assert worst == target and rows[target]["difference_percent"] < -40.0
-    # the delivered activity: vial 3 GBq x (1 - 5 % residual)
+    # the delivered activity: the plan's vial decayed to the administration x (1 - 5 % residual)
     assert summary["delivered_activity_gbq"] == pytest.approx(truth["delivered_activity_gbq"], rel=1e-9)
-    assert summary["delivered_activity_gbq"] == pytest.approx(2.85, rel=1e-6)
+    post = json.loads((root / "post" / "post.json").read_text())
+    hours = (datetime.fromisoformat(post["administration_datetime"])
+             - datetime.fromisoformat(post["delivery"]["vial_reference_datetime"])).total_seconds() / 3600.0
+    expected = post["delivery"]["vial_activity_gbq"] * 2.0 ** (-hours / Y90_HALF_LIFE_H) * 0.95
+    assert summary["delivered_activity_gbq"] == pytest.approx(expected, rel=1e-6)
     # the gut deposit: located and flagged
     deposits = summary["deposits"]
     assert deposits and deposits[0]["flagged"]
@@ -103,7 +109,7 @@ def test_archive_report_and_prior(example):
                    "EXTRAHEPATIC_DEPOSITION", "liver mean surface distance", "Mattes MI"):
         assert needle in html
     prior = PriorTreatment.model_validate(json.loads((root / "prior.json").read_text()))
-    assert prior.kind == "TARE" and prior.activity_gbq == pytest.approx(2.85)
+    assert prior.kind == "TARE" and prior.activity_gbq == pytest.approx(summary["delivered_activity_gbq"], abs=1e-6)
     rows = {s["structure"]: s for s in summary["structures"]}
     assert prior.lung_dose_gy == pytest.approx(rows["lungs"]["delivered_mean_gy"], abs=1e-4)
     assert prior.normal_liver_dose_gy == pytest.approx(rows["normal_liver"]["delivered_mean_gy"], abs=1e-4)
@@ -157,7 +163,8 @@ def test_bremsstrahlung_spect_example(example, tmp_path):
     truth = json.loads((tmp_path / "post" / "truth.json").read_text())
     f = load_verification(tmp_path / "v.h5")
     assert f.result.emission == "spect" and f.result.calibration["method"] == "patient_relative"
-    assert f.result.activity_liver_mbq + f.result.activity_lungs_mbq == pytest.approx(2850.0, rel=1e-9)
+    assert f.result.activity_liver_mbq + f.result.activity_lungs_mbq == pytest.approx(
+        1000.0 * truth["delivered_activity_gbq"], rel=1e-6)
     rows = {s["structure"]: s for s in summary["structures"]}
     assert rows[truth["under_perfused_tumor"]]["difference_percent"] < -40.0
     flagged = [d for d in summary["deposits"] if d["flagged"]]

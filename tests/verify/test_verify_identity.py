@@ -85,7 +85,7 @@ def test_bremsstrahlung_spect_patient_relative(small_plan_file, tmp_path):
     nl, ng = liver.sum(), lungs.sum()
     per_liver_voxel = delivered_mbq * 400.0 / (400.0 * nl + 40.0 * ng)  # MBq at administration
     c_admin = per_liver_voxel / grid.voxel_volume_ml
-    rho = arrays["density_g_cm3"][liver].astype(np.float64)
+    rho = arrays.get("dose_density_g_cm3", arrays["density_g_cm3"])[liver].astype(np.float64)  # the plan's dose density
     liver_row = {s.structure: s for s in r.structures}["liver"]
     assert liver_row.delivered_mean_gy == pytest.approx(K * c_admin * nl / rho.sum(), rel=1e-9)
     assert r.lung_shunt_delivered_fraction == pytest.approx(40.0 * ng / (400.0 * nl + 40.0 * ng), rel=1e-9)

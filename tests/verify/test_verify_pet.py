@@ -26,7 +26,8 @@ def _liver_pet(plan, value: float) -> np.ndarray:
 def _closed_form_mean(plan, structure: str, c_admin_mbq_ml: float) -> float:
     """Mass-weighted mean LDM dose of a uniform concentration: D = K C / rho per voxel, so mean = K C N / sum(rho)."""
     m = plan.voxel.arrays[f"mask_{structure}"]
-    rho = plan.voxel.arrays["density_g_cm3"][m].astype(np.float64)
+    arrays = plan.voxel.arrays  # the density of the plan's dose maps (nominal inside the liver, issue 13)
+    rho = arrays.get("dose_density_g_cm3", arrays["density_g_cm3"])[m].astype(np.float64)
     return K * c_admin_mbq_ml * m.sum() / rho.sum()
 
 
