@@ -544,7 +544,8 @@ def _read_post_images(post: PostTreatment) -> _PostImages:
         check_pet_attributes(emission)
         what = "pet"
     else:
-        path = post.resolve(post.spect)  # type: ignore[arg-type]
+        assert post.spect is not None  # PostTreatment validates exactly one of pet and spect
+        path = post.resolve(post.spect)
         emission = dcm.read_nm(_single_nm_file(path) if path.is_dir() else path)
         what = "spect"
     try:
@@ -565,7 +566,8 @@ def _read_post_images(post: PostTreatment) -> _PostImages:
             available = sorted(contours)
             found = {n: rasterize_structure(contours[n], ct.grid, output="mask") for n in names if n in contours}
         else:
-            seg = dcm.read_seg(post.resolve(s.seg), ct.grid, frame_of_reference_uid=ct.frame_of_reference_uid)  # type: ignore[arg-type]
+            assert s.seg is not None  # the structures validate exactly one of rtstruct and seg
+            seg = dcm.read_seg(post.resolve(s.seg), ct.grid, frame_of_reference_uid=ct.frame_of_reference_uid)
             available = sorted(seg)
             found = {n: np.asarray(seg[n], bool) for n in names if n in seg}
         absent = [n for n in names if n not in found]
@@ -589,16 +591,16 @@ def _register(plan: Plan, post: PostTreatment, images: _PostImages, settings: Re
     if fixed is None:
         raise ImagingError("plan: no CT numbers (ct_hu) stored; cannot register the post-treatment CT to it")
     fixed_liver = voxel.arrays.get("mask_liver")
-    kw = dict(settings=settings, same_modality=True, fixed_liver=fixed_liver if images.liver is not None else None,
+    kw: dict[str, Any] = dict(settings=settings, same_modality=True, fixed_liver=fixed_liver if images.liver is not None else None,
               moving_liver=images.liver)
     ct = images.ct
     if post.transform is not None:
         t = read_transform(post.resolve(post.transform))
-        return evaluate_transform(fixed, voxel.grid, ct.array, ct.grid, t, source="file", **kw)  # type: ignore[arg-type]
+        return evaluate_transform(fixed, voxel.grid, ct.array, ct.grid, t, source="file", **kw)
     plan_for = (voxel.attributes.get("images") or {}).get("frame_of_reference_uid")
     if plan_for is not None and plan_for == ct.frame_of_reference_uid:
-        return evaluate_transform(fixed, voxel.grid, ct.array, ct.grid, RigidTransform(), source="identity", **kw)  # type: ignore[arg-type]
-    return register_rigid(fixed, voxel.grid, ct.array, ct.grid, **kw)  # type: ignore[arg-type]
+        return evaluate_transform(fixed, voxel.grid, ct.array, ct.grid, RigidTransform(), source="identity", **kw)
+    return register_rigid(fixed, voxel.grid, ct.array, ct.grid, **kw)
 
 
 # ============================================================================================== comparison

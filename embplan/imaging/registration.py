@@ -130,6 +130,14 @@ def settings_from(overrides: dict[str, Any] | RegistrationSettings | None, where
 
 
 # ================================================================================================ the transform
+def _three(values: Any, name: str) -> tuple[float, float, float]:
+    """``values`` as three floats (x, y, z); ImagingError naming ``name`` unless there are three."""
+    v = tuple(float(x) for x in values)
+    if len(v) != 3:
+        raise ImagingError(f"transform.{name}: must be three finite numbers")
+    return (v[0], v[1], v[2])
+
+
 def _rotation_matrix_xyz(angles_rad: tuple[float, float, float]) -> np.ndarray:
     """ITK Euler3D rotation (ComputeZYX off): R = Rz @ Rx @ Ry."""
     ax, ay, az = angles_rad
@@ -162,9 +170,9 @@ class RigidTransform:
     def from_euler(cls, angles_deg: tuple[float, float, float], translation_mm: tuple[float, float, float],
                    center_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> RigidTransform:
         """From ITK Euler3D angles (degrees about x, y, z; R = Rz Rx Ry), translation and centre."""
-        r = _rotation_matrix_xyz(tuple(math.radians(a) for a in angles_deg))  # type: ignore[arg-type]
-        return cls(tuple(float(v) for v in r.reshape(-1)), tuple(float(v) for v in translation_mm),  # type: ignore[arg-type]
-                   tuple(float(v) for v in center_mm))  # type: ignore[arg-type]
+        r = _rotation_matrix_xyz(_three((math.radians(a) for a in angles_deg), "angles_deg"))
+        return cls(tuple(float(v) for v in r.reshape(-1)), _three(translation_mm, "translation_mm"),
+                   _three(center_mm, "center_mm"))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -197,8 +205,8 @@ class RigidTransform:
         c_new = self.apply(np.asarray(self.center_mm, dtype=float))
         # T^-1(q) = R^T (q - offset) = R^T (q - c') + c' + t'  with  t' = R^T (c' - offset) - c'
         t_new = rt @ (c_new - self.offset_mm) - c_new
-        return RigidTransform(tuple(float(v) for v in rt.reshape(-1)), tuple(float(v) for v in t_new),  # type: ignore[arg-type]
-                              tuple(float(v) for v in c_new))  # type: ignore[arg-type]
+        return RigidTransform(tuple(float(v) for v in rt.reshape(-1)), _three(t_new, "translation_mm"),
+                              _three(c_new, "center_mm"))
 
     def to_sitk(self) -> sitk.Euler3DTransform:
         t = sitk.Euler3DTransform()
@@ -274,7 +282,7 @@ def _rigid_from_sitk(transform: sitk.Transform) -> RigidTransform:
         return RigidTransform()
     if name == "TranslationTransform":
         off = sitk.TranslationTransform(transform).GetOffset()
-        return RigidTransform(translation_mm=tuple(float(v) for v in off))  # type: ignore[arg-type]
+        return RigidTransform(translation_mm=_three(off, "translation_mm"))
     if transform.GetDimension() != 3:
         raise ImagingError(f"transform: a 3D transform is needed, got {transform.GetDimension()}D {name}")
     known = {
@@ -294,15 +302,14 @@ def _rigid_from_sitk(transform: sitk.Transform) -> RigidTransform:
     u, _, vt = np.linalg.svd(matrix)
     matrix = u @ vt
     return RigidTransform(tuple(float(v) for v in matrix.reshape(-1)),
-                          tuple(float(v) for v in t.GetTranslation()),  # type: ignore[arg-type]
-                          tuple(float(v) for v in t.GetCenter()))  # type: ignore[arg-type]
+                          _three(t.GetTranslation(), "translation_mm"), _three(t.GetCenter(), "center_mm"))
 
 
 def _compose(outer: RigidTransform, inner: RigidTransform) -> RigidTransform:
     """outer(inner(p)), about the origin."""
     r = outer.matrix @ inner.matrix
     off = outer.matrix @ inner.offset_mm + outer.offset_mm
-    return RigidTransform(tuple(float(v) for v in r.reshape(-1)), tuple(float(v) for v in off))  # type: ignore[arg-type]
+    return RigidTransform(tuple(float(v) for v in r.reshape(-1)), _three(off, "translation_mm"))
 
 
 def read_transform(path: str | os.PathLike[str]) -> RigidTransform:
