@@ -16,7 +16,7 @@ import contextlib
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -684,7 +684,7 @@ def phantom_dicom(
             paths = write_phantom_dicom(phantom, out, perfused_mask=np.asarray(perfused), patient_id=case.patient.id)
         atomic_write_text(case_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", error=EmbplanError,
                           what="case")
-        info = {
+        info: dict[str, Any] = {
             "written": {name: str(path) for name, path in paths.items()} | {"case": str(case_path)},
             "phantom": {"seed": seed, "voxel_mm": voxel_mm, "shape": list(phantom.grid.shape)},
             "next": [f"embplan plan {case_path} -o {out / 'plan.h5'}",
@@ -837,6 +837,7 @@ def board(
             review, flags = plan.board, plan.flags
         elif with_plan:
             plan = _make_plan(_load_case(case_file))
+            assert plan.board is not None  # plan() always reviews the case (planner.build_review)
             review, flags = plan.board, plan.flags
         else:
             from .board import review as make_review
@@ -949,7 +950,7 @@ def phantom_post(
             raise _Failure(f"{out}: cannot create the output folder: {out.parent} does not exist")
         with _progress("Simulating the post-treatment PET/CT ..."):
             sim = simulate_post_treatment(plan, out, PostSimulation(seed=seed, modality="spect" if spect else "pet"))
-        info = {"written": {k: str(v) for k, v in sim.paths.items()},
+        info: dict[str, Any] = {"written": {k: str(v) for k, v in sim.paths.items()},
                 "truth": {k: sim.truth[k] for k in ("delivered_activity_gbq", "under_perfused_tumor",
                                                     "under_perfusion_fraction", "gut_fraction", "transform")},
                 "next": f"embplan verify {plan_file} {sim.paths['post']} -o verification.h5 --report verification.html"}
@@ -966,9 +967,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command with ``argv``; return the exit status (for ``python -m embplan``)."""
     from typer.main import get_command
 
-    cmd: Callable[..., Any] = get_command(app)
+    cmd = get_command(app)
     try:
-        cmd.main(args=argv, prog_name="embplan", standalone_mode=True)  # type: ignore[attr-defined]
+        cmd.main(args=argv, prog_name="embplan", standalone_mode=True)
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     return 0

@@ -141,7 +141,7 @@ def content_sha256(plan_json: bytes, meta_json: bytes, arrays: Mapping[str, np.n
         put(name.encode("utf-8"))
         put(a.dtype.str.encode("ascii"))
         put(",".join(str(n) for n in a.shape).encode("ascii"))
-        put(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
+        put(a.reshape(-1).view(np.uint8).data if a.size else b"")  # .data: the memoryview of the bytes
     return h.hexdigest()
 
 
