@@ -656,6 +656,14 @@ def _board_issues(case: Case) -> list[Issue]:
         if lobes and len(lobes) == 1:
             issues.append(Issue("patient.disease.lesions",
                                 f"liver_distribution is bilobar, but every lesion lies in the {lobes.pop()} lobe"))
+    # an earlier session's dose map is summed on this plan's DICOM images (same frame of reference)
+    dicom = getattr(getattr(case.dosimetry, "images", None), "dicom", None)
+    for i, r in enumerate(case.patient.prior_treatments):
+        if r.dose_file is not None and case.procedure.kind == "TARE" and dicom is None:
+            issues.append(Issue(f"patient.prior_treatments.{i}.dose_file", "an earlier dose map is summed with this "
+                                "TARE's dose on its DICOM images (same frame of reference): this case has none "
+                                "(give dosimetry.images.dicom, or keep the record's normal_liver_dose_gy only)",
+                                r.dose_file))
     vols = case.patient.liver.segment_volumes_ml
     if vols is not None and d.lesions:
         missing = sorted({s for lesion in d.lesions for s in lesion.segments} - set(vols))

@@ -26,6 +26,7 @@ from .liver import liver_reserve
 from .model import (
     BoardOption,
     BoardReview,
+    CumulativeVoxelDose,
     OptionStatus,
     Recommendation,
     RecommendationStep,
@@ -324,7 +325,8 @@ def _recommend(case: Case, th: Thresholds, options: dict[str, BoardOption], stat
     return Recommendation(summary=summary, steps=out, would_change=would), {s.option_key for s in out}
 
 
-def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None) -> BoardReview:
+def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None, *,
+                 cumulative: CumulativeVoxelDose | None = None) -> BoardReview:
     states = [lobe_state(case, th, lobe, dose) for lobe in LOBES]
     option_list: list[BoardOption] = [
         resection(case, th), repeat_resection(case, th), debulking(case, th),
@@ -352,7 +354,7 @@ def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None)
                 gaps.append(f"{o.title}: {c.label}" + (f" ({c.note})" if c.note else ""))
     return BoardReview(
         case_id=case.patient.id, reference_date=case.procedure.date, options=final, recommendation=rec,
-        course=_course(case, th, states, dose, staged, options), staged_plan=staged, liver=liver_reserve(case, th, dose),
+        course=_course(case, th, states, dose, staged, options), staged_plan=staged, liver=liver_reserve(case, th, dose, cumulative),
         consent=consent_items(case, final), follow_up=follow_up(case, th, staged),
         data_gaps=list(dict.fromkeys(gaps)),
     )
