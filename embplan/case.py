@@ -653,7 +653,8 @@ def _board_issues(case: Case) -> list[Issue]:
                                     f"{', '.join(map(str, outside))} of the {other} lobe", lesion.segments))
     if d.liver_distribution == "bilobar" and d.lesions:
         lobes = {lb for lesion in d.lesions for lb, segs in LOBE_SEGMENTS.items() if set(lesion.segments) & segs}
-        if lobes and len(lobes) == 1:
+        caudate = any(1 in lesion.segments for lesion in d.lesions)  # segment 1 is in neither lobe
+        if lobes and len(lobes) == 1 and not caudate:
             issues.append(Issue("patient.disease.lesions",
                                 f"liver_distribution is bilobar, but every lesion lies in the {lobes.pop()} lobe"))
     # an earlier session's dose map is summed on this plan's DICOM images (same frame of reference)

@@ -20,7 +20,14 @@ from ..protocols.sequencing import next_step
 from ..risk import evidence as ev
 from ..thresholds import Thresholds
 from .consent import consent_items, follow_up
-from .facts import LOBES, BoardDoseFacts, biliary_risk, lobe_name, untreated_tumors
+from .facts import (
+    TERRITORY_SEGMENTS,
+    BoardDoseFacts,
+    biliary_risk,
+    board_territories,
+    lobe_name,
+    untreated_tumors,
+)
 from .intra_arterial import LobeState, intra_arterial_options, is_nec, lobe_state
 from .liver import liver_reserve
 from .model import (
@@ -33,6 +40,7 @@ from .model import (
     StagedStep,
     TerritoryCourse,
 )
+from .segments import segment_courses
 from .surgery import ablation, ablation_with_resection, debulking, repeat_resection, resection
 from .systemic import systemic_option
 from .transplant import transplant_options
@@ -83,13 +91,11 @@ def _after_text(case: Case, kind: str) -> str:
 
 def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDoseFacts | None,
             staged: list[StagedStep], options: dict[str, BoardOption]) -> list[TerritoryCourse]:
-    from ..protocols.territory import LOBE_SEGMENTS
-
     proc = case.procedure
     out = []
     untreated, partial = untreated_tumors(dose)
     for st in states:
-        segs = LOBE_SEGMENTS[st.lobe]
+        segs = TERRITORY_SEGMENTS[st.lobe]
         dated = [(r.date, _history_line(r, segs)) for r in case.patient.prior_treatments
                  if r.territory is not None and r.territory.couinaud_segments & segs]
         dated += [(r.date, f"{r.date.isoformat()}: {r.kind} (systemic)"
@@ -159,7 +165,7 @@ def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDose
                            if stg[0].earliest_date else "")
         out.append(TerritoryCourse(territory=lobe_name(st.lobe), disease_present=st.disease, history=hist,
                                    last_response=last, next_step=nxt, reason=reason))
-    return out
+    return out + segment_courses(case, out, _history_line, _RESP)
 
 
 def _staged(case: Case, th: Thresholds, states: list[LobeState], options: dict[str, BoardOption]) -> list[StagedStep]:
@@ -327,7 +333,7 @@ def _recommend(case: Case, th: Thresholds, options: dict[str, BoardOption], stat
 
 def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None, *,
                  cumulative: CumulativeVoxelDose | None = None) -> BoardReview:
-    states = [lobe_state(case, th, lobe, dose) for lobe in LOBES]
+    states = [lobe_state(case, th, lobe, dose) for lobe in board_territories(case)]
     option_list: list[BoardOption] = [
         resection(case, th), repeat_resection(case, th), debulking(case, th),
         *transplant_options(case, th),
