@@ -76,6 +76,8 @@ def _history_line(r: PriorTreatment, lobe_segs: frozenset[int] | None = None) ->
     extra = ""
     if r.kind == "TARE" and r.normal_liver_dose_gy is not None:
         extra = f", non-tumour liver {r.normal_liver_dose_gy:g} Gy"
+    if r.kind == "TARE" and r.dose_file is not None:
+        extra += f", dose map {os.path.basename(r.dose_file)}"
     if r.kind in ("TACE", "DEB_TACE") and r.doxorubicin_mg is not None:
         extra = f", doxorubicin {r.doxorubicin_mg:g} mg"
     return (f"{r.date.isoformat()}: {r.kind.replace('_', '-')}{where}{extra}: "
