@@ -44,6 +44,8 @@ ALL_CODES: tuple[str, ...] = (
     "LUNG_SHUNT_DISCREPANCY",
     # tumour board (issue 11): earlier TARE dose maps + this plan's over the non-tumour liver limit
     "CUMULATIVE_LIVER_DOSE_HIGH",
+    # post-treatment verification (embplan.verify): activity outside the liver and lungs as delivered
+    "EXTRAHEPATIC_DEPOSITION",
 )
 
 _RANK = {"info": 0, "caution": 1, "warning": 2, "contraindication": 3}
