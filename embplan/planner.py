@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .board.cumulative import CUMULATIVE_DVH_KEY, cumulative_voxel_dose
+from .board.cumulative import CUMULATIVE_DVH_KEY, PlacedPriors, cumulative_voxel_dose, place_prior_dose_maps
 from .board.model import BoardReview, CumulativeVoxelDose
 from .board.review import build_review
 from .case import Case
@@ -282,7 +282,7 @@ def _with_untreated_disease(flags: list[Flag], case: Case, dose: BoardDoseFacts 
 
 def _cumulative_dose(case: Case, th: Thresholds, img: ImageSet, voxel: VoxelData, method: str,
                      rho: np.ndarray, limits: DoseLimits, opts: PlannerOptions,
-                     dvhs: dict[str, DVHRecord]) -> tuple[VoxelData, list[Flag]]:
+                     dvhs: dict[str, DVHRecord], placed: PlacedPriors | None) -> tuple[VoxelData, list[Flag]]:
     """The voxel sum of the earlier TARE dose maps and this plan's (:mod:`embplan.board.cumulative`): the cumulative
     maps join the voxel data (``cumulative_dose_gy``, ``cumulative_bed_gy``, ``prior_dose_gy``), the record its
     attributes (``cumulative_dose``, read back by the board), the cumulative non-tumour liver DVH ``dvhs``."""
@@ -292,7 +292,8 @@ def _cumulative_dose(case: Case, th: Thresholds, img: ImageSet, voxel: VoxelData
         lung_dose_gy=maps["ldm"] if method == "vsv" else maps[method], density_g_cm3=rho,
         frame_of_reference_uid=img.attributes.get("frame_of_reference_uid"), dose_method=method,
         normal_liver_limit_gy=limits.applicable_normal_liver_limit_gy,
-        normal_liver_limit_source=limits.normal_liver_limit_source, dvh_bin_width_gy=opts.dvh_bin_width_gy)
+        normal_liver_limit_source=limits.normal_liver_limit_source, dvh_bin_width_gy=opts.dvh_bin_width_gy,
+        placed=placed)
     if res is None:
         return voxel, []
     dvhs[CUMULATIVE_DVH_KEY] = _dvh_record(
@@ -340,6 +341,9 @@ def _tare(
     if d is None:  # the case model forbids it; defend the invariant anyway
         raise CaseError("dosimetry: required for TARE")
     img = build_image_set(case)
+    # issue 11 (tumour board): earlier TARE dose maps read and placed before any dose is computed
+    placed = (place_prior_dose_maps(case, img.grid, img.masks, img.attributes.get("frame_of_reference_uid"))
+              if img is not None else None)
     notes: list[str] = []
     dose_rho: np.ndarray | None = None
     if img is not None:
@@ -402,7 +406,7 @@ def _tare(
         notes.extend(vnotes)
         # issue 11 (tumour board): earlier TARE dose maps of the case summed with this plan's
         voxel_data, cumulative_flags = _cumulative_dose(case, th, img, voxel_data, method, dose_rho, limits, opts,
-                                                        dvhs)
+                                                        dvhs, placed)
     elif case.procedure.kind == "TARE" and any(r.dose_file for r in case.patient.prior_treatments):
         raise CaseError("patient.prior_treatments: a dose_file (earlier dose map) is summed on this plan's DICOM "
                         "images; this TARE has no images: give dosimetry.images.dicom or remove dose_file")

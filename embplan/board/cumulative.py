@@ -37,7 +37,7 @@ from .model import CumulativeStructure, CumulativeVoxelDose, PriorDoseFile
 if TYPE_CHECKING:  # pragma: no cover
     from ..case import Case
 
-__all__ = ["CumulativeResult", "cumulative_voxel_dose", "dose_files", "LAM_2013", "CUMULATIVE_DVH_KEY",
+__all__ = ["CumulativeResult", "PlacedPriors", "place_prior_dose_maps", "cumulative_voxel_dose", "dose_files", "LAM_2013", "CUMULATIVE_DVH_KEY",
            "STRUCTURE_LABELS"]
 
 LAM_2013 = ("Lam MG, Louie JD, Iagaru AH, Goris ML, Sze DY. Safety of repeated yttrium-90 radioembolization. "
@@ -73,20 +73,24 @@ def _label(key: str) -> str:
     return STRUCTURE_LABELS.get(key, key)
 
 
-def cumulative_voxel_dose(
-    case: Case, th: Thresholds, *, grid: Grid, masks: Mapping[str, np.ndarray], dose_gy: np.ndarray,
-    lung_dose_gy: np.ndarray, density_g_cm3: np.ndarray, frame_of_reference_uid: str | None, dose_method: str,
-    normal_liver_limit_gy: float | None, normal_liver_limit_source: str, dvh_bin_width_gy: float,
-) -> CumulativeResult | None:
-    """Sum the earlier TARE dose maps named in ``case`` with this plan's ``dose_gy`` (on ``grid``; ``lung_dose_gy``
-    is the map this plan reads its lung dose from). None when no record names a dose map. ImagingError (naming
-    ``patient.prior_treatments.N.dose_file``) when a file cannot be read or placed."""
+@dataclass(frozen=True, eq=False)
+class PlacedPriors:
+    """The earlier dose maps read and placed on the current grid (before this plan's dose is computed)."""
+
+    files: list[PriorDoseFile]
+    maps: list[np.ndarray]
+    notes: list[str]
+
+
+def place_prior_dose_maps(case: Case, grid: Grid, masks: Mapping[str, np.ndarray],
+                          frame_of_reference_uid: str | None) -> PlacedPriors | None:
+    """Read every earlier dose map the case names and place it on ``grid`` (same frame of reference; resampled when
+    the grid differs). None when no record names one. ImagingError naming ``patient.prior_treatments.N.dose_file``
+    when a file cannot be read or placed: the planner calls this before computing any dose."""
     indices = dose_files(case)
     if not indices:
         return None
     liver = np.asarray(masks["liver"], dtype=bool)
-    tumors = np.asarray(masks["tumors"], dtype=bool)
-    normal = liver & ~tumors
     records = case.patient.prior_treatments
     files: list[PriorDoseFile] = []
     priors: list[np.ndarray] = []
@@ -108,6 +112,27 @@ def cumulative_voxel_dose(
         files.append(PriorDoseFile(record=i, date=r.date, territory=r.territory.describe() if r.territory else None,
                                    path=str(path), description=prior.description, placement=placement))
         priors.append(on_grid)
+    return PlacedPriors(files=files, maps=priors, notes=notes)
+
+
+def cumulative_voxel_dose(
+    case: Case, th: Thresholds, *, grid: Grid, masks: Mapping[str, np.ndarray], dose_gy: np.ndarray,
+    lung_dose_gy: np.ndarray, density_g_cm3: np.ndarray, frame_of_reference_uid: str | None, dose_method: str,
+    normal_liver_limit_gy: float | None, normal_liver_limit_source: str, dvh_bin_width_gy: float,
+    placed: PlacedPriors | None = None,
+) -> CumulativeResult | None:
+    """Sum the earlier TARE dose maps named in ``case`` with this plan's ``dose_gy`` (on ``grid``; ``lung_dose_gy``
+    is the map this plan reads its lung dose from). ``placed``: the maps already placed by
+    :func:`place_prior_dose_maps` (else they are read here). None when no record names a dose map. ImagingError
+    (naming ``patient.prior_treatments.N.dose_file``) when a file cannot be read or placed."""
+    if placed is None:
+        placed = place_prior_dose_maps(case, grid, masks, frame_of_reference_uid)
+    if placed is None:
+        return None
+    liver = np.asarray(masks["liver"], dtype=bool)
+    tumors = np.asarray(masks["tumors"], dtype=bool)
+    normal = liver & ~tumors
+    files, priors, notes = placed.files, placed.maps, list(placed.notes)
     radiobio = RadiobiologyParams(
         name="normal liver (thresholds in force)", alpha_beta_gy=th.liver_alpha_beta_gy,
         repair_half_time_h=th.liver_repair_half_time_h,
