@@ -18,7 +18,8 @@ Placing the map (:func:`prior_dose_on_grid`): the earlier map and the current im
 reference (equal Frame of Reference UID; without one, or with another, the map is refused: a registration would be
 needed, and a dose map summed in the wrong place is a plausible wrong plan). On the same frame, a map on another
 grid is resampled onto the current grid by trilinear interpolation (absorbed dose is intensive:
-:func:`embplan.imaging.resample.resample_to_grid`, ``kind="linear"``); points of the current grid outside the earlier
+:func:`embplan.imaging.resample.resample_to_grid`, ``kind="linear"``), after a box average about one current voxel
+wide when the current grid is more than twice as coarse (as the resampler's anti-aliasing of activity); points of the current grid outside the earlier
 map's field of view get 0 Gy, and the fraction of the current liver that lies there is reported (Y-90 deposits its
 energy within about 11 mm of the microspheres, so outside an earlier map that covered the activity the earlier dose is
 negligible, but the sum is then a lower bound there).
@@ -236,7 +237,9 @@ def prior_dose_on_grid(prior: PriorDoseMap, grid: Grid, frame_of_reference_uid: 
     Refused (ImagingError naming ``field_name``) when either frame of reference is unknown or they differ. Same grid:
     the map as it is; another grid on the same frame: trilinear resampling, 0 Gy outside the earlier field of view
     (the note gives the fraction of ``liver`` there)."""
-    from .resample import resample_to_grid
+    from scipy import ndimage
+
+    from .resample import _box_sizes, resample_to_grid
 
     if not frame_of_reference_uid:
         raise ImagingError(f"{field_name}: the current images have no frame of reference (phantom or no DICOM): "
@@ -250,9 +253,14 @@ def prior_dose_on_grid(prior: PriorDoseMap, grid: Grid, frame_of_reference_uid: 
             f"images in {frame_of_reference_uid}: the maps cannot be summed without a registration (not done here)")
     if prior.grid == grid:
         return np.asarray(prior.dose_gy, dtype=np.float64), "same grid and frame of reference: summed voxel by voxel"
-    out = np.asarray(resample_to_grid(prior.dose_gy, prior.grid, grid, "linear", default_value=0.0), dtype=np.float64)
-    out = np.clip(out, 0.0, None)
+    src = np.asarray(prior.dose_gy, dtype=np.float64)
+    sizes = _box_sizes(prior.grid, grid)
     note = "same frame of reference, other grid: resampled onto the current grid (trilinear)"
+    if any(n > 1 for n in sizes):  # a much coarser current grid: average over its voxel first (no point sampling)
+        src = ndimage.uniform_filter(src, size=sizes, mode="nearest")
+        note += f" after a {sizes[2]}x{sizes[1]}x{sizes[0]}-voxel box average (the current grid is > 2x coarser)"
+    out = np.asarray(resample_to_grid(src, prior.grid, grid, "linear", default_value=0.0), dtype=np.float64)
+    out = np.clip(out, 0.0, None)
     if liver is not None and np.any(liver):
         cover = np.asarray(resample_to_grid(np.ones(prior.grid.shape, np.float32), prior.grid, grid, "linear"))
         outside = float(np.mean(cover[np.asarray(liver, dtype=bool)] < 0.5))

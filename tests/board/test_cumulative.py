@@ -249,3 +249,15 @@ def test_plan_file_reader_verifies(tmp_path):
         h5.create_dataset(dpath, data=arr).attrs["units"] = "Gy"
     with pytest.raises(ImagingError, match="checksum mismatch"):
         read_prior_dose_map(bad)
+
+
+def test_much_coarser_current_grid_averages_instead_of_point_sampling(tmp_path):
+    """Earlier map on 1 mm voxels along x with a 3-voxel period (0, 0, 90 Gy); the current grid has 3 mm voxels
+    centred on the middle of each period: the box average gives 30 Gy everywhere (point sampling would give 0 Gy)."""
+    fine = Grid(shape=(4, 4, 30), spacing_mm=(3.0, 3.0, 1.0), origin_mm=(0.0, 0.0, 0.0))
+    coarse = Grid(shape=(4, 4, 10), spacing_mm=(3.0, 3.0, 3.0), origin_mm=(1.0, 0.0, 0.0))
+    dose = np.broadcast_to(np.where(np.arange(30) % 3 == 2, 90.0, 0.0), fine.shape).copy()
+    write_rt_dose(dose, fine, tmp_path / "fine.dcm", reference_ct={"frame_of_reference_uid": FOR_A})
+    on_grid, note = prior_dose_on_grid(read_prior_dose_map(tmp_path / "fine.dcm"), coarse, FOR_A)
+    assert np.allclose(on_grid, 30.0, rtol=1e-6)
+    assert "box average" in note
