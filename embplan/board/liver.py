@@ -94,8 +94,11 @@ def _territory_doses(case: Case, dose: BoardDoseFacts | None) -> list[TerritoryD
         missing = len(recs) - len(liver)
         planned = (proc.kind == "TARE" and bool(proc.territory.couinaud_segments & segs))
         total = sum(liver) if liver else None
+        mapped = sum(1 for r in recs if r.normal_liver_dose_gy is None and r.dose_file is not None)
         parts = [f"{len(recs)} earlier TARE session(s)" + (f", {missing} without a recorded liver dose (sum is a lower "
-                                                            "bound)" if missing else "")]
+                                                            "bound)" if missing else "")
+                 + (f"; {mapped} of them name a dose map (summed in the voxel records of a plan on DICOM images)"
+                    if mapped else "")]
         if unterritoried:
             parts.append(f"{len(unterritoried)} TARE record(s) without a territory not counted")
         if planned and dose is not None and dose.normal_liver_dose_gy is not None:
