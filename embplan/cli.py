@@ -479,6 +479,9 @@ def validate(
 
         case = _load_case(case_file)
         dicom = dicom_input_paths(case)
+        from .board.cumulative import dose_file_paths  # issue 11: earlier dose maps must exist too
+
+        dicom.update(dose_file_paths(case))
         proc = case.procedure
         info = {
             "valid": True,

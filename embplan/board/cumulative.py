@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,7 +38,7 @@ from .model import CumulativeStructure, CumulativeVoxelDose, PriorDoseFile
 if TYPE_CHECKING:  # pragma: no cover
     from ..case import Case
 
-__all__ = ["CumulativeResult", "PlacedPriors", "place_prior_dose_maps", "cumulative_voxel_dose", "dose_files", "LAM_2013", "CUMULATIVE_DVH_KEY",
+__all__ = ["CumulativeResult", "PlacedPriors", "place_prior_dose_maps", "cumulative_voxel_dose", "dose_files", "dose_file_paths", "LAM_2013", "CUMULATIVE_DVH_KEY",
            "STRUCTURE_LABELS"]
 
 LAM_2013 = ("Lam MG, Louie JD, Iagaru AH, Goris ML, Sze DY. Safety of repeated yttrium-90 radioembolization. "
@@ -65,6 +66,26 @@ class CumulativeResult:
 def dose_files(case: Case) -> list[int]:
     """Indices of the prior TARE records that name a dose map."""
     return [i for i, r in enumerate(case.patient.prior_treatments) if r.kind == "TARE" and r.dose_file is not None]
+
+
+def dose_file_paths(case: Case) -> dict[str, Path]:
+    """The earlier dose maps a TARE case names (field path -> resolved path), without reading them; ImagingError
+    naming every field whose file does not exist (``embplan validate``). {} for other procedures (not read)."""
+    out: dict[str, Path] = {}
+    missing = []
+    if case.procedure.kind != "TARE":
+        return out  # read only by a TARE plan
+    for i in dose_files(case):
+        given = case.patient.prior_treatments[i].dose_file
+        assert given is not None
+        field_name = f"patient.prior_treatments.{i}.dose_file"
+        path = case.resolve_path(given)
+        if not path.is_file():
+            missing.append(f"{field_name}: {path} not found")
+        out[field_name] = path
+    if missing:
+        raise ImagingError("; ".join(missing))
+    return out
 
 
 def _label(key: str) -> str:

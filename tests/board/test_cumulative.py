@@ -261,3 +261,14 @@ def test_much_coarser_current_grid_averages_instead_of_point_sampling(tmp_path):
     on_grid, note = prior_dose_on_grid(read_prior_dose_map(tmp_path / "fine.dcm"), coarse, FOR_A)
     assert np.allclose(on_grid, 30.0, rtol=1e-6)
     assert "box average" in note
+
+
+def test_dose_file_paths_for_validate(tmp_path):
+    from embplan.board.cumulative import dose_file_paths
+
+    case = _dicom_case(tmp_path, dose_file="earlier/dose.dcm")
+    with pytest.raises(ImagingError, match=r"patient\.prior_treatments\.0\.dose_file: .*earlier/dose\.dcm not found"):
+        dose_file_paths(case)
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "dose.dcm").write_bytes(b"x")
+    assert dose_file_paths(case) == {"patient.prior_treatments.0.dose_file": tmp_path / "earlier" / "dose.dcm"}
