@@ -41,7 +41,7 @@ import h5py
 import numpy as np
 
 from ..errors import EmbplanError, PlanFileError
-from . import atomic_output
+from . import atomic_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan_model import Plan
@@ -553,8 +553,8 @@ def save_plan(plan: Plan, path: str | os.PathLike[str], *, gzip_level: int = _GZ
     if isinstance(gzip_level, bool) or not isinstance(gzip_level, int) or not 0 <= gzip_level <= 9:
         raise PlanFileError(f"gzip_level: must be an integer 0..9, got {gzip_level!r}")
     doc = plan_to_document(plan)
-    with atomic_output(path, error=PlanFileError, what="plan") as tmp:
-        with h5py.File(tmp, "w", libver=("earliest", "latest")) as h5:
+    with atomic_file(path, error=PlanFileError, what="plan") as fh:
+        with h5py.File(fh, "w", libver=("earliest", "latest")) as h5:
             write_document(h5, doc, gzip_level=gzip_level)
             _write_views(h5, plan, doc, gzip_level)
     return Path(path)
