@@ -182,15 +182,16 @@ def control_character_problem(text: str) -> str | None:
     return None
 
 
-def printable(text: str) -> str:
-    """``text`` with every control, bidi or separator character escaped (``\\x1b``, ``\\u202e``)."""
+def printable(text: str, json_escapes: bool = False) -> str:
+    """``text`` with every control, bidi or separator character escaped (``\\x1b``, ``\\u202e``; with
+    ``json_escapes`` always ``\\u001b``, valid inside a JSON string)."""
     if not any(_is_control(ch) for ch in text):
         return text
     out = []
     for ch in text:
         if _is_control(ch):
             code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            out.append(f"\\x{code:02x}" if code < 0x100 and not json_escapes else f"\\u{code:04x}")
         else:
             out.append(ch)
     return "".join(out)

@@ -52,6 +52,7 @@ __all__ = [
     "MIGRATIONS",
     "PlanDocument",
     "save_plan",
+    "write_plan_file",
     "load_plan",
     "read_document",
     "write_document",
@@ -554,10 +555,25 @@ def save_plan(plan: Plan, path: str | os.PathLike[str], *, gzip_level: int = _GZ
         raise PlanFileError(f"gzip_level: must be an integer 0..9, got {gzip_level!r}")
     doc = plan_to_document(plan)
     with atomic_file(path, error=PlanFileError, what="plan") as fh:
-        with h5py.File(fh, "w", libver=("earliest", "latest")) as h5:
-            write_document(h5, doc, gzip_level=gzip_level)
-            _write_views(h5, plan, doc, gzip_level)
+        _write_plan_h5(fh, plan, doc, gzip_level)
     return Path(path)
+
+
+def write_plan_file(plan: Plan, fh: Any, *, gzip_level: int = _GZIP_LEVEL_DEFAULT) -> None:
+    """Write ``plan`` as a plan file into the open binary file object ``fh`` (readable, writable, seekable, e.g.
+    from :func:`embplan.io.atomic_file`); committing it is the caller's. :func:`save_plan` is this plus the atomic
+    file."""
+    from ..plan_model import Plan
+
+    if not isinstance(plan, Plan):
+        raise PlanFileError(f"plan: expected an embplan Plan, got {type(plan).__name__}")
+    _write_plan_h5(fh, plan, plan_to_document(plan), gzip_level)
+
+
+def _write_plan_h5(fh: Any, plan: Plan, doc: PlanDocument, gzip_level: int) -> None:
+    with h5py.File(fh, "w", libver=("earliest", "latest")) as h5:
+        write_document(h5, doc, gzip_level=gzip_level)
+        _write_views(h5, plan, doc, gzip_level)
 
 
 # ====================================================================================== reading
