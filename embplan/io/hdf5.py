@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ __all__ = [
     "read_document",
     "write_document",
     "content_sha256",
+    "tree_sha256",
+    "seal",
+    "PLAN_MAX_VOXELS",
     "compact_json_bytes",
     "plan_to_document",
     "document_to_plan",
@@ -66,8 +70,31 @@ log = logging.getLogger(__name__)
 
 #: Root attribute ``format`` of every plan file.
 FORMAT_NAME = "embplan.plan"
-#: Current format version, ``"major.minor"``. 1.0 stored masks as uint8 0/1; 1.1 stores them as bool.
-FORMAT_VERSION = "1.1"
+#: Current format version, ``"major.minor"``. 1.0 stored masks as uint8 0/1; 1.1 stores them as bool; 1.2 adds the
+#: root attribute ``tree_sha256`` (every object and attribute of the file, views included; see :func:`tree_sha256`).
+FORMAT_VERSION = "1.2"
+#: The first version whose files carry ``tree_sha256`` (older files load; their views are not covered).
+_TREE_HASH_SINCE = (1, 2)
+
+# ---- what a reader allocates, bounded before anything is read (issue 12) --------------------------------------
+#: Largest plan file opened, bytes.
+PLAN_FILE_MAX_BYTES = 16 * 1024**3
+#: Largest voxel grid of a plan (voxels): 2**27 = 134 M, a 512 x 512 x 512 CT grid. Each array is the grid's size
+#: (at most 8 bytes a voxel: 1 GiB), checked before it is read; override with load_plan(max_voxels=...).
+PLAN_MAX_VOXELS = 2**27
+#: Largest total of the declared (uncompressed) sizes of a plan's voxel arrays, bytes.
+PLAN_MAX_ARRAY_BYTES = 8 * 1024**3
+#: Largest dataset outside the voxel arrays (JSON text, DVH axes, grid, scalars), declared bytes.
+PLAN_VIEW_MAX_BYTES = 64 * 1024**2
+#: Most objects (groups and datasets) a plan file may hold; a plan has a few hundred.
+PLAN_MAX_OBJECTS = 100_000
+#: deflate (gzip) cannot compress better than 1032:1 (RFC 1951: at most 258 bytes per 2-bit code); shuffle and
+#: Fletcher32 do not change that. A dataset that declares more than this times its stored size is not gzip data.
+_GZIP_MAX_RATIO = 1100
+#: Groups that hold the voxel arrays (their data is covered by content_sha256, not by tree_sha256).
+_ARRAY_GROUPS = ("images", "masks", "dose")
+#: dtypes a voxel array may have (numbers and booleans, at most 16 bytes).
+_ARRAY_KINDS = "biufc"
 
 #: Filters on every non-empty array dataset.
 _ARRAY_FILTERS: dict[str, Any] = {"compression": "gzip", "shuffle": True, "fletcher32": True}
@@ -340,8 +367,14 @@ def _migrate_1_0_to_1_1(doc: PlanDocument) -> PlanDocument:
 
 
 #: (major, minor) -> function migrating a document of that version to the next minor.
+def _migrate_1_1_to_1_2(doc: PlanDocument) -> PlanDocument:
+    """1.1 -> 1.2: the content is the same (1.2 only adds ``tree_sha256``)."""
+    return PlanDocument(plan=doc.plan, meta=doc.meta, arrays=doc.arrays, format_version="1.2", attrs=doc.attrs)
+
+
 MIGRATIONS: dict[tuple[int, int], Callable[[PlanDocument], PlanDocument]] = {
     (1, 0): _migrate_1_0_to_1_1,
+    (1, 1): _migrate_1_1_to_1_2,
 }
 
 
@@ -445,6 +478,19 @@ def write_document(
             group = h5.require_group(group_name or "/")
             dset = _create_array(group, leaf, doc.arrays[name], units[name], gzip_level)
             dset.attrs["name"] = name
+    seal(h5)
+    return digest
+
+
+def seal(h5: h5py.File) -> str:
+    """Set the root attribute ``tree_sha256`` of a file open for writing (format >= 1.2) to the checksum of what
+    it holds now; :func:`save_plan` seals after the views are written. Returns the checksum ('' for an older
+    format, which has none)."""
+    version = _parse_version(_attr_str(h5.attrs, "format_version") or "", "plan")
+    if version < _TREE_HASH_SINCE:
+        return ""
+    digest = tree_sha256(h5, _walk(h5, "plan", None))
+    h5.attrs["tree_sha256"] = digest
     return digest
 
 
@@ -574,6 +620,113 @@ def _write_plan_h5(fh: Any, plan: Plan, doc: PlanDocument, gzip_level: int) -> N
     with h5py.File(fh, "w", libver=("earliest", "latest")) as h5:
         write_document(h5, doc, gzip_level=gzip_level)
         _write_views(h5, plan, doc, gzip_level)
+        seal(h5)
+
+
+# ====================================================================================== the whole file's checksum
+def _put(h: Any, b: bytes) -> None:
+    h.update(len(b).to_bytes(8, "little"))
+    h.update(b)
+
+
+def _canonical(value: Any) -> bytes:
+    """Bytes of an attribute or dataset value as h5py returns it: a type tag, then the dtype, shape and data."""
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8", "surrogatepass")
+    if isinstance(value, bytes):
+        return b"y" + value
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
+    if isinstance(value, np.ndarray):
+        head = f"a{value.dtype.str}:{','.join(map(str, value.shape))}:".encode("ascii")
+        if value.dtype.kind == "O":
+            h = hashlib.sha256()
+            for item in value.reshape(-1):
+                _put(h, _canonical(item))
+            return head + h.digest()
+        if value.dtype.kind in "biufcSVU?" or value.dtype.fields is None:
+            return head + np.ascontiguousarray(value).tobytes()
+    return b"r" + repr(value).encode("utf-8", "surrogatepass")
+
+
+def tree_sha256(h5: h5py.File, objects: list[tuple[str, Any]]) -> str:
+    """SHA-256 (hex) of every object of a plan file and every attribute, but the voxel arrays' data (covered by
+    ``content_sha256``) and the attribute ``tree_sha256`` itself (format 1.2).
+
+    Fields (each as its length, 8 bytes little-endian, then its bytes), objects in sorted path order: the path;
+    ``G`` or ``D``; for a dataset its dtype (``dtype.str``) and shape, then its data (as h5py returns it; see
+    :func:`_canonical`) unless it lies in ``/images``, ``/masks`` or ``/dose``; then each attribute, sorted by
+    name: the name and the value.
+    """
+    h = hashlib.sha256()
+    for path, obj in objects:
+        _put(h, path.encode("utf-8", "surrogatepass"))
+        if isinstance(obj, h5py.Dataset):
+            _put(h, b"D")
+            _put(h, obj.dtype.str.encode("ascii"))
+            _put(h, ",".join(map(str, obj.shape or ())).encode("ascii"))
+            if not _is_array_path(path):
+                _put(h, _canonical(obj[()]))
+        else:
+            _put(h, b"G")
+        for name in sorted(obj.attrs.keys()):
+            if path == "/" and name == "tree_sha256":
+                continue
+            _put(h, name.encode("utf-8", "surrogatepass"))
+            _put(h, _canonical(obj.attrs[name]))
+    return h.hexdigest()
+
+
+def _is_array_path(path: str) -> bool:
+    parts = path.strip("/").split("/")
+    return len(parts) >= 2 and parts[0] in _ARRAY_GROUPS
+
+
+def _walk(h5: h5py.File, source: str, file_size: int | None) -> list[tuple[str, Any]]:
+    """Every group and dataset of the file with its path (sorted), checking what could make a reader allocate,
+    wait or read elsewhere: only hard links (no soft or external links), no external storage, no virtual
+    datasets, no committed datatypes, at most :data:`PLAN_MAX_OBJECTS` objects; a dataset's stored size within the
+    file and its declared size within what its compression can hold."""
+    out: list[tuple[str, Any]] = [("/", h5)]
+    stack = [("/", h5)]
+    while stack:
+        path, group = stack.pop()
+        for name in group:
+            child = f"{path.rstrip('/')}/{name}"
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+                raise PlanFileError(f"{source}: {child} is {kind}: plan files hold hard links only")
+            obj = group.get(name)
+            if isinstance(obj, h5py.Group):
+                stack.append((child, obj))
+            elif isinstance(obj, h5py.Dataset):
+                _check_storage(obj, child, source, file_size)
+            else:
+                raise PlanFileError(f"{source}: {child} is a {type(obj).__name__}: not part of a plan file")
+            out.append((child, obj))
+            if len(out) > PLAN_MAX_OBJECTS:
+                raise PlanFileError(f"{source}: more than {PLAN_MAX_OBJECTS} objects: not a plan file")
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def _check_storage(dset: h5py.Dataset, path: str, source: str, file_size: int | None) -> None:
+    if dset.is_virtual:
+        raise PlanFileError(f"{source}: {path} is a virtual dataset (data from other files): refused")
+    if dset.external:
+        raise PlanFileError(f"{source}: {path} stores its data in external files: refused")
+    if dset.dtype.kind == "O" and h5py.check_string_dtype(dset.dtype) is None:
+        raise PlanFileError(f"{source}: {path} has a variable-length type that is not text: refused")
+    if file_size is None:
+        return
+    declared = int(dset.size or 0) * int(dset.dtype.itemsize)
+    stored = int(dset.id.get_storage_size())
+    if stored > file_size:
+        raise PlanFileError(f"{source}: {path} declares {stored} stored bytes, more than the file's {file_size}")
+    if dset.dtype.kind != "O" and declared > 1024 * 1024 and declared > _GZIP_MAX_RATIO * max(stored, 1):
+        raise PlanFileError(f"{source}: {path} declares {declared} bytes from {stored} stored bytes: more than "
+                            f"compression can hold ({_GZIP_MAX_RATIO}:1); damaged or crafted file")
 
 
 # ====================================================================================== reading
@@ -612,19 +765,32 @@ def _parse_json(data: bytes, name: str, source: str) -> Any:
         raise PlanFileError(f"{source}: /{name} is not valid UTF-8 JSON ({exc})") from exc
 
 
-def read_document(path: str | os.PathLike[str], *, verify: bool = True) -> PlanDocument:
+def read_document(path: str | os.PathLike[str], *, verify: bool = True,
+                  max_voxels: int = PLAN_MAX_VOXELS) -> PlanDocument:
     """Read the source of truth of a plan file (no migration, no Plan validation).
 
-    Checks the root attributes and the format version (a newer major is refused), reads the plan JSON, the
-    voxel JSON and every array, and, with ``verify``, checks ``content_sha256``. Every problem is a
-    :class:`~embplan.errors.PlanFileError` with the reason.
+    Before reading any data: the file must be a regular file of at most :data:`PLAN_FILE_MAX_BYTES`; its objects
+    hard-linked groups and datasets only (no external links, external storage or virtual datasets), none storing
+    more than the file holds or declaring more than its compression can hold; with ``verify``, ``tree_sha256``
+    (format >= 1.2) must match, so the plan JSON, the metadata, the views and every attribute are checked before
+    an array is allocated; each array must have the grid's shape, a numeric dtype, and the grid at most
+    ``max_voxels`` voxels. Then the arrays are read and, with ``verify``, ``content_sha256`` is checked. Every
+    problem is a :class:`~embplan.errors.PlanFileError` with the reason.
     """
     p = Path(path)
     source = str(p)
-    if not p.exists():
-        raise PlanFileError(f"{source}: no such file")
-    if p.is_dir():
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise PlanFileError(f"{source}: no such file") from None
+    except OSError as exc:
+        raise PlanFileError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(st.st_mode):
         raise PlanFileError(f"{source}: is a folder, not a plan file")
+    if not stat.S_ISREG(st.st_mode):
+        raise PlanFileError(f"{source}: not a regular file (a pipe, device or socket): not a plan file")
+    if st.st_size > PLAN_FILE_MAX_BYTES:
+        raise PlanFileError(f"{source}: {st.st_size} bytes, larger than a plan file may be ({PLAN_FILE_MAX_BYTES})")
     try:
         is_hdf5 = h5py.is_hdf5(p)
     except OSError as exc:
@@ -637,15 +803,19 @@ def read_document(path: str | os.PathLike[str], *, verify: bool = True) -> PlanD
         raise PlanFileError(f"{source}: cannot open as HDF5 (truncated or damaged file?): {exc}") from exc
     try:
         with h5:
-            return _read_open(h5, source, verify)
+            return _read_open(h5, source, verify, st.st_size, max_voxels)
     except PlanFileError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+    except MemoryError as exc:
+        raise PlanFileError(f"{source}: damaged plan file: reading it would exhaust memory") from exc
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError,
+            UnicodeError, OverflowError) as exc:
         # h5py raises these for damaged metadata (bad B-tree, heap, object header, ...)
         raise PlanFileError(f"{source}: damaged plan file: {type(exc).__name__}: {exc}") from exc
 
 
-def _read_open(h5: h5py.File, source: str, verify: bool) -> PlanDocument:
+def _read_open(h5: h5py.File, source: str, verify: bool, file_size: int | None = None,
+               max_voxels: int = PLAN_MAX_VOXELS) -> PlanDocument:
     fmt = _attr_str(h5.attrs, "format")
     if fmt is None:
         raise PlanFileError(f"{source}: not an embplan plan file (HDF5 without the root attribute 'format')")
@@ -663,6 +833,22 @@ def _read_open(h5: h5py.File, source: str, verify: bool) -> PlanDocument:
         )
     if version[0] < current[0]:
         raise PlanFileError(f"{source}: format {version_text} is older than any this embplan can migrate")
+    objects = _walk(h5, source, file_size)
+    if verify and version >= _TREE_HASH_SINCE:
+        stored_tree = _attr_str(h5.attrs, "tree_sha256")
+        if stored_tree is None:
+            raise PlanFileError(f"{source}: root attribute 'tree_sha256' is missing (format {version_text})")
+        for path, obj in objects:  # the views are read whole by the tree hash: bound them first
+            if isinstance(obj, h5py.Dataset) and not _is_array_path(path):
+                declared = int(obj.size or 0) * int(obj.dtype.itemsize)
+                if declared > PLAN_VIEW_MAX_BYTES:
+                    raise PlanFileError(f"{source}: {path} declares {declared} bytes: not a plan file")
+        actual_tree = tree_sha256(h5, objects)
+        if actual_tree != stored_tree:
+            raise PlanFileError(
+                f"{source}: checksum mismatch: file SHA-256 {actual_tree[:16]}... != stored {stored_tree[:16]}... "
+                "(the file was altered or damaged: a view, an attribute or the plan itself)"
+            )
     plan_json = _read_text(h5, "plan_json", source)
     meta_json = _read_text(h5, "meta_json", source)
     plan_obj = _parse_json(plan_json, "plan_json", source)
@@ -677,21 +863,36 @@ def _read_open(h5: h5py.File, source: str, verify: bool) -> PlanDocument:
         raise PlanFileError(f"{source}: /meta_json is not a metadata object")
     arrays: dict[str, np.ndarray] = {}
     voxel_obj = meta_obj.get("voxel")
+    array_paths = {path for path, obj in objects if isinstance(obj, h5py.Dataset) and _is_array_path(path)}
     if voxel_obj is not None:
         if not isinstance(voxel_obj, dict) or not isinstance(voxel_obj.get("paths"), dict):
             raise PlanFileError(f"{source}: /meta_json voxel has no 'paths' object")
+        shape = _grid_shape(voxel_obj, source, max_voxels)
+        planned: list[tuple[str, str, h5py.Dataset]] = []
+        total = 0
         for name, dpath in voxel_obj["paths"].items():
-            if dpath not in h5 or not isinstance(h5[dpath], h5py.Dataset):
+            if not isinstance(dpath, str) or dpath not in array_paths:
                 raise PlanFileError(f"{source}: missing dataset {dpath} (array {name!r})")
             dset = h5[dpath]
+            if dset.dtype.kind not in _ARRAY_KINDS or dset.dtype.itemsize > 16:
+                raise PlanFileError(f"{source}: {dpath} has dtype {dset.dtype}, not a voxel array's")
+            if tuple(dset.shape or ()) != shape:
+                raise PlanFileError(f"{source}: {dpath} has shape {dset.shape}, not the grid's {shape}")
+            total += int(dset.size) * int(dset.dtype.itemsize)
+            planned.append((name, dpath, dset))
+        if total > PLAN_MAX_ARRAY_BYTES:
+            raise PlanFileError(f"{source}: the voxel arrays declare {total} bytes, more than "
+                                f"PLAN_MAX_ARRAY_BYTES ({PLAN_MAX_ARRAY_BYTES})")
+        array_paths -= {dpath for _, dpath, _ in planned}
+        for name, dpath, dset in planned:
             try:
-                arrays[name] = dset[()]
+                arrays[name] = np.asarray(dset[()])
             except OSError as exc:
                 raise PlanFileError(
                     f"{source}: dataset {dpath} is corrupted (checksum or decompression failure): {exc}"
                 ) from exc
-            if not isinstance(arrays[name], np.ndarray):
-                arrays[name] = np.asarray(arrays[name])
+    if array_paths:
+        raise PlanFileError(f"{source}: {sorted(array_paths)[0]} is not an array of the plan: altered file")
     stored = _attr_str(h5.attrs, "content_sha256")
     if verify:
         if stored is None:
@@ -706,13 +907,27 @@ def _read_open(h5: h5py.File, source: str, verify: bool) -> PlanDocument:
     return PlanDocument(plan=plan_obj, meta=meta_obj, arrays=arrays, format_version=version_text, attrs=attrs)
 
 
-def load_plan(path: str | os.PathLike[str]) -> Plan:
+def _grid_shape(voxel_obj: Mapping[str, Any], source: str, max_voxels: int) -> tuple[int, ...]:
+    """The grid shape of the voxel metadata, checked against the voxel budget."""
+    grid = voxel_obj.get("grid")
+    shape = grid.get("shape") if isinstance(grid, Mapping) else None
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(type(n) is int and 0 < n <= 2**31 for n in shape)):
+        raise PlanFileError(f"{source}: /meta_json voxel grid has no valid shape (3 positive integers)")
+    voxels = shape[0] * shape[1] * shape[2]
+    if voxels > max_voxels:
+        raise PlanFileError(f"{source}: grid {shape[0]}x{shape[1]}x{shape[2]} has {voxels} voxels, more than "
+                            f"{max_voxels} (PLAN_MAX_VOXELS; load_plan(max_voxels=...))")
+    return tuple(shape)
+
+
+def load_plan(path: str | os.PathLike[str], *, max_voxels: int = PLAN_MAX_VOXELS) -> Plan:
     """Read a plan written by :func:`save_plan` (verifying its checksum, migrating an older minor version).
 
     Raises :class:`~embplan.errors.PlanFileError` naming the file and the reason when the file is missing,
     not HDF5, foreign, truncated, corrupted, altered, or written by a newer major version.
     """
     source = str(path)
-    doc = read_document(path, verify=True)
+    doc = read_document(path, verify=True, max_voxels=max_voxels)
     doc = _migrate(doc, source)
     return document_to_plan(doc, source=source)

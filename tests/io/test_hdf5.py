@@ -62,8 +62,10 @@ def _recipe_sha256(f: h5py.File) -> str:
 
 
 def _set_checksum(path: Path) -> None:
+    """Re-seal an edited file: the content checksum by the documented recipe, then the whole-file checksum."""
     with h5py.File(path, "r+") as f:
         f.attrs["content_sha256"] = _recipe_sha256(f)
+        hdf5.seal(f)
 
 
 # ----------------------------------------------------------------------------------------------- round trip
@@ -280,6 +282,10 @@ def test_missing_dataset(copy_of):
     path = copy_of()
     with h5py.File(path, "r+") as f:
         del f["masks/liver"]
+    with pytest.raises(PlanFileError, match="checksum mismatch"):
+        load_plan(path)
+    with h5py.File(path, "r+") as f:
+        hdf5.seal(f)  # the whole-file checksum re-sealed: the missing array is named
     with pytest.raises(PlanFileError, match="missing dataset /masks/liver"):
         load_plan(path)
 
@@ -306,6 +312,7 @@ def test_newer_minor_is_read(copy_of, plan):
     path = copy_of()
     with h5py.File(path, "r+") as f:
         f.attrs["format_version"] = "1.7"
+    _set_checksum(path)  # as a newer minor would write it
     assert load_plan(path) == plan
 
 
@@ -431,7 +438,8 @@ def test_document_arrays_round_trip_bitwise(tmp_path_factory, dtype, shape, seed
     raw = rng.integers(0, 256, size=int(np.prod(shape)) * np.dtype(dtype).itemsize, dtype=np.uint8)
     # any bit pattern (NaN payloads, signed zeros, subnormals included)
     a = raw.view(np.dtype(dtype)).reshape(shape) if dtype != "|b1" else (raw.reshape(shape) > 127)
-    meta = {"voxel": {"grid": {}, "units": {"x": "1"}, "paths": {"x": "/images/x"}, "attributes": {}},
+    meta = {"voxel": {"grid": {"shape": list(shape)}, "units": {"x": "1"}, "paths": {"x": "/images/x"},
+                      "attributes": {}},
             "fields_set": []}
     doc = hdf5.PlanDocument(plan={"k": "v"}, meta=meta, arrays={"x": a})
     path = tmp_path_factory.mktemp("doc") / "d.h5"
