@@ -58,8 +58,8 @@ __all__ = [
     "read_document",
     "write_document",
     "content_sha256",
-    "tree_sha256",
-    "seal",
+    "seal_file",
+    "USERBLOCK_BYTES",
     "PLAN_MAX_VOXELS",
     "compact_json_bytes",
     "plan_to_document",
@@ -70,11 +70,15 @@ log = logging.getLogger(__name__)
 
 #: Root attribute ``format`` of every plan file.
 FORMAT_NAME = "embplan.plan"
-#: Current format version, ``"major.minor"``. 1.0 stored masks as uint8 0/1; 1.1 stores them as bool; 1.2 adds the
-#: root attribute ``tree_sha256`` (every object and attribute of the file, views included; see :func:`tree_sha256`).
+#: Current format version, ``"major.minor"``. 1.0 stored masks as uint8 0/1; 1.1 stores them as bool; 1.2 starts
+#: with a 512-byte user block holding the SHA-256 of every byte after it (:func:`seal_file`).
 FORMAT_VERSION = "1.2"
-#: The first version whose files carry ``tree_sha256`` (older files load; their views are not covered).
-_TREE_HASH_SINCE = (1, 2)
+#: The first version whose files carry the user-block checksum (older files load; their views are not covered).
+_RAW_HASH_SINCE = (1, 2)
+#: Size of the user block (HDF5 ignores it; the HDF5 signature follows at byte 512).
+USERBLOCK_BYTES = 512
+#: How the user block starts: this line, then ``sha256=<64 hex>\n``, then NUL bytes.
+USERBLOCK_MAGIC = b"embplan.plan user block\n"
 
 # ---- what a reader allocates, bounded before anything is read (issue 12) --------------------------------------
 #: Largest plan file opened, bytes.
@@ -91,7 +95,7 @@ PLAN_MAX_OBJECTS = 100_000
 #: deflate (gzip) cannot compress better than 1032:1 (RFC 1951: at most 258 bytes per 2-bit code); shuffle and
 #: Fletcher32 do not change that. A dataset that declares more than this times its stored size is not gzip data.
 _GZIP_MAX_RATIO = 1100
-#: Groups that hold the voxel arrays (their data is covered by content_sha256, not by tree_sha256).
+#: Groups that hold the voxel arrays (every dataset there must be an array the metadata names).
 _ARRAY_GROUPS = ("images", "masks", "dose")
 #: dtypes a voxel array may have (numbers and booleans, at most 16 bytes).
 _ARRAY_KINDS = "biufc"
@@ -368,7 +372,7 @@ def _migrate_1_0_to_1_1(doc: PlanDocument) -> PlanDocument:
 
 #: (major, minor) -> function migrating a document of that version to the next minor.
 def _migrate_1_1_to_1_2(doc: PlanDocument) -> PlanDocument:
-    """1.1 -> 1.2: the content is the same (1.2 only adds ``tree_sha256``)."""
+    """1.1 -> 1.2: the content is the same (1.2 only adds the user-block checksum)."""
     return PlanDocument(plan=doc.plan, meta=doc.meta, arrays=doc.arrays, format_version="1.2", attrs=doc.attrs)
 
 
@@ -478,19 +482,6 @@ def write_document(
             group = h5.require_group(group_name or "/")
             dset = _create_array(group, leaf, doc.arrays[name], units[name], gzip_level)
             dset.attrs["name"] = name
-    seal(h5)
-    return digest
-
-
-def seal(h5: h5py.File) -> str:
-    """Set the root attribute ``tree_sha256`` of a file open for writing (format >= 1.2) to the checksum of what
-    it holds now; :func:`save_plan` seals after the views are written. Returns the checksum ('' for an older
-    format, which has none)."""
-    version = _parse_version(_attr_str(h5.attrs, "format_version") or "", "plan")
-    if version < _TREE_HASH_SINCE:
-        return ""
-    digest = tree_sha256(h5, _walk(h5, "plan", None))
-    h5.attrs["tree_sha256"] = digest
     return digest
 
 
@@ -617,64 +608,56 @@ def write_plan_file(plan: Plan, fh: Any, *, gzip_level: int = _GZIP_LEVEL_DEFAUL
 
 
 def _write_plan_h5(fh: Any, plan: Plan, doc: PlanDocument, gzip_level: int) -> None:
-    with h5py.File(fh, "w", libver=("earliest", "latest")) as h5:
+    with h5py.File(fh, "w", libver=("earliest", "latest"), userblock_size=USERBLOCK_BYTES) as h5:
         write_document(h5, doc, gzip_level=gzip_level)
         _write_views(h5, plan, doc, gzip_level)
-        seal(h5)
+    seal_file(fh)
 
 
 # ====================================================================================== the whole file's checksum
-def _put(h: Any, b: bytes) -> None:
-    h.update(len(b).to_bytes(8, "little"))
-    h.update(b)
-
-
-def _canonical(value: Any) -> bytes:
-    """Bytes of an attribute or dataset value as h5py returns it: a type tag, then the dtype, shape and data."""
-    if isinstance(value, str):
-        return b"s" + value.encode("utf-8", "surrogatepass")
-    if isinstance(value, bytes):
-        return b"y" + value
-    if isinstance(value, np.generic):
-        value = np.asarray(value)
-    if isinstance(value, np.ndarray):
-        head = f"a{value.dtype.str}:{','.join(map(str, value.shape))}:".encode("ascii")
-        if value.dtype.kind == "O":
-            h = hashlib.sha256()
-            for item in value.reshape(-1):
-                _put(h, _canonical(item))
-            return head + h.digest()
-        if value.dtype.kind in "biufcSVU?" or value.dtype.fields is None:
-            return head + np.ascontiguousarray(value).tobytes()
-    return b"r" + repr(value).encode("utf-8", "surrogatepass")
-
-
-def tree_sha256(h5: h5py.File, objects: list[tuple[str, Any]]) -> str:
-    """SHA-256 (hex) of every object of a plan file and every attribute, but the voxel arrays' data (covered by
-    ``content_sha256``) and the attribute ``tree_sha256`` itself (format 1.2).
-
-    Fields (each as its length, 8 bytes little-endian, then its bytes), objects in sorted path order: the path;
-    ``G`` or ``D``; for a dataset its dtype (``dtype.str``) and shape, then its data (as h5py returns it; see
-    :func:`_canonical`) unless it lies in ``/images``, ``/masks`` or ``/dose``; then each attribute, sorted by
-    name: the name and the value.
-    """
+def _raw_sha256(fh: Any) -> str:
+    """SHA-256 (hex) of every byte of an open file after the user block, read in 1 MiB pieces."""
     h = hashlib.sha256()
-    for path, obj in objects:
-        _put(h, path.encode("utf-8", "surrogatepass"))
-        if isinstance(obj, h5py.Dataset):
-            _put(h, b"D")
-            _put(h, obj.dtype.str.encode("ascii"))
-            _put(h, ",".join(map(str, obj.shape or ())).encode("ascii"))
-            if not _is_array_path(path):
-                _put(h, _canonical(obj[()]))
-        else:
-            _put(h, b"G")
-        for name in sorted(obj.attrs.keys()):
-            if path == "/" and name == "tree_sha256":
-                continue
-            _put(h, name.encode("utf-8", "surrogatepass"))
-            _put(h, _canonical(obj.attrs[name]))
+    fh.seek(USERBLOCK_BYTES)
+    while True:
+        piece = fh.read(1024 * 1024)
+        if not piece:
+            break
+        h.update(piece)
     return h.hexdigest()
+
+
+def seal_file(target: str | os.PathLike[str] | Any) -> str:
+    """Write the user block of a plan file written with ``userblock_size=USERBLOCK_BYTES`` (a path, or an open
+    binary file object): :data:`USERBLOCK_MAGIC`, ``sha256=<hex>`` of every byte after the block, NUL padding.
+    Returns the checksum. :func:`save_plan` seals every file it writes."""
+    if isinstance(target, str | os.PathLike):
+        with open(target, "r+b") as fh:
+            return seal_file(fh)
+    digest = _raw_sha256(target)
+    block = USERBLOCK_MAGIC + b"sha256=" + digest.encode("ascii") + b"\n"
+    target.seek(0)
+    target.write(block.ljust(USERBLOCK_BYTES, b"\0"))
+    target.flush()
+    return digest
+
+
+def _check_raw(path: Path, source: str) -> bool:
+    """Verify the user-block checksum (before libhdf5 parses a byte: a damaged file is refused before a damaged
+    heap or B-tree can make the library spin or crash). False when the file has no embplan user block."""
+    with open(path, "rb") as fh:
+        head = fh.read(USERBLOCK_BYTES)
+        if not head.startswith(USERBLOCK_MAGIC):
+            return False
+        line = head[len(USERBLOCK_MAGIC):].split(b"\n", 1)[0]
+        stored = line.removeprefix(b"sha256=").decode("ascii", "replace")
+        if not line.startswith(b"sha256=") or not re.fullmatch(r"[0-9a-f]{64}", stored):
+            raise PlanFileError(f"{source}: damaged user block (no sha256=<hex> line)")
+        actual = _raw_sha256(fh)
+    if actual != stored:
+        raise PlanFileError(f"{source}: checksum mismatch: file SHA-256 {actual[:16]}... != stored {stored[:16]}... "
+                            "(the file was altered or damaged: a view, an attribute or the plan itself)")
+    return True
 
 
 def _is_array_path(path: str) -> bool:
@@ -771,9 +754,9 @@ def read_document(path: str | os.PathLike[str], *, verify: bool = True,
 
     Before reading any data: the file must be a regular file of at most :data:`PLAN_FILE_MAX_BYTES`; its objects
     hard-linked groups and datasets only (no external links, external storage or virtual datasets), none storing
-    more than the file holds or declaring more than its compression can hold; with ``verify``, ``tree_sha256``
-    (format >= 1.2) must match, so the plan JSON, the metadata, the views and every attribute are checked before
-    an array is allocated; each array must have the grid's shape, a numeric dtype, and the grid at most
+    more than the file holds or declaring more than its compression can hold; with ``verify``, the user-block
+    checksum (format >= 1.2; every byte after the block, so the plan JSON, the metadata, the views and every
+    attribute) must match before libhdf5 parses the file; each array must have the grid's shape, a numeric dtype, and the grid at most
     ``max_voxels`` voxels. Then the arrays are read and, with ``verify``, ``content_sha256`` is checked. Every
     problem is a :class:`~embplan.errors.PlanFileError` with the reason.
     """
@@ -792,6 +775,7 @@ def read_document(path: str | os.PathLike[str], *, verify: bool = True,
     if st.st_size > PLAN_FILE_MAX_BYTES:
         raise PlanFileError(f"{source}: {st.st_size} bytes, larger than a plan file may be ({PLAN_FILE_MAX_BYTES})")
     try:
+        sealed = _check_raw(p, source) if verify else False
         is_hdf5 = h5py.is_hdf5(p)
     except OSError as exc:
         raise PlanFileError(f"{source}: cannot read ({exc.strerror or exc})") from exc
@@ -803,7 +787,7 @@ def read_document(path: str | os.PathLike[str], *, verify: bool = True,
         raise PlanFileError(f"{source}: cannot open as HDF5 (truncated or damaged file?): {exc}") from exc
     try:
         with h5:
-            return _read_open(h5, source, verify, st.st_size, max_voxels)
+            return _read_open(h5, source, verify, st.st_size, max_voxels, sealed)
     except PlanFileError:
         raise
     except MemoryError as exc:
@@ -815,7 +799,7 @@ def read_document(path: str | os.PathLike[str], *, verify: bool = True,
 
 
 def _read_open(h5: h5py.File, source: str, verify: bool, file_size: int | None = None,
-               max_voxels: int = PLAN_MAX_VOXELS) -> PlanDocument:
+               max_voxels: int = PLAN_MAX_VOXELS, sealed: bool = False) -> PlanDocument:
     fmt = _attr_str(h5.attrs, "format")
     if fmt is None:
         raise PlanFileError(f"{source}: not an embplan plan file (HDF5 without the root attribute 'format')")
@@ -833,22 +817,10 @@ def _read_open(h5: h5py.File, source: str, verify: bool, file_size: int | None =
         )
     if version[0] < current[0]:
         raise PlanFileError(f"{source}: format {version_text} is older than any this embplan can migrate")
+    if verify and version >= _RAW_HASH_SINCE and not sealed:
+        raise PlanFileError(f"{source}: format {version_text} file without its user-block checksum: altered or "
+                            "damaged")
     objects = _walk(h5, source, file_size)
-    if verify and version >= _TREE_HASH_SINCE:
-        stored_tree = _attr_str(h5.attrs, "tree_sha256")
-        if stored_tree is None:
-            raise PlanFileError(f"{source}: root attribute 'tree_sha256' is missing (format {version_text})")
-        for path, obj in objects:  # the views are read whole by the tree hash: bound them first
-            if isinstance(obj, h5py.Dataset) and not _is_array_path(path):
-                declared = int(obj.size or 0) * int(obj.dtype.itemsize)
-                if declared > PLAN_VIEW_MAX_BYTES:
-                    raise PlanFileError(f"{source}: {path} declares {declared} bytes: not a plan file")
-        actual_tree = tree_sha256(h5, objects)
-        if actual_tree != stored_tree:
-            raise PlanFileError(
-                f"{source}: checksum mismatch: file SHA-256 {actual_tree[:16]}... != stored {stored_tree[:16]}... "
-                "(the file was altered or damaged: a view, an attribute or the plan itself)"
-            )
     plan_json = _read_text(h5, "plan_json", source)
     meta_json = _read_text(h5, "meta_json", source)
     plan_obj = _parse_json(plan_json, "plan_json", source)
