@@ -161,8 +161,9 @@ class Patient(StrictModel):
     id: str = Field(min_length=1, max_length=128, pattern=r"\S")
     age_years: Int = Field(ge=0, le=120)
     sex: Literal["female", "male", "other", "unknown"]
-    weight_kg: float = Field(gt=0, le=400)
-    height_cm: float = Field(ge=30, le=250)
+    # physical bounds wide enough for unit slips to reach the plausibility check and its hint (plausibility.py)
+    weight_kg: float = Field(gt=0, le=1e6)
+    height_cm: float = Field(gt=0, le=1e5)
     ecog: Int = Field(ge=0, le=4)
     labs: Labs
     disease: Disease
@@ -347,7 +348,7 @@ class DosimetryInputs(StrictModel):
     """TARE dosimetry inputs: compartment values (from MAA SPECT/CT and CT volumetry) and/or images."""
 
     lung_shunt_fraction: float | None = Field(default=None, ge=0, lt=1)
-    lung_mass_kg: float | None = Field(default=None, gt=0, le=5)
+    lung_mass_kg: float | None = Field(default=None, gt=0, le=1e4)  # plausible range: plausibility.py
     liver_volume_ml: float | None = _VOLUME
     tumor_volume_ml: float | None = Field(default=None, ge=0, le=10000)
     perfused_volume_ml: float | None = _VOLUME
