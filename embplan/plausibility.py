@@ -119,8 +119,8 @@ class PlausibilityBounds(BaseModel):
         "One TACE session: the RETNET standard is 50 mg; the highest per-session doses in TACE practice are "
         "150 mg (DC Bead: at most 150 mg doxorubicin per procedure, Lammer et al., PRECISION V, Cardiovasc "
         "Intervent Radiol 2010;33:41), the systemic single-dose maximum 75 mg/m2 (doxorubicin prescribing "
-        "information). Above twice that (300 mg) the value is a typing slip (500 for 50) [U]; below it a dose other "
-        "than the standard is a PROTOCOL_DEVIATION flag, and the lifetime dose the DOXORUBICIN_CUMULATIVE flag.",
+        "information). Above twice that (300 mg) the value is a typing slip (500 for 50) [U]; between 150 and 300 mg "
+        "the plan flags DOXORUBICIN_SESSION_HIGH (warning; threshold doxorubicin_session_limit_mg).",
     )
 
     def items(self) -> Iterable[tuple[str, Bound]]:

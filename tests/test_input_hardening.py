@@ -372,3 +372,15 @@ def test_kill_9_leaves_no_temporary_file(tmp_path):
 
 def test_errors_escape_only_as_embplan_errors():
     assert issubclass(CaseError, EmbplanError)
+
+
+@pytest.mark.parametrize("dose_mg, flagged", [(150.0, False), (151.0, True), (300.0, True)])
+def test_doxorubicin_session_warning(shared_examples, dose_mg, flagged):
+    from embplan.risk import Severity
+
+    data = json.loads((shared_examples / "tace_after_whipple.json").read_text())
+    data["procedure"]["drug"]["dose_mg"] = dose_mg
+    flags = [f for f in embplan.plan(load_case(data)).flags if f.code == "DOXORUBICIN_SESSION_HIGH"]
+    assert bool(flags) is flagged
+    if flags:
+        assert flags[0].severity == Severity.WARNING and flags[0].context["doxorubicin_mg"] == dose_mg

@@ -1,4 +1,4 @@
-"""The plan archive: one HDF5 file per plan (format ``embplan.plan``, version ``1.1``).
+"""The plan archive: one HDF5 file per plan (format ``embplan.plan``, version ``1.2``).
 
 :func:`save_plan` writes a :class:`~embplan.plan_model.Plan` atomically; :func:`load_plan` reads it back
 exactly (arrays bitwise equal, models equal). The layout is documented in ``docs/plan-format.md`` so that a plan
@@ -18,6 +18,12 @@ What is stored
   ``/thresholds``, ``/provenance``, ``/grid``, ``/dosimetry``, ``/dvh/<structure>/{dose_gy, volume_fraction}``.
 - root attribute ``content_sha256``: SHA-256 of the plan JSON, the voxel JSON and every array (recipe in
   :func:`content_sha256`), verified on load.
+- (1.2) a 512-byte user block with the SHA-256 of every byte after it (:func:`seal_file`), verified first, before
+  libhdf5 parses the file: the views, ``units`` attributes and every other byte are covered, and a damaged file
+  never reaches the library. Then, before any array is read, the structure is checked (hard links only, no
+  external or virtual storage, stored sizes within the file, declared sizes within what gzip can hold, shapes equal
+  to the grid, the grid within :data:`PLAN_MAX_VOXELS`): a file cannot make the reader allocate what it merely
+  declares.
 
 Versions are ``"major.minor"``: a newer major is refused, an older minor is migrated (:data:`MIGRATIONS`), a
 newer minor of the same major is read (minor versions only add).

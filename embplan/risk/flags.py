@@ -34,6 +34,8 @@ ALL_CODES: tuple[str, ...] = (
     "PRIOR_RADIOEMBOLIZATION",
     "PROTOCOL_DEVIATION",
     "HEPATIC_RESERVE_LOW",
+    # issue 12 (input plausibility): one session's doxorubicin above the highest per-session dose in practice
+    "DOXORUBICIN_SESSION_HIGH",
 )
 
 _RANK = {"info": 0, "caution": 1, "warning": 2, "contraindication": 3}
