@@ -95,6 +95,7 @@ def plans(n: int, seed0: int = 0, limit_s: int = 60) -> dict[str, object]:
     codes = {0: "identical", 1: "refused", 2: "changed", 3: "raw", 4: "memory"}
     counts: collections.Counter[str] = collections.Counter()
     samples: dict[str, str] = {}
+    identical: list[str] = []
     start = time.monotonic()
     for seed in range(seed0, seed0 + n):
         rng = random.Random(seed)
@@ -131,9 +132,12 @@ def plans(n: int, seed0: int = 0, limit_s: int = 60) -> dict[str, object]:
         else:
             kind = codes.get(os.WEXITSTATUS(status), "raw")
         counts[kind] += 1
-        if kind not in ("identical", "refused"):
+        if kind == "identical":
+            identical.append(f"{seed}: {label}")
+        elif kind != "refused":
             samples.setdefault(kind, f"seed {seed}: {label}")
-    return {"n": n, "counts": dict(counts), "samples": samples, "seconds": round(time.monotonic() - start, 1)}
+    return {"n": n, "counts": dict(counts), "samples": samples, "identical": identical,
+            "seconds": round(time.monotonic() - start, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
