@@ -36,6 +36,14 @@ ALL_CODES: tuple[str, ...] = (
     "HEPATIC_RESERVE_LOW",
     # issue 12 (input plausibility): one session's doxorubicin above the highest per-session dose in practice
     "DOXORUBICIN_SESSION_HIGH",
+    # tumour board (issue 11): tumours or lesions outside the treated territory
+    "UNTREATED_DISEASE",
+    # tumour board (issue 11): earlier PRRT or liver EBRT before radioembolization
+    "PRIOR_LIVER_RADIATION",
+    # issue 13 (dose meaning): the delivered activity departs from the prescription beyond the vial tolerance; the
+    # case's lung shunt and the images' differ beyond the discrepancy threshold
+    "DELIVERED_ACTIVITY_DEVIATION",
+    "LUNG_SHUNT_DISCREPANCY",
 )
 
 _RANK = {"info": 0, "caution": 1, "warning": 2, "contraindication": 3}
