@@ -721,6 +721,7 @@ def _compartment_issues(method: str, dos: DosimetryInputs) -> list[Issue]:
         issues.append(Issue("dosimetry.perfused_tumor_volume_ml",
                             f"must be < perfused_volume_ml ({perfused:g}) for the partition method (the perfused "
                             "non-tumour liver's mass divides its dose)", ptumor))
+    return issues
 
 
 _DISTRIBUTION_LOBE = {"unilobar_right": "right", "unilobar_left": "left"}
