@@ -937,10 +937,11 @@ def board(
     as_json: JsonOpt = False,
     with_plan: Annotated[bool, typer.Option("--plan", help="Plan the case first (dosimetry): the review then names "
                                                           "the tumours the plan leaves untreated.")] = False,
+    allow_outside_paths: OutsidePathsOpt = False,
 ) -> None:
     """The tumour board's review: every option with its criteria, the recommendation, the course per lobe, the
     staged plan, the liver over the years, consent numbers and the follow-up dates."""
-    with _errors():
+    with _errors(as_json):
         flags = None
         if case_file.suffix.lower() in (".h5", ".hdf5"):
             from .io.hdf5 import load_plan
@@ -950,12 +951,12 @@ def board(
                 raise _Failure(f"{case_file}: the plan file holds no tumour-board review (written by an older embplan)")
             review, flags = plan.board, plan.flags
         elif with_plan:
-            plan = _make_plan(_load_case(case_file))
+            plan = _make_plan(_load_case(case_file, allow_outside_paths))
             review, flags = plan.board, plan.flags
         else:
             from .board import review as make_review
 
-            review = make_review(_load_case(case_file))
+            review = make_review(_load_case(case_file, allow_outside_paths))
         if as_json:
             _print_json({"file": str(case_file), "board": review.model_dump(mode="json"),
                          **({"flags": [f.code for f in flags]} if flags is not None else {})})
