@@ -89,11 +89,12 @@ USERBLOCK_MAGIC = b"embplan.plan user block\n"
 # ---- what a reader allocates, bounded before anything is read (issue 12) --------------------------------------
 #: Largest plan file opened, bytes.
 PLAN_FILE_MAX_BYTES = 16 * 1024**3
-#: Largest voxel grid of a plan (voxels): 2**27 = 134 M, a 512 x 512 x 512 CT grid. Each array is the grid's size
-#: (at most 8 bytes a voxel: 1 GiB), checked before it is read; override with load_plan(max_voxels=...).
-PLAN_MAX_VOXELS = 2**27
-#: Largest total of the declared (uncompressed) sizes of a plan's voxel arrays, bytes.
-PLAN_MAX_ARRAY_BYTES = 8 * 1024**3
+#: Largest voxel grid of a plan (voxels): 2**29 = 537 M, e.g. a 1024 x 1024 x 512 CT grid (grid "ct" of a
+#: thin-slice CT), checked before any array is read; override with load_plan(max_voxels=...).
+PLAN_MAX_VOXELS = 2**29
+#: Largest total of the declared (uncompressed) sizes of a plan's voxel arrays, bytes. Independently, the total
+#: may not exceed _GZIP_MAX_RATIO times the file's size (what the file could inflate to).
+PLAN_MAX_ARRAY_BYTES = 64 * 1024**3
 #: Largest dataset outside the voxel arrays (JSON text, DVH axes, grid, scalars), declared bytes.
 PLAN_VIEW_MAX_BYTES = 64 * 1024**2
 #: Most objects (groups and datasets) a plan file may hold; a plan has a few hundred.
@@ -861,6 +862,9 @@ def _read_open(h5: h5py.File, source: str, verify: bool, file_size: int | None =
         if total > PLAN_MAX_ARRAY_BYTES:
             raise PlanFileError(f"{source}: the voxel arrays declare {total} bytes, more than "
                                 f"PLAN_MAX_ARRAY_BYTES ({PLAN_MAX_ARRAY_BYTES})")
+        if file_size is not None and total > _GZIP_MAX_RATIO * file_size + 1024 * 1024:
+            raise PlanFileError(f"{source}: the voxel arrays declare {total} bytes, more than a {file_size}-byte "
+                                f"file can inflate to ({_GZIP_MAX_RATIO}:1): damaged or crafted file")
         array_paths -= {dpath for _, dpath, _ in planned}
         for name, dpath, dset in planned:
             try:
