@@ -119,7 +119,7 @@ def _errors(as_json: bool = False) -> Iterator[None]:
     except EmbplanError as exc:
         _fail(exc, as_json, type(exc).__name__)
     except _Failure as exc:
-        _fail(str(exc), as_json, "UsageError")
+        _fail(str(exc), as_json, "EmbplanError")
     except OSError as exc:
         _fail(_os_error_text(exc), as_json, "OSError")
     except MemoryError:
