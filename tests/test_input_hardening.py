@@ -384,3 +384,20 @@ def test_doxorubicin_session_warning(shared_examples, dose_mg, flagged):
     assert bool(flags) is flagged
     if flags:
         assert flags[0].severity == Severity.WARNING and flags[0].context["doxorubicin_mg"] == dose_mg
+
+
+def test_plan_file_that_is_a_fifo_is_refused(tmp_path):
+    fifo = tmp_path / "plan.h5"
+    os.mkfifo(fifo)
+    with pytest.raises(embplan.errors.PlanFileError, match="not a regular file"):
+        embplan.load_plan(fifo)
+    result = run("show", fifo)
+    assert result.exit_code == 1 and "not a regular file" in result.stderr
+
+
+def test_read_only_output_folder_is_one_line(tmp_path, shared_examples, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == tmp_path else real_access(p, mode))
+    result = run("plan", shared_examples / "tare_lobar_resin.json", "-o", tmp_path / "p.h5")
+    assert result.exit_code == 1 and "is not writable" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "p.h5").exists()

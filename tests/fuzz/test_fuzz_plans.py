@@ -3,7 +3,8 @@
 Each mutated file must either be refused with a PlanFileError or load as exactly the saved plan (arrays bitwise):
 an edit of any part a reader uses (the plan, a view, a units attribute) is never accepted as a changed plan, and
 nothing the file merely declares is allocated (tracemalloc peak; a subprocess with an address-space limit for the
-bombs). CI runs a few dozen files; EMBPLAN_FUZZ_N=1000 runs a campaign (docs/robustness.md).
+bombs). Seeded and hypothesis-driven. CI runs a few dozen files; EMBPLAN_FUZZ_N=1000 runs a campaign
+(docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embplan.errors import PlanFileError
 from embplan.io.hdf5 import load_plan, save_plan, seal_file
@@ -161,3 +164,16 @@ def test_every_view_edit_is_refused(tmp_path: Path, saved: tuple[object, bytes])
         with pytest.raises(PlanFileError, match="checksum mismatch"):
             load_plan(path)
         assert name
+
+
+@settings(max_examples=int(os.environ.get("EMBPLAN_FUZZ_N", "30")))
+@given(where=st.floats(0, 1, exclude_max=True), xor=st.integers(1, 255), cut=st.booleans())
+def test_hypothesis_byte_edits(tmp_path_factory: pytest.TempPathFactory, saved: tuple[object, bytes],
+                               where: float, xor: int, cut: bool) -> None:
+    plan, raw = saved
+    i = int(where * len(raw))
+    data = raw[:i] if cut else raw[:i] + bytes([raw[i] ^ xor]) + raw[i + 1:]
+    path = tmp_path_factory.mktemp("h") / "m.h5"
+    path.write_bytes(data)
+    outcome = _load_checked(path, plan, f"byte {i} {'cut' if cut else f'^{xor}'}")
+    assert outcome == "refused" or (not cut and i < 512)  # only the user block's padding is not read
