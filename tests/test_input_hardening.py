@@ -401,3 +401,27 @@ def test_read_only_output_folder_is_one_line(tmp_path, shared_examples, monkeypa
     result = run("plan", shared_examples / "tare_lobar_resin.json", "-o", tmp_path / "p.h5")
     assert result.exit_code == 1 and "is not writable" in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_named_fallback_and_stale_clean_up(tmp_path, monkeypatch):
+    """Without O_TMPFILE the temporary file is named with the writer's pid; one left by a dead writer is removed
+    by the next write in that folder, one of a live process is kept."""
+    import embplan.io as eio
+
+    monkeypatch.setattr(eio, "_unnamed_temporary", lambda folder: None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".r.html.{dead}.abc123.tmp"
+    live = tmp_path / f".r.html.{os.getppid()}.def456.tmp"
+    stale.write_text("left by a killed writer")
+    live.write_text("another writer, still running")
+    eio.atomic_write_text(tmp_path / "r.html", "<p>ok</p>")
+    assert (tmp_path / "r.html").read_text() == "<p>ok</p>"
+    assert not stale.exists() and live.exists()
+    assert stat.S_IMODE((tmp_path / "r.html").stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
