@@ -866,7 +866,7 @@ def export_cmd(
 ) -> None:
     """Export a plan for other tools: the dose as DICOM RT Dose, the structures (embplan's own masks included) as
     DICOM SEG, or dose, CT and masks as NRRD / NIfTI files (LPS / RAS geometry via ITK) in a folder."""
-    with _errors():
+    with _errors(as_json):
         from .io.export import EXPORT_FORMATS, export_plan
         from .io.hdf5 import load_plan
 
