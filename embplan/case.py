@@ -517,9 +517,13 @@ class Case(StrictModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _keep_source(cls, data: Any, handler: Any) -> Case:
-        if isinstance(data, Mapping):
+    def _keep_source(cls, data: Any, handler: Any, info: ValidationInfo) -> Case:
+        # new input (a mapping, not a Case instance nor a stored plan's case): no control characters, and today's
+        # plausibility bounds; a stored plan's case loads as it was planned
+        if isinstance(data, Mapping) and not _stored(info):
             issues = _text_issues(data)
+            if not issues:
+                issues = _plausibility_issues(data, (info.context or {}).get("plausibility", DEFAULT_BOUNDS))
             if issues:
                 raise_issues(issues)
         case = handler(data)
@@ -540,8 +544,6 @@ class Case(StrictModel):
     def _cross_checks(self, info: ValidationInfo) -> Case:
         issues: list[Issue] = []
         proc = self.procedure
-        bounds = (info.context or {}).get("plausibility", DEFAULT_BOUNDS)
-        issues.extend(_plausibility_issues(self, bounds))
         issues.extend(_board_issues(self))
         for i, rec in enumerate(self.patient.prior_treatments):
             if rec.date > proc.date:
@@ -641,6 +643,13 @@ class Case(StrictModel):
         )
 
 
+def _stored(info: ValidationInfo) -> bool:
+    """True when the case is validated as part of a stored plan (``context={"stored_plan": True}``, see
+    :func:`embplan.io.hdf5.document_to_plan`): the plausibility and text checks of new input are not applied
+    again, so a plan file stays loadable when the bounds change."""
+    return bool((info.context or {}).get("stored_plan"))
+
+
 #: Nesting deeper than this is not a case (a case is about 6 levels deep): refused before it can exhaust the stack.
 CASE_MAX_NESTING = 64
 #: At most this many text problems are reported (a file full of control characters would otherwise flood).
@@ -675,32 +684,38 @@ def _text_issues(data: Mapping[str, Any]) -> list[Issue]:
     return sorted(issues, key=lambda i: i.path)
 
 
-def _plausibility_issues(case: Case, bounds: PlausibilityBounds) -> list[Issue]:
-    """Values inside their physical range but absurd for an adult patient (see :mod:`embplan.plausibility`)."""
+def _plausibility_issues(data: Mapping[str, Any], bounds: PlausibilityBounds) -> list[Issue]:
+    """Values inside their physical range but absurd for an adult patient (see :mod:`embplan.plausibility`),
+    read from the raw input before validation, so that a unit slip is reported with its hint even when it also
+    breaks a cross-field check (a liver of 1.65 "mL" is smaller than its tumours)."""
     issues: list[Issue] = []
 
-    def check(path: str, value: float | None, bound: Any, zero_allowed: bool = False) -> None:
-        if value is None:
-            return
+    def at(path: str) -> Any:
+        node: Any = data
+        for key in path.split("."):
+            if not isinstance(node, Mapping) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    def check(path: str, bound: Any, zero_allowed: bool = False) -> None:
+        value = at(path)
+        if type(value) not in (int, float) or not math.isfinite(value) or value <= 0:
+            return  # wrong types, NaN, zero and negatives: the model's own errors ("must be > 0")
         problem = bound_problem(float(value), bound, zero_allowed=zero_allowed)
         if problem:
             issues.append(Issue(path, problem, value))
 
-    p = case.patient
-    check("patient.weight_kg", p.weight_kg, bounds.weight_kg)
-    check("patient.height_cm", p.height_cm, bounds.height_cm)
-    d = case.dosimetry
-    if d is not None:
-        check("dosimetry.liver_volume_ml", d.liver_volume_ml, bounds.liver_volume_ml)
-        check("dosimetry.perfused_volume_ml", d.perfused_volume_ml, bounds.perfused_volume_ml)
-        check("dosimetry.tumor_volume_ml", d.tumor_volume_ml, bounds.tumor_volume_ml, zero_allowed=True)
-        check("dosimetry.perfused_tumor_volume_ml", d.perfused_tumor_volume_ml, bounds.perfused_tumor_volume_ml,
-              zero_allowed=True)
-        check("dosimetry.lung_mass_kg", d.lung_mass_kg, bounds.lung_mass_kg)
-        check("dosimetry.tumor_to_normal_ratio", d.tumor_to_normal_ratio, bounds.tumor_to_normal_ratio)
-    drug = getattr(case.procedure, "drug", None)
-    if drug is not None and drug.name == "doxorubicin":
-        check("procedure.drug.dose_mg", drug.dose_mg, bounds.doxorubicin_session_mg)
+    check("patient.weight_kg", bounds.weight_kg)
+    check("patient.height_cm", bounds.height_cm)
+    check("dosimetry.liver_volume_ml", bounds.liver_volume_ml)
+    check("dosimetry.perfused_volume_ml", bounds.perfused_volume_ml)
+    check("dosimetry.tumor_volume_ml", bounds.tumor_volume_ml, zero_allowed=True)
+    check("dosimetry.perfused_tumor_volume_ml", bounds.perfused_tumor_volume_ml, zero_allowed=True)
+    check("dosimetry.lung_mass_kg", bounds.lung_mass_kg)
+    check("dosimetry.tumor_to_normal_ratio", bounds.tumor_to_normal_ratio)
+    if at("procedure.drug.name") == "doxorubicin":
+        check("procedure.drug.dose_mg", bounds.doxorubicin_session_mg)
     # prior records are not bounded per session: a history record may sum up a course of several sessions
     return issues
 

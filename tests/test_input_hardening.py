@@ -425,3 +425,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_stored_plan_loads_when_its_case_is_implausible_today(resin, tmp_path):
+    """Plausibility bounds apply to new input: a plan file written before a bound existed (here: a case planned
+    under relaxed bounds) still loads, and its case is the one that was planned."""
+    resin["dosimetry"]["lung_mass_kg"] = 0.25
+    relaxed = DEFAULT_BOUNDS.model_copy(update={"lung_mass_kg": DEFAULT_BOUNDS.lung_mass_kg.__class__(
+        0.1, 5.0, "kg", "relaxed for the test")})
+    plan = embplan.plan(load_case(resin, plausibility=relaxed))
+    embplan.save_plan(plan, tmp_path / "p.h5")
+    assert embplan.load_plan(tmp_path / "p.h5") == plan

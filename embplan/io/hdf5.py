@@ -339,7 +339,7 @@ def document_to_plan(doc: PlanDocument, *, source: str = "plan") -> Plan:
     elif doc.arrays:
         raise PlanFileError(f"{source}: arrays present but /meta_json has no voxel metadata")
     try:
-        plan = Plan.model_validate(doc.plan)
+        plan = Plan.model_validate(doc.plan, context={"stored_plan": True})  # the case as planned (case.py)
     except ValidationError as exc:
         e = exc.errors()[0]
         loc = ".".join(str(p) for p in e.get("loc", ())) or "(root)"
