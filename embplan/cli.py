@@ -1035,7 +1035,7 @@ def verify_cmd(
 ) -> None:
     """Verify a delivered Y-90 treatment: the delivered dose (post-treatment PET or bremsstrahlung SPECT) beside
     the plan, per structure, with the registration quality, extrahepatic deposits and flags as delivered."""
-    with _errors():
+    with _errors(as_json):
         from .io import atomic_write_text
         from .io.verification import save_verification, verify_files
 
@@ -1091,7 +1091,7 @@ def phantom_post(
 ) -> None:
     """Simulate the post-treatment Y-90 PET/CT of a plan (rotated and shifted frame, one tumour under-perfused, gut
     deposition) and write OUT/post.json for embplan verify. Synthetic data for demos and tests."""
-    with _errors():
+    with _errors(as_json):
         from .io.hdf5 import load_plan
         from .synthetic import PostSimulation, simulate_post_treatment
 
