@@ -59,8 +59,8 @@ app = typer.Typer(
 # ====================================================================================== plumbing
 # Shared by every command (add a command as a thin function near the end of the file and use these):
 # - ``with _errors(as_json):`` around the command's body: an EmbplanError, an OSError, any other exception becomes
-#   ``embplan: error: ...`` on stderr (one line per problem; with --json one JSON object on stdout), exit 1, never
-#   a traceback;
+#   ``embplan: error: ...`` on stderr (one line per problem; with --json also one JSON object on stdout), exit 1,
+#   never a traceback;
 # - ``_load_case(path, allow_outside_paths)``: load and validate a case, with its paths confined to its folder;
 # - ``_check_output(path, what)``: fail before long work when an output cannot be written there;
 # - ``_write_files([(path, what, writer), ...])``: write several outputs all or nothing (``writer(fh)`` writes
@@ -95,11 +95,10 @@ def _fail(message: str | BaseException, as_json: bool = False, kind: str | None 
         if isinstance(errors, list):
             obj["fields"] = [{"path": e.get("path", ""), "message": e.get("msg", "")} for e in errors
                              if isinstance(e, dict)]
-        _print_json(obj)
-    else:
-        shown = [header] if len(problems) == 1 and problems[0] in header else [header, *problems]
-        for line in shown:
-            typer.echo(f"embplan: error: {line}", err=True)
+        _print_json(obj)  # for scripts, on stdout; the lines below stay on stderr for people
+    shown = [header] if len(problems) == 1 and problems[0] in header else [header, *problems]
+    for line in shown:
+        typer.echo(f"embplan: error: {line}", err=True)
     raise typer.Exit(code=1)
 
 
