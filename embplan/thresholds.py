@@ -160,6 +160,14 @@ class Thresholds(BaseModel):
         "Cancer 2003) [U: not in EVIDENCE.md].", gt=0, le=2000,
     )
 
+    # ---- one session's doxorubicin (issue 12; the absurd bound, an error, is embplan.plausibility) -----
+    doxorubicin_session_limit_mg: float = _field(
+        150.0, "mg", "Doxorubicin of one TACE / DEB-TACE session > 150 mg -> warning: the highest per-session dose "
+        "in practice (DC Bead: at most 150 mg per procedure, Lammer et al., PRECISION V, Cardiovasc Intervent "
+        "Radiol 2010;33:41; systemic single dose at most 75 mg/m2, doxorubicin prescribing information) "
+        "[U: not in EVIDENCE.md].", gt=0, le=300,
+    )
+
     # ---- surgery, transplant, hepatic reserve ------------------------------------------------------
     flr_min_percent: float = _field(
         30.0, "percent", "Resection candidate: future liver remnant >= 30 % (the brief's value; 20/30/40 % tiers "
