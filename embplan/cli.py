@@ -271,7 +271,7 @@ def _render_report(plan: Plan) -> str:
         return render_report(plan)
 
 
-def _write_files(outputs: list[tuple[Path, str, Callable[[Any], None]]]) -> None:
+def _write_files(outputs: list[tuple[Path, str, Callable[[Any], object]]]) -> None:
     """Write several outputs all or nothing: ``writer(fh)`` fills a binary file object for each ``(path, what,
     writer)``; if any writer or any commit fails, no output is written (earlier files are kept)."""
     from .io import atomic_files
@@ -284,7 +284,7 @@ def _write_files(outputs: list[tuple[Path, str, Callable[[Any], None]]]) -> None
 def _write_outputs(plan: Plan, plan_path: Path | None, report_path: Path | None) -> None:
     """Render first, then write the plan and the report all or nothing."""
     html = _render_report(plan) if report_path is not None else None
-    outputs: list[tuple[Path, str, Callable[[Any], None]]] = []
+    outputs: list[tuple[Path, str, Callable[[Any], object]]] = []
     if plan_path is not None:
         from .io.hdf5 import write_plan_file
 

@@ -170,7 +170,9 @@ def _is_control(ch: str) -> bool:
 
 def _name(ch: str) -> str:
     names = {"\x00": "NUL", "\t": "TAB", "\n": "LF", "\r": "CR", "\x1b": "ESC", "\x7f": "DEL", "\x85": "NEL"}
-    return names.get(ch) or unicodedata.name(ch, "control character")
+    if ch in names:
+        return names[ch]
+    return unicodedata.name(ch, "") or "control character"
 
 
 def control_character_problem(text: str) -> str | None:

@@ -218,7 +218,9 @@ def write_rt_dose(
         log.warning("write_rt_dose: no reference CT; writing a new study and frame of reference without patient data")
     fileobj = path if hasattr(path, "write") else None
     if fileobj is None:
-        out = Path(path)  # type: ignore[arg-type]
+        if not isinstance(path, str | os.PathLike):
+            raise ImagingError(f"path: a file name or a writable binary file object, got {type(path).__name__}")
+        out = Path(path)
         if not out.parent.is_dir():
             raise ImagingError(f"{out}: folder {out.parent} does not exist")
     else:

@@ -238,7 +238,9 @@ def atomic_files(
             current = (target, what)
             pending.append(_Pending(target, what, error))
         current = None
-        handles = [open(p.fd, "w+b", closefd=False) for p in pending]  # type: ignore[arg-type]
+        for p in pending:
+            assert p.fd is not None  # open from _Pending() until close()
+            handles.append(open(p.fd, "w+b", closefd=False))
         yield handles
         for p, fh in zip(pending, handles, strict=True):
             current = (p.target, p.what)

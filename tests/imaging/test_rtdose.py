@@ -145,6 +145,14 @@ def test_without_reference_ct_a_new_frame_is_made(tmp_path):
     assert ds.FrameOfReferenceUID and ds.PatientID == ""
 
 
+def test_a_path_that_is_neither_a_name_nor_a_file_object_is_an_imaging_error(tmp_path):
+    # found by mypy (issue 17): Path(42) raised a bare TypeError (a traceback), not an EmbplanError naming the input
+    grid = GRIDS["prone"]
+    with pytest.raises(ImagingError, match="path: a file name or a writable binary file object, got int"):
+        write_rt_dose(dose_on(grid), grid, 42)
+    assert not list(tmp_path.iterdir())
+
+
 def _standard_tables():
     try:
         base = resources.files("highdicom") / "_standard"
