@@ -293,6 +293,9 @@ class DicomImages(StrictModel):
     seg: ImagePath | None = None
     structures: StructureRoles
     grid: Literal["activity", "ct"] = "activity"
+    # ---- patient identity of the images (issue 12): every image must carry this Patient ID (0010,0020); default
+    # patient.id. Give it when the case id differs on purpose from the id in the DICOM files (a pseudonym).
+    dicom_patient_id: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
     def _one_of_each(self) -> DicomImages:

@@ -220,15 +220,29 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
             notes.append(f"PET timing incomplete ({exc}): concentration x voxel volume used as the distribution.")
     for_uid = dcm.require_same_frame_of_reference(ct=ct.frame_of_reference_uid,
                                                   **{spec.activity_source: act_vol.frame_of_reference_uid})
+    # ---- identity (issue 12): one patient across the images and the case
+    from .checks import check_identity
+
+    expected_pid = spec.dicom_patient_id if getattr(spec, "dicom_patient_id", None) is not None else case.patient.id
+    pid_field = (f"{field_base}.dicom_patient_id" if getattr(spec, "dicom_patient_id", None) is not None
+                 else "patient.id")
+    struct_path = paths[spec.structure_source]
+    check_identity(expected_pid, pid_field, {
+        "CT": (ct.meta.get("patient_id"), str(paths["ct"])),
+        act_label: (act_vol.meta.get("patient_id"), str(act_vol.meta.get("source_files", ("",))[0])),
+        spec.structure_source.upper(): (dcm.read_patient_id(struct_path), str(struct_path)),
+    })
 
     # ---- the dosimetry grid
     grid = act_vol.grid if spec.grid == "activity" else ct.grid
+    inside_ct = np.ones(grid.shape, dtype=bool)
     if ct.grid == grid:
         ct_hu = np.asarray(ct.array, dtype=np.float32)
     else:
         ct_hu = np.asarray(resample_to_grid(ct.array, ct.grid, grid, "linear", default_value=HU_OUTSIDE_CT),
                            dtype=np.float32)
         inside = np.asarray(resample_to_grid(np.ones(ct.grid.shape, np.float32), ct.grid, grid, "linear"))
+        inside_ct = np.asarray(inside) >= 0.5
         outside = float(np.mean(inside < 0.5))
         if outside > 0:
             notes.append(f"{outside:.1%} of the dosimetry grid lies outside the CT: taken as air ({HU_OUTSIDE_CT:g} HU).")
@@ -248,10 +262,15 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     if "rtstruct" in paths:
         contours = dcm.read_rtstruct(paths["rtstruct"], frame_of_reference_uid=for_uid)
         available = sorted(contours)
+        contour_points = {
+            role: np.vstack(pts) for role, names in (("liver", [*roles.liver, *roles.tumors]), ("lungs", roles.lungs))
+            if (pts := [c for n in names for c in contours.get(n, [])])
+        }
         for name in needed:
             if name in contours:
                 rois[name] = rasterize_structure(contours[name], grid, output="mask", mask_threshold=0.5)
     else:
+        contour_points = None
         seg_masks = dcm.read_seg(paths["seg"], grid, frame_of_reference_uid=for_uid)
         available = sorted(seg_masks)
         rois = {name: np.asarray(seg_masks[name], dtype=bool) for name in needed if name in seg_masks}
@@ -286,6 +305,8 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     if not lungs.any():
         raise ImagingError(f"{field_base}.structures.lungs: the lung ROIs cover no voxel of the dosimetry grid")
     masks: dict[str, np.ndarray] = {"liver": liver, "tumors": tumors, "lungs": lungs}
+    image_checks = _check_set(case, ct, grid, ct_hu, inside_ct, liver, union(list(roles.lungs)),
+                              contour_points, field_base, notes)
     for key, roi in zip(tumor_keys, roles.tumors, strict=True):
         masks[key] = rois[roi]
         if not rois[roi].any():
@@ -326,6 +347,7 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         "hu_to_density": "embplan.dosimetry.dose.hu_to_density_g_cm3 (default calibration)",
         "rt_dose_reference": rt_dose_reference(ct),
         "notes": notes,
+        "checks": image_checks,
     }
     return ImageSet(
         grid=grid,
@@ -340,6 +362,21 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         notes=tuple(notes),
     )
 
+
+
+def _check_set(case: Case, ct: Any, grid: Grid, ct_hu: np.ndarray, inside_ct: np.ndarray, liver: np.ndarray,
+               lung_rois: np.ndarray, contour_points: dict[str, np.ndarray] | None, field_base: str,
+               notes: list[str]) -> dict[str, Any]:
+    """Coverage, anatomy and alignment checks of :mod:`embplan.imaging.checks` (issue 12); their measurements
+    for the plan's record. ImagingError when one fails."""
+    from .checks import check_anatomy, check_coverage, check_lung_alignment
+
+    th = case.effective_thresholds()
+    notes.extend(check_coverage(th, masks_inside_ct={"liver": (liver, inside_ct), "lungs": (lung_rois, inside_ct)},
+                                contour_points=contour_points, ct_grid=ct.grid, dose_grid=grid, field=field_base))
+    means = check_anatomy(th, ct_hu=ct_hu, inside_ct=inside_ct, liver=liver, lungs=lung_rois, field=field_base)
+    align = check_lung_alignment(th, ct_hu=ct_hu, inside_ct=inside_ct, lungs=lung_rois, grid=grid, field=field_base)
+    return {"mean_hu": means, "lung_alignment": align}
 
 
 def territory_mask(case: Case, masks: Mapping[str, np.ndarray], shape: tuple[int, int, int]) -> np.ndarray:
