@@ -51,6 +51,7 @@ __all__ = [
     "read_nm",
     "read_rt_dose",
     "read_rtstruct",
+    "read_rtstruct_with_notes",
     "read_seg",
     "read_seg_volumes",
     "read_header",
@@ -929,11 +930,36 @@ def read_rt_dose(
 def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None = None) -> dict[str, list[np.ndarray]]:
     """The closed planar contours of an RT Structure Set: ROI name -> list of (N, 3) arrays in patient mm.
 
-    Only CLOSED_PLANAR contours are returned (POINT and OPEN_* contours are skipped and logged); ROIs without one
-    are left out. Duplicate ROI names get `` [ROI n]`` appended. With ``frame_of_reference_uid`` every ROI must
-    be defined in that frame of reference (ImagingError naming both UIDs otherwise).
+    Only CLOSED_PLANAR contours with three or more points and a non-zero area are returned (the others are skipped;
+    :func:`read_rtstruct_with_notes` says which, per ROI); ROIs without one are left out. Duplicate ROI names get
+    `` [ROI n]`` appended. With ``frame_of_reference_uid`` every ROI must be defined in that frame of reference
+    (ImagingError naming both UIDs otherwise, or naming the missing Referenced Frame of Reference UID).
     """
-    p = Path(path)
+    contours, notes = _read_rtstruct(Path(path), frame_of_reference_uid)
+    for name, ns in notes.items():
+        for n in ns:
+            log.warning("%s: ROI %r: %s", path, name, n)
+    return contours
+
+
+@_boundary
+def read_rtstruct_with_notes(
+    path: str | os.PathLike, *, frame_of_reference_uid: str | None = None
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:
+    """As :func:`read_rtstruct`, plus ROI name -> notes on what was skipped (issue 12: nothing is dropped
+    silently): POINT and OPEN_PLANAR/OPEN_NONPLANAR contours, contours with fewer than three points or no area,
+    ROIs without any contour. A ROI whose every contour was skipped is absent from the contours but has notes."""
+    return _read_rtstruct(Path(path), frame_of_reference_uid)
+
+
+def _contour_area_mm2(pts: np.ndarray) -> float:
+    q = np.roll(pts, -1, axis=0)
+    return 0.5 * float(np.linalg.norm(np.cross(pts, q).sum(axis=0)))
+
+
+def _read_rtstruct(
+    p: Path, frame_of_reference_uid: str | None
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:
     ds = _read(p)
     if _str(ds, "Modality") != "RTSTRUCT" and _str(ds, "SOPClassUID") != _RT_STRUCT:
         raise ImagingError(f"{p}: not an RT Structure Set (Modality {_str(ds, 'Modality')!r})")
@@ -946,16 +972,22 @@ def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None
         names[number] = (_str(item, "ROIName", default=f"ROI {number}"),
                          _str(item, "ReferencedFrameOfReferenceUID") or default_for)
     out: dict[str, list[np.ndarray]] = {}
+    notes: dict[str, list[str]] = {}
+    contoured: set[int] = set()
     for item in _value(ds, "ROIContourSequence", p, required=False) or []:
         number = _int(item, "ReferencedROINumber", p)
         if number not in names:
             raise ImagingError(f"{p}: ROIContourSequence references ROI {number}, absent from StructureSetROISequence")
+        contoured.add(number)
         name, roi_for = names[number]
         contours = []
-        for n_c, c in enumerate(_value(item, "ContourSequence", p, required=False) or []):
+        skipped: dict[str, int] = {}
+        items = _value(item, "ContourSequence", p, required=False) or []
+        for n_c, c in enumerate(items):
             geom = _str(c, "ContourGeometricType")
             if geom != "CLOSED_PLANAR":
-                log.debug("%s: ROI %r contour %d is %s: skipped", p, name, n_c, geom)
+                key = f"{geom} contour(s)" if geom else "contour(s) without ContourGeometricType (3006,0042)"
+                skipped[key] = skipped.get(key, 0) + 1
                 continue
             data = _floats(c, "ContourData", p, 0)
             if data.size % 3:
@@ -970,18 +1002,43 @@ def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None
                 raise ImagingError(
                     f"{p}: ROI {name!r} contour {n_c}: implausible coordinates (|value| > {MAX_PLAUSIBLE_COORDINATE_MM:g} mm)"
                 )
-            contours.append(data.reshape(-1, 3))
+            pts = data.reshape(-1, 3)
+            if len(pts) < 3:
+                skipped["closed contour(s) with fewer than 3 points"] = skipped.get(
+                    "closed contour(s) with fewer than 3 points", 0) + 1
+                continue
+            if _contour_area_mm2(pts) <= 1e-6:
+                skipped["closed contour(s) without area (collinear points)"] = skipped.get(
+                    "closed contour(s) without area (collinear points)", 0) + 1
+                continue
+            contours.append(pts)
+        key = name if name not in out and name not in notes else f"{name} [ROI {number}]"
+        if key != name:
+            log.warning("%s: duplicate ROI name %r renamed %r", p, name, key)
+        if skipped:
+            desc = ", ".join(f"{n} {what}" for what, n in sorted(skipped.items()))
+            notes.setdefault(key, []).append(
+                f"{desc} of {len(items)} skipped (only closed planar contours with 3 or more points enclose a volume)"
+                + ("; no contour left" if not contours else "")
+            )
+        elif not contours:
+            notes.setdefault(key, []).append("no contour in its ContourSequence (3006,0040)")
         if not contours:
             continue
-        if frame_of_reference_uid is not None and roi_for is not None and roi_for != frame_of_reference_uid:
+        if frame_of_reference_uid is not None and roi_for is None:
+            raise ImagingError(
+                f"{p}: ROI {name!r}: missing ReferencedFrameOfReferenceUID (3006,0024); cannot check that it lies in "
+                f"the image's frame of reference {frame_of_reference_uid}"
+            )
+        if frame_of_reference_uid is not None and roi_for != frame_of_reference_uid:
             raise ImagingError(
                 f"{p}: ROI {name!r} is defined in frame of reference {roi_for}, the image in {frame_of_reference_uid}"
             )
-        key = name if name not in out else f"{name} [ROI {number}]"
-        if key != name:
-            log.warning("%s: duplicate ROI name %r renamed %r", p, name, key)
         out[key] = contours
-    return out
+    for number, (name, _) in names.items():
+        if number not in contoured and name not in out:
+            notes.setdefault(name, []).append("no contours (no ROIContourSequence item)")
+    return out, notes
 
 
 @_boundary

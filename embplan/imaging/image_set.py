@@ -260,8 +260,14 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     needed = roles.roi_names()
     rois: dict[str, np.ndarray] = {}
     if "rtstruct" in paths:
-        contours = dcm.read_rtstruct(paths["rtstruct"], frame_of_reference_uid=for_uid)
+        contours, roi_notes = dcm.read_rtstruct_with_notes(paths["rtstruct"], frame_of_reference_uid=for_uid)
         available = sorted(contours)
+        missing_notes = {n: roi_notes[n] for n in needed if n not in contours and n in roi_notes}
+        if missing_notes:
+            desc = "; ".join(f"ROI {n!r}: {', '.join(ns)}" for n, ns in missing_notes.items())
+            raise ImagingError(f"{field_base}.rtstruct: {paths['rtstruct']}: a structure the case needs has no usable "
+                               f"contour ({desc})")
+        notes.extend(_contour_notes(needed, contours, roi_notes))
         contour_points = {
             role: np.vstack(pts) for role, names in (("liver", [*roles.liver, *roles.tumors]), ("lungs", roles.lungs))
             if (pts := [c for n in names for c in contours.get(n, [])])
@@ -362,6 +368,27 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         notes=tuple(notes),
     )
 
+
+
+def _contour_notes(needed: list[str], contours: Mapping[str, list[np.ndarray]],
+                   roi_notes: Mapping[str, list[str]]) -> list[str]:
+    """One note per structure the case uses whose contours were skipped, nested (holes) or crossing (joined)."""
+    from .rtstruct import contour_overlaps
+
+    out = []
+    for name in needed:
+        parts = list(roi_notes.get(name, ()))
+        if name in contours:
+            ov = contour_overlaps(contours[name])
+            if ov.holes:
+                parts.append(f"{ov.holes} contour(s) inside another on the same plane taken as holes"
+                             + (f" ({ov.islands_in_holes} island(s) inside holes kept)" if ov.islands_in_holes else ""))
+            if ov.crossings:
+                where = ", ".join(f"{c:.1f}" for c in ov.crossings[:5]) + (" ..." if len(ov.crossings) > 5 else "")
+                parts.append(f"crossing contours on {len(ov.crossings)} plane(s) (at {where} mm) joined (union)")
+        if parts:
+            out.append(f"RTSTRUCT ROI {name!r}: " + "; ".join(parts) + ".")
+    return out
 
 
 def _check_set(case: Case, ct: Any, grid: Grid, ct_hu: np.ndarray, inside_ct: np.ndarray, liver: np.ndarray,
