@@ -12,6 +12,8 @@ the files or the attribute and the measured value:
 - **anatomy** (:func:`check_anatomy`): the mean CT number inside the liver, the lungs and the body lies in the
   range of that tissue (``ct_*_mean_hu_*`` in :class:`~embplan.thresholds.Thresholds`, with their sources): a
   wrong rescale, swapped structure roles or the CT of another region fail here.
+- **activity alignment** (:func:`check_activity_alignment`): the SPECT/PET counts sit in the liver and lung ROIs;
+  moving the ROIs by more than ``activity_alignment_tolerance_mm`` must not capture more of them.
 - **alignment** (:func:`check_lung_alignment`): the lung ROIs are where the CT's aerated lung is. The aerated
   fraction of the lung ROIs, moved by every shift up to ``max_shift_mm``, is largest at (or within
   ``lung_alignment_tolerance_mm`` of) no shift; otherwise the CT is shifted against the structures (and the
@@ -38,6 +40,7 @@ __all__ = [
     "check_coverage",
     "check_anatomy",
     "check_lung_alignment",
+    "check_activity_alignment",
     "fraction_of_points_inside",
     "ALIGNMENT_MAX_SHIFT_MM",
     "ALIGNMENT_WORK_VOXEL_MM",
@@ -179,25 +182,19 @@ def _block_reduce(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
     return b.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(axis=(1, 3, 5))
 
 
-def lung_alignment_profile(
-    th: Thresholds, *, ct_hu: np.ndarray, inside_ct: np.ndarray, lungs: np.ndarray, grid: Grid,
-    max_shift_mm: float = ALIGNMENT_MAX_SHIFT_MM,
-) -> tuple[float, float, tuple[float, float, float]] | None:
-    """(aerated fraction of the lung ROIs in place, best aerated fraction over all shifts, that shift in patient mm
-    (x, y, z)); None when there are no lung voxels inside the CT."""
+def _best_shift(
+    weights: np.ndarray, mask: np.ndarray, grid: Grid, max_shift_mm: float, *, per: str = "mask"
+) -> tuple[float, float, tuple[float, float, float]]:
+    """Overlap sum(weights where mask moved by s), divided by sum(mask) (``per="mask"``) or by sum(weights)
+    (``per="weights"``), for every shift s up to ``max_shift_mm`` (per axis, whole voxels of at least
+    :data:`ALIGNMENT_WORK_VOXEL_MM`): (overlap in place, best overlap, best shift in patient mm (x, y, z)).
+    ``mask`` must have a voxel."""
     from scipy.signal import fftconvolve
 
-    lungs = np.asarray(lungs, dtype=bool) & np.asarray(inside_ct, dtype=bool)
-    if not lungs.any():
-        return None
-    # all air inside the CT, the air outside the body included: a thin chest wall sampled on a coarse grid (one
-    # 8 mm voxel of fat averaged with outside air) joins the lungs to the outside air, so they cannot be told apart
-    # by connectivity; a misplaced ROI gains from outside air only once moved past the chest wall.
-    air = (np.asarray(ct_hu) < th.lung_aerated_hu) & np.asarray(inside_ct, dtype=bool)
     sp = np.asarray(grid.spacing_mm, dtype=float)
     f = tuple(max(1, int(ALIGNMENT_WORK_VOXEL_MM // s)) for s in sp)
-    m = _block_reduce(lungs, f)  # type: ignore[arg-type]
-    a = _block_reduce(air, f)  # type: ignore[arg-type]
+    m = _block_reduce(mask, f)  # type: ignore[arg-type]
+    a = _block_reduce(weights, f)  # type: ignore[arg-type]
     wsp = sp * np.asarray(f)
     r = [int(math.ceil(max_shift_mm / s)) for s in wsp]
     nz = np.nonzero(m > 0)
@@ -205,20 +202,66 @@ def lung_alignment_profile(
     hi = [min(n, int(idx.max()) + 1 + rr) for idx, n, rr in zip(nz, m.shape, r, strict=True)]
     mc = m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     ac = a[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    total = float(mc.sum())
-    # overlap(s) = sum_x M(x - s) A(x): correlation of A with M, every shift at once
-    corr = fftconvolve(ac, mc[::-1, ::-1, ::-1], mode="full")
-    centre = np.asarray(mc.shape) - 1  # index of shift 0
-    win = corr[centre[0] - r[0]: centre[0] + r[0] + 1, centre[1] - r[1]: centre[1] + r[1] + 1,
-               centre[2] - r[2]: centre[2] + r[2] + 1] / total
+    total = float(mc.sum()) if per == "mask" else float(a.sum())
+    # overlap(s) = sum_x M(x - s) A(x): the correlation of A with M, every shift at once
+    corr = fftconvolve(ac.astype(np.float64), mc[::-1, ::-1, ::-1].astype(np.float64), mode="full")
+    c = np.asarray(mc.shape) - 1  # index of shift 0
+    win = np.zeros([2 * rr + 1 for rr in r])
+    # the window may reach past the correlation's extent when the crop is small: pad with no overlap
+    src = [slice(max(0, c[i] - r[i]), min(corr.shape[i], c[i] + r[i] + 1)) for i in range(3)]
+    dst = [slice(s_.start - (c[i] - r[i]), s_.stop - (c[i] - r[i])) for i, s_ in enumerate(src)]
+    win[tuple(dst)] = corr[tuple(src)] / total
     at0 = float(win[r[0], r[1], r[2]])
     best = np.unravel_index(int(np.argmax(win)), win.shape)
-    shift_idx = np.asarray(best, dtype=float) - np.asarray(r, dtype=float)
-    shift_vox = shift_idx * np.asarray(f)  # in dosimetry-grid voxels (k, j, i)
+    if float(win[best]) <= at0 + 1e-12:
+        best = (r[0], r[1], r[2])
+    shift_vox = (np.asarray(best, dtype=float) - np.asarray(r, dtype=float)) * np.asarray(f)  # grid voxels (k, j, i)
     d = np.asarray(grid.direction, dtype=float).reshape(3, 3)  # columns: unit vectors of i, j, k
-    steps = np.asarray(grid.spacing_mm, dtype=float)[::-1]  # (di, dj, dk)
-    shift_mm = d @ (shift_vox[::-1] * steps)
+    shift_mm = d @ (shift_vox[::-1] * sp[::-1])
     return at0, float(win[best]), (float(shift_mm[0]), float(shift_mm[1]), float(shift_mm[2]))
+
+
+def lung_alignment_profile(
+    th: Thresholds, *, ct_hu: np.ndarray, inside_ct: np.ndarray, lungs: np.ndarray, grid: Grid,
+    max_shift_mm: float = ALIGNMENT_MAX_SHIFT_MM,
+) -> tuple[float, float, tuple[float, float, float]] | None:
+    """(aerated fraction of the lung ROIs in place, best aerated fraction over all shifts, that shift in patient mm
+    (x, y, z)); None when there are no lung voxels inside the CT."""
+    lungs = np.asarray(lungs, dtype=bool) & np.asarray(inside_ct, dtype=bool)
+    if not lungs.any():
+        return None
+    # all air inside the CT, the air outside the body included: a thin chest wall sampled on a coarse grid (one
+    # 8 mm voxel of fat averaged with outside air) joins the lungs to the outside air, so they cannot be told apart
+    # by connectivity; a misplaced ROI gains from outside air only once moved past the chest wall.
+    air = (np.asarray(ct_hu) < th.lung_aerated_hu) & np.asarray(inside_ct, dtype=bool)
+    return _best_shift(air, lungs, grid, max_shift_mm)
+
+
+def check_activity_alignment(
+    th: Thresholds, *, activity: np.ndarray, liver: np.ndarray, lungs: np.ndarray, grid: Grid, field: str,
+    label: str, max_shift_mm: float = ALIGNMENT_MAX_SHIFT_MM,
+) -> dict[str, float] | None:
+    """The activity image against the structures (drawn on the CT): the share of all counts inside the liver and
+    lung ROIs must not grow by ``activity_alignment_min_gain_fraction`` when the ROIs are moved by more than
+    ``activity_alignment_tolerance_mm``. Tc-99m MAA (and a Y-90 image) lies in the perfused liver and the lungs, so a
+    SPECT shifted against the CT moves counts out of them (issue 12, found by tests/imaging/test_dicom_set_fuzz.py:
+    a SPECT shifted 21 mm changed the tumour dose 339 -> 215 Gy). Returns the measurement (recorded with the plan)."""
+    act = np.clip(np.asarray(activity, dtype=np.float64), 0.0, None)
+    total = float(act.sum())
+    roi = np.asarray(liver, dtype=bool) | np.asarray(lungs, dtype=bool)
+    if not total > 0 or not roi.any():
+        return None
+    at0, best, shift = _best_shift(act, roi, grid, max_shift_mm, per="weights")  # share of all counts in the ROIs
+    length = float(np.linalg.norm(shift))
+    if length > th.activity_alignment_tolerance_mm and best - at0 >= th.activity_alignment_min_gain_fraction:
+        raise ImagingError(
+            f"{field}: the {label} does not line up with the liver and lung ROIs: they hold {at0:.0%} of its counts "
+            f"where they are, {best:.0%} when moved by ({shift[0]:+.1f}, {shift[1]:+.1f}, {shift[2]:+.1f}) mm "
+            f"(x, y, z; {length:.1f} mm > thresholds.activity_alignment_tolerance_mm "
+            f"{th.activity_alignment_tolerance_mm:g} mm): the {label} is shifted against the CT and the structures "
+            "(register them first)"
+        )
+    return {"counts_in_liver_and_lungs_fraction": at0, "best_fraction": best, "best_shift_mm": length}
 
 
 def check_lung_alignment(

@@ -313,6 +313,11 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     masks: dict[str, np.ndarray] = {"liver": liver, "tumors": tumors, "lungs": lungs}
     image_checks = _check_set(case, ct, grid, ct_hu, inside_ct, liver, union(list(roles.lungs)),
                               contour_points, field_base, notes)
+    from .checks import check_activity_alignment
+
+    image_checks["activity_alignment"] = check_activity_alignment(
+        case.effective_thresholds(), activity=activity, liver=liver, lungs=lungs, grid=grid,
+        field=f"{field_base}.{spec.activity_source}", label="SPECT" if spec.activity_source == "spect" else "PET")
     for key, roi in zip(tumor_keys, roles.tumors, strict=True):
         masks[key] = rois[roi]
         if not rois[roi].any():
