@@ -22,7 +22,11 @@ Volume.meta keys written by the image readers: ``patient_name``, ``patient_id``,
 ``series_description``, ``acquisition_datetime``, ``slice_spacing_source``; NM and PET add ``radiopharmaceutical``
 (:class:`~embplan.imaging.volume.Radiopharmaceutical`); PET adds ``pet_timing``
 (:class:`~embplan.imaging.volume.PetTiming`), ``dicom_units`` and ``decay_factors``; RT Dose adds
-``dose_type`` and ``dose_summation_type``.
+``dose_type`` and ``dose_summation_type``; NM and PET add ``corrected_image`` (Corrected Image (0028,0051) values).
+
+Required attributes (issue 12): what changes the numbers is never defaulted -- Rescale Slope/Intercept of CT and
+PET, the image-plane geometry, PET Units and corrections; see each reader. Every reader checks the declared image
+size against a voxel budget (:func:`voxel_budget`) before decoding.
 """
 
 from __future__ import annotations
@@ -87,6 +91,12 @@ SLICE_SPACING_TOLERANCE_FRACTION: float = 0.01
 MAX_PLAUSIBLE_COORDINATE_MM: float = 1.0e4
 #: Image position offsets across the slice plane (gantry tilt, shear) tolerated, mm.
 IN_PLANE_SHIFT_TOLERANCE_MM: float = 0.05
+#: Largest shift of a whole CT slice against its neighbour (HU): a slice whose 5th, 25th, 50th, 75th and 95th
+#: percentiles all move the same way by more than this is offset, not anatomy (anatomy moves some percentiles --
+#: the body appearing in a slice moves the median but not the air's 5th percentile -- never all of them by
+#: hundreds of HU) [U]; a slice with the wrong Rescale Intercept (0 instead of -1024) moves all of them by 1024 HU
+#: (issue 12, found by tests/imaging/test_dicom_set_fuzz.py: lung dose 14.3 -> 11.8 Gy from one such slice).
+MAX_SLICE_OFFSET_HU: float = 400.0
 #: Direction cosines must be unit and orthogonal to this tolerance.
 ORIENTATION_TOLERANCE: float = 1.0e-3
 
@@ -704,14 +714,30 @@ def read_ct_series(
     items = _load_series(source, "CT", series_instance_uid, max_voxels)
     items, grid, spacing_source = _series_geometry(items, f"CT series {_describe(source)}")
     hu = np.empty(grid.shape, dtype=np.float32)
+    rescales = []
     for k, (f, ds) in enumerate(items):
         px = _pixel_frames(ds, f, max_voxels)
         slope, intercept = _rescale(ds, f, required=True)
+        rescales.append((slope, intercept))
         hu[k] = px[0] * slope + intercept
     _check_finite(hu, "CT series")
     lo, hi = float(hu.min()), float(hu.max())
     if lo < hu_range[0] or hi > hu_range[1]:
         raise ImagingError(f"CT series {_describe(source)}: implausible Hounsfield units [{lo:g}, {hi:g}] outside {hu_range}")
+    sub = hu[:, ::4, ::4].reshape(hu.shape[0], -1)
+    q = np.percentile(sub, [5, 25, 50, 75, 95], axis=1)  # (5, slices)
+    dq = np.diff(q, axis=1)
+    offset = np.where(np.all(dq > 0, axis=0), dq.min(axis=0), np.where(np.all(dq < 0, axis=0), dq.max(axis=0), 0.0))
+    if offset.size and float(np.abs(offset).max()) > MAX_SLICE_OFFSET_HU:
+        k = int(np.argmax(np.abs(offset)))
+        (s0, i0), (s1, i1) = rescales[k], rescales[k + 1]
+        why = (f"Rescale Slope/Intercept differ: {s0:g}/{i0:g} and {s1:g}/{i1:g}" if (s0, i0) != (s1, i1)
+               else "corrupted pixel data or rescale")
+        raise ImagingError(
+            f"CT series {_describe(source)}: every CT number shifts by {offset[k]:+.0f} HU or more from slice "
+            f"{items[k][0].name} to the adjacent {items[k + 1][0].name} (all percentiles 5-95 moved the same way by "
+            f"more than {MAX_SLICE_OFFSET_HU:g} HU, which anatomy does not do): {why}"
+        )
     meta = _common_meta(items)
     meta["slice_spacing_source"] = spacing_source
     ds0 = items[0][1]
