@@ -599,6 +599,11 @@ def _series_geometry(items: list[tuple[Path, Dataset]], what: str) -> tuple[list
                 f"{what}: mismatched frames of reference: {f} has FrameOfReferenceUID "
                 f"{_str(ds, 'FrameOfReferenceUID')}, {f0} has {for0}"
             )
+        if _str(ds, "PatientID", default="") != _str(ds0, "PatientID", default=""):
+            raise ImagingError(
+                f"{what}: {f} has PatientID (0010,0020) {_str(ds, 'PatientID', default='')!r}, {f0} has "
+                f"{_str(ds0, 'PatientID', default='')!r}: one series holds one patient"
+            )
         if not np.allclose(_floats(ds, "ImageOrientationPatient", f, 6), iop0, atol=1e-4):
             raise ImagingError(f"{what}: {f} has another ImageOrientationPatient (0020,0037) than {f0}")
         if not np.allclose(_floats(ds, "PixelSpacing", f, 2), ps0, rtol=1e-4):

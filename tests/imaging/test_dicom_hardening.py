@@ -488,3 +488,11 @@ def test_one_ct_slice_with_the_wrong_intercept(base_set, tmp_path):
     with pytest.raises(ImagingError, match=rf"every CT number shifts by [+-]10\d\d HU or more from slice .*{f.name}.*"
                                            r"Rescale Slope/Intercept differ: 1/(-1024 and 1/0|0 and 1/-1024)"):
         dcm.read_ct_series(d / "ct")
+
+
+def test_one_slice_of_another_patient_in_the_ct_series(base_set, tmp_path):
+    d = copy_set(base_set, tmp_path)
+    f = sorted((d / "ct").iterdir())[10]
+    edit_file(f, lambda ds: setattr(ds, "PatientID", "OTHER-123"))
+    with pytest.raises(ImagingError, match=rf"{f.name} has PatientID \(0010,0020\) 'OTHER-123', .* has 'phantom'"):
+        dcm.read_ct_series(d / "ct")
