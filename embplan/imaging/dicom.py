@@ -1016,8 +1016,10 @@ def _read_rtstruct(
         items = _value(item, "ContourSequence", p, required=False) or []
         for n_c, c in enumerate(items):
             geom = _str(c, "ContourGeometricType")
+            if geom is None:  # Type 1: a contour that does not say what it is is corrupt, not skippable
+                raise ImagingError(f"{p}: ROI {name!r} contour {n_c}: missing or empty ContourGeometricType (3006,0042)")
             if geom != "CLOSED_PLANAR":
-                key = f"{geom} contour(s)" if geom else "contour(s) without ContourGeometricType (3006,0042)"
+                key = f"{geom} contour(s)"
                 skipped[key] = skipped.get(key, 0) + 1
                 continue
             data = _floats(c, "ContourData", p, 0)

@@ -3,7 +3,8 @@
 
 Every mutated set must either be refused with an :class:`~embplan.errors.EmbplanError`, or plan to the doses of the
 unmutated set (float rounding): a mutation that makes the data invalid, implausible or inconsistent must never
-become a plausible wrong plan. The memory a plan allocates (tracemalloc peak) stays within a bound.
+become a plausible wrong plan. The one accepted change is the one the issue asks for: a contour that is skipped (a
+POINT or OPEN contour, a closed contour of fewer than three points) with a note naming the structure in the plan. The memory a plan allocates (tracemalloc peak) stays within a bound.
 
 Mutation classes (each names the file and what it did, so a failure is reproducible from the seed):
 ``delete`` an element anywhere in a file (sequences included) or a whole CT slice; ``invalid`` set a number-changing
@@ -232,12 +233,17 @@ def run_campaign(base_set: Path, base, work: Path, n: int, seed: int) -> Counter
             except Exception as exc:  # noqa: BLE001 -- the point of the test
                 raise AssertionError(f"{label}: {type(exc).__name__} escaped: {exc}") from exc
             else:
-                for key, v0 in doses0.items():
-                    v = getattr(plan.dosimetry, key)
-                    assert v == pytest.approx(v0, rel=1e-9, abs=1e-12), (
-                        f"{label}: accepted with another {key}: {v!r} instead of {v0!r} (a silent dose change)")
                 assert peak <= peak0 + MEMORY_MARGIN_BYTES, f"{label}: memory peak {peak / 2**20:.0f} MiB"
-                counts[f"{kind}: planned, same doses"] += 1
+                changed = {k: (getattr(plan.dosimetry, k), v0) for k, v0 in doses0.items()
+                           if getattr(plan.dosimetry, k) != pytest.approx(v0, rel=1e-9, abs=1e-12)}
+                if not changed:
+                    counts[f"{kind}: planned, same doses"] += 1
+                else:
+                    # the one accepted change: contours skipped by design (a POINT/OPEN contour, a contour of < 3
+                    # points), which the plan must say (issue 12: a note per structure, never silently)
+                    noted = [n for n in plan.dosimetry.notes if n.startswith("RTSTRUCT ROI") and "skipped" in n]
+                    assert noted, f"{label}: accepted with other doses {changed} and no note (a silent dose change)"
+                    counts[f"{kind}: planned with a note (contours skipped)"] += 1
         shutil.rmtree(folder)
     return counts
 
