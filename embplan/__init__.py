@@ -1,6 +1,6 @@
 """embplan: planning of liver-directed therapy for NET liver metastases, with Y-90 radioembolization dosimetry.
 
-The public face re-exports the contract (see DESIGN.md). Imports are lazy so that ``import embplan`` and the
+The public face re-exports the contract (see docs/architecture.md). Imports are lazy so that ``import embplan`` and the
 command line start fast and the heavy numerical modules load only when used.
 """
 
@@ -25,11 +25,14 @@ _LAZY: dict[str, str] = {
     "save_plan": "embplan.io.hdf5",
     "load_plan": "embplan.io.hdf5",
     "Grid": "embplan.grid",
+    "review": "embplan.board",
+    "BoardReview": "embplan.board",
 }
 
 __all__ = ["__version__", "EmbplanError", "CaseError", "PlanFileError", "ImagingError", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .board import BoardReview, review  # noqa: F401
     from .case import Case, load_case  # noqa: F401
     from .grid import Grid  # noqa: F401
     from .io.hdf5 import load_plan, save_plan  # noqa: F401

@@ -122,15 +122,14 @@ def check_coverage(
                 f"{field}.structures.{name}: only {_pct(frac_ct)} of the {name} contour points lie inside the CT's "
                 f"field of view (at least {need:.0%} required, thresholds.structure_inside_ct_min_fraction)"
             )
-        if name == "liver":
-            frac_grid = fraction_of_points_inside(pts, dose_grid)
-            if frac_grid < need:
-                raise ImagingError(
-                    f"{field}.structures.liver: only {_pct(frac_grid)} of the liver contour points lie inside the "
-                    f"dosimetry grid (at least {need:.0%} required): the activity image does not cover the liver"
-                )
-        elif (frac_grid := fraction_of_points_inside(pts, dose_grid)) < 1.0:
-            notes.append(f"{1 - frac_grid:.0%} of the {name} contour points lie outside the dosimetry grid: "
+        frac_grid = fraction_of_points_inside(pts, dose_grid)
+        if name == "liver" and frac_grid < need:
+            raise ImagingError(
+                f"{field}.structures.liver: only {_pct(frac_grid)} of the liver contour points lie inside the "
+                f"dosimetry grid (at least {need:.0%} required): the activity image does not cover the liver"
+            )
+        if frac_grid < 1.0:
+            notes.append(f"{1 - frac_grid:.1%} of the {name} contour points lie outside the dosimetry grid: "
                          f"the {name} mask holds the part inside.")
     return notes
 
