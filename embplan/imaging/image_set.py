@@ -266,7 +266,6 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     if "rtstruct" in paths:
         contours, roi_notes = dcm.read_rtstruct_with_notes(paths["rtstruct"], frame_of_reference_uid=for_uid)
         available = sorted(contours)
-<<<<<<< HEAD
         missing_notes = {n: roi_notes[n] for n in needed if n not in contours and n in roi_notes}
         if missing_notes:
             desc = "; ".join(f"ROI {n!r}: {', '.join(ns)}" for n, ns in missing_notes.items())
@@ -277,9 +276,7 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
             role: np.vstack(pts) for role, names in (("liver", [*roles.liver, *roles.tumors]), ("lungs", roles.lungs))
             if (pts := [c for n in names for c in contours.get(n, [])])
         }
-=======
         tumor_rois = set(roles.tumors)
->>>>>>> main
         for name in needed:
             if name in contours:
                 if name in tumor_rois:  # the fraction for the DVH (issue 13); the mask by the same half-voxel rule
