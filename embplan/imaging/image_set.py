@@ -203,6 +203,11 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         act_array = np.asarray(act_vol.array, dtype=np.float64)
         rp = act_vol.meta.get("radiopharmaceutical")
         act_kind, act_label = "counts", "NM SPECT"
+        corrected = act_vol.meta.get("corrected_image") or ()
+        if "ATTN" not in corrected:  # Type 3 in NM, so a note (issue 12), not an error
+            notes.append(f"SPECT: Corrected Image (0028,0051) {'/'.join(corrected) or 'absent'} does not list ATTN: "
+                         "without attenuation correction the lungs' share of the counts, hence the lung shunt, is "
+                         "overestimated [U].")
         act_attrs = {"modality": "NM", "file": str(nm_path), "units": "counts",
                      "radiopharmaceutical": getattr(rp, "name", None), "total_counts": float(act_array.sum())}
     else:

@@ -496,3 +496,12 @@ def test_one_slice_of_another_patient_in_the_ct_series(base_set, tmp_path):
     edit_file(f, lambda ds: setattr(ds, "PatientID", "OTHER-123"))
     with pytest.raises(ImagingError, match=rf"{f.name} has PatientID \(0010,0020\) 'OTHER-123', .* has 'phantom'"):
         dcm.read_ct_series(d / "ct")
+
+
+def test_spect_without_attenuation_correction_is_noted(base_set, base_plan, tmp_path):
+    assert not any("does not list ATTN" in n for n in base_plan.dosimetry.notes)
+    d = copy_set(base_set, tmp_path)
+    edit_file(d / "spect" / "nm.dcm", lambda ds: delattr(ds, "CorrectedImage"))
+    plan = plan_of(d)
+    same_doses(plan, base_plan)
+    assert any(n.startswith("SPECT: Corrected Image (0028,0051) absent does not list ATTN") for n in plan.dosimetry.notes)
