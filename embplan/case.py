@@ -368,6 +368,9 @@ class DicomImages(StrictModel):
     seg: ImagePath | None = None
     structures: StructureRoles
     grid: Literal["activity", "ct"] = "activity"
+    # ---- patient identity of the images (issue 12): every image must carry this Patient ID (0010,0020); default
+    # patient.id. Give it when the case id differs on purpose from the id in the DICOM files (a pseudonym).
+    dicom_patient_id: str | None = Field(default=None, max_length=64)
     # frames of reference (issue 14): an ITK transform file (fixed = the SPECT/PET frame, moving = the CT frame)
     # aligning an activity image in another frame of reference than the CT; without it such a pair is registered
     transform: ImagePath | None = None
