@@ -231,7 +231,8 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     from .registration import align_activity_to_ct
 
     act_grid, for_uid, registration, reg_notes = align_activity_to_ct(
-        ct, act_vol, activity_name=spec.activity_source, transform_path=paths.get("transform"))
+        ct, act_vol, activity_name=spec.activity_source, transform_path=paths.get("transform"),
+        allow_registration=spec.register_activity_to_ct, field=field_base)
     notes.extend(reg_notes)
 
     # ---- identity (issue 12): one patient across the images and the case
