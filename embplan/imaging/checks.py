@@ -191,9 +191,10 @@ def _best_shift(
     from scipy.signal import fftconvolve
 
     sp = np.asarray(grid.spacing_mm, dtype=float)
-    f = tuple(max(1, int(ALIGNMENT_WORK_VOXEL_MM // s)) for s in sp)
-    m = _block_reduce(mask, f)  # type: ignore[arg-type]
-    a = _block_reduce(weights, f)  # type: ignore[arg-type]
+    fz, fy, fx = (max(1, int(ALIGNMENT_WORK_VOXEL_MM // s)) for s in sp)
+    f = (fz, fy, fx)
+    m = _block_reduce(mask, f)
+    a = _block_reduce(weights, f)
     wsp = sp * np.asarray(f)
     r = [int(math.ceil(max_shift_mm / s)) for s in wsp]
     nz = np.nonzero(m > 0)
@@ -211,7 +212,7 @@ def _best_shift(
     dst = [slice(s_.start - (c[i] - r[i]), s_.stop - (c[i] - r[i])) for i, s_ in enumerate(src)]
     win[tuple(dst)] = corr[tuple(src)] / total
     at0 = float(win[r[0], r[1], r[2]])
-    best = np.unravel_index(int(np.argmax(win)), win.shape)
+    best = tuple(int(i) for i in np.unravel_index(int(np.argmax(win)), win.shape))
     if float(win[best]) <= at0 + 1e-12:
         best = (r[0], r[1], r[2])
     shift_vox = (np.asarray(best, dtype=float) - np.asarray(r, dtype=float)) * np.asarray(f)  # grid voxels (k, j, i)

@@ -38,7 +38,7 @@ import os
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import numpy as np
 import pydicom
@@ -73,7 +73,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Hounsfield units outside this range cannot come from a 16-bit CT with a sane rescale (PS3.3 C.8.2.1: CT pixel
 #: data are at most 16 bits); a value outside means a corrupted Rescale Slope/Intercept.
@@ -125,11 +126,11 @@ def _describe(obj: Any) -> str:
     return type(obj).__name__
 
 
-def _boundary(func: F) -> F:
+def _boundary(func: Callable[P, R]) -> Callable[P, R]:
     """Public readers let only ImagingError out: anything else raised while parsing becomes one, with the source."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except ImagingError:
@@ -143,7 +144,7 @@ def _boundary(func: F) -> F:
                 f"{func.__name__}({src}): unreadable or inconsistent DICOM data ({type(exc).__name__}: {exc})"
             ) from exc
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _has_dicm_prefix(path: Path) -> bool:
@@ -194,6 +195,12 @@ def _value(ds: Dataset, keyword: str, src: Any, required: bool = True) -> Any:
     return v
 
 
+@overload
+def _float(ds: Dataset, keyword: str, src: Any, required: Literal[True] = ..., default: float | None = ...) -> float: ...
+@overload
+def _float(ds: Dataset, keyword: str, src: Any, required: bool, default: float) -> float: ...
+@overload
+def _float(ds: Dataset, keyword: str, src: Any, required: bool = ..., default: None = ...) -> float | None: ...
 def _float(ds: Dataset, keyword: str, src: Any, required: bool = True, default: float | None = None) -> float | None:
     v = _value(ds, keyword, src, required)
     if v is None:
@@ -211,6 +218,10 @@ def _float(ds: Dataset, keyword: str, src: Any, required: bool = True, default: 
     return f
 
 
+@overload
+def _floats(ds: Dataset, keyword: str, src: Any, n: int, required: Literal[True] = ...) -> np.ndarray: ...
+@overload
+def _floats(ds: Dataset, keyword: str, src: Any, n: int, required: bool = ...) -> np.ndarray | None: ...
 def _floats(ds: Dataset, keyword: str, src: Any, n: int, required: bool = True) -> np.ndarray | None:
     v = _value(ds, keyword, src, required)
     if v is None:
@@ -226,6 +237,12 @@ def _floats(ds: Dataset, keyword: str, src: Any, n: int, required: bool = True) 
     return arr
 
 
+@overload
+def _int(ds: Dataset, keyword: str, src: Any, required: Literal[True] = ..., default: int | None = ...) -> int: ...
+@overload
+def _int(ds: Dataset, keyword: str, src: Any, required: bool, default: int) -> int: ...
+@overload
+def _int(ds: Dataset, keyword: str, src: Any, required: bool = ..., default: None = ...) -> int | None: ...
 def _int(ds: Dataset, keyword: str, src: Any, required: bool = True, default: int | None = None) -> int | None:
     f = _float(ds, keyword, src, required)
     if f is None:
@@ -235,6 +252,12 @@ def _int(ds: Dataset, keyword: str, src: Any, required: bool = True, default: in
     return int(f)
 
 
+@overload
+def _str(ds: Dataset, keyword: str, src: Any = ..., *, default: str) -> str: ...
+@overload
+def _str(ds: Dataset, keyword: str, src: Any, default: str) -> str: ...
+@overload
+def _str(ds: Dataset, keyword: str, src: Any = ..., default: None = ...) -> str | None: ...
 def _str(ds: Dataset, keyword: str, src: Any = None, default: str | None = None) -> str | None:
     try:
         v = ds.get(keyword)
@@ -248,6 +271,10 @@ def _str(ds: Dataset, keyword: str, src: Any = None, default: str | None = None)
     return s if s else default
 
 
+@overload
+def _first_item(ds: Dataset, keyword: str, src: Any, required: Literal[True] = ...) -> Dataset: ...
+@overload
+def _first_item(ds: Dataset, keyword: str, src: Any, required: bool = ...) -> Dataset | None: ...
 def _first_item(ds: Dataset, keyword: str, src: Any, required: bool = True) -> Dataset | None:
     v = _value(ds, keyword, src, required)
     if v is None:
@@ -629,7 +656,8 @@ def _series_geometry(items: list[tuple[Path, Dataset]], what: str) -> tuple[list
         dz = _uniform_spacing(s, labels, what)
         source = "ImagePositionPatient"
     else:
-        dz = _float(ds0, "SliceThickness", f0, required=False) or _float(ds0, "SpacingBetweenSlices", f0, required=False)
+        dz = (_float(ds0, "SliceThickness", f0, required=False, default=0.0)
+              or _float(ds0, "SpacingBetweenSlices", f0, required=False, default=0.0))
         if not dz or dz <= 0:
             raise ImagingError(f"{f0}: a single slice without a positive SliceThickness has no thickness")
         source = "SliceThickness (single slice)"
@@ -807,7 +835,7 @@ def read_pet_series(
     acq = _datetime(ds0, "SeriesDate", "SeriesTime") or _datetime(ds0, "AcquisitionDate", "AcquisitionTime")
     frame_ms = _float(ds0, "ActualFrameDuration", f0, required=False)
     timing = PetTiming(
-        decay_correction=dc,  # type: ignore[arg-type]
+        decay_correction="START" if dc == "START" else "ADMIN" if dc == "ADMIN" else "NONE",  # dc checked above
         acquisition_datetime=acq,
         decay_correction_datetime=_parse_dt(_str(ds0, "DecayCorrectionDateTime")),
         frame_duration_s=frame_ms / 1000.0 if frame_ms else None,
@@ -938,7 +966,7 @@ def read_rt_dose(
         dz = _uniform_spacing(s, labels, f"RT Dose {p}")
         direction = n * sign
     else:
-        dz = _float(ds, "SliceThickness", p, required=False)
+        dz = _float(ds, "SliceThickness", p, required=False, default=0.0)
         if not dz or dz <= 0:
             raise ImagingError(f"{p}: single-frame RT Dose without a positive SliceThickness: not a volume")
         direction = n
@@ -1148,8 +1176,8 @@ def require_same_frame_of_reference(**uids: str | None) -> str:
     missing = [k for k, v in uids.items() if not v]
     if missing:
         raise ImagingError(f"frame of reference unknown for {', '.join(missing)}")
-    values = set(uids.values())
+    values = {v for v in uids.values() if v}  # every one (none is missing)
     if len(values) > 1:
         desc = ", ".join(f"{k}={v}" for k, v in uids.items())
         raise ImagingError(f"mismatched frames of reference ({desc}): the images need a registration first")
-    return next(iter(values))  # type: ignore[return-value]
+    return next(iter(values))
