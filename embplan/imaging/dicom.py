@@ -201,6 +201,49 @@ def _floats(ds: Dataset, keyword: str, src: Any, n: int, required: bool = True) 
     return arr
 
 
+#: The characters of a Decimal String value (PS3.5 6.2, VR DS: "0"-"9", "+", "-", "E", "e", ".", and space
+#: padding) and the value separator; anything else (NaN, Infinity, "_", hex) is not a DS.
+_DS_CHARS = b"0123456789+-Ee. \\"
+_CONTOUR_DATA_TAG = 0x30060050
+
+
+def _ds_values(raw: bytes) -> np.ndarray:
+    """The numbers of a raw Decimal String value (the element's bytes as stored: ``1.5\\-2e1\\ +3``), as float64.
+
+    Each value is parsed by Python's ``float`` (what pydicom's DS does), after the bytes are checked to hold only
+    the characters of PS3.5 VR DS (trailing NUL padding is tolerated). One C-level pass over the bytes instead of
+    one DS object per value: a liver contour set has hundreds of thousands of values. Raises ValueError for a
+    value that is not a decimal string (empty, two signs, ``nan``, ``1_0``, ...)."""
+    raw = raw.rstrip(b"\x00 ")
+    if not raw:
+        return np.empty(0, dtype=np.float64)
+    if raw.translate(None, _DS_CHARS):
+        bad = sorted(set(raw.translate(None, _DS_CHARS)))
+        raise ValueError(f"characters not allowed in a decimal string: {bytes(bad)!r}")
+    return np.array(list(map(float, raw.split(b"\\"))), dtype=np.float64)
+
+
+def _contour_data(ds: Dataset, src: Any) -> np.ndarray:
+    """ContourData (3006,0050) of one contour item as float64, read from the element's raw bytes when pydicom
+    has not converted it yet (the values equal pydicom's own; tests compare them), else through pydicom."""
+    try:
+        elem = ds.get_item(_CONTOUR_DATA_TAG)
+    except Exception as exc:
+        raise ImagingError(f"{src}: {_tag(ds, 'ContourData')} cannot be decoded ({type(exc).__name__}: {exc})") from exc
+    raw = getattr(elem, "value", None) if elem is not None else None
+    if elem is None or not isinstance(raw, bytes) or getattr(elem, "VR", "DS") not in ("DS", None):
+        return _floats(ds, "ContourData", src, 0)
+    try:
+        arr = _ds_values(raw)
+    except ValueError as exc:
+        raise ImagingError(f"{src}: {_tag(ds, 'ContourData')} holds a non-number ({exc})") from exc
+    if arr.size == 0:
+        raise ImagingError(f"{src}: missing or empty {_tag(ds, 'ContourData')}")
+    if not np.all(np.isfinite(arr)):
+        raise ImagingError(f"{src}: {_tag(ds, 'ContourData')} holds non-finite values")
+    return arr
+
+
 def _int(ds: Dataset, keyword: str, src: Any, required: bool = True, default: int | None = None) -> int | None:
     f = _float(ds, keyword, src, required)
     if f is None:
@@ -840,7 +883,7 @@ def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None
             if geom != "CLOSED_PLANAR":
                 log.debug("%s: ROI %r contour %d is %s: skipped", p, name, n_c, geom)
                 continue
-            data = _floats(c, "ContourData", p, 0)
+            data = _contour_data(c, p)
             if data.size % 3:
                 raise ImagingError(f"{p}: ROI {name!r} contour {n_c}: ContourData (3006,0050) length {data.size} is not a multiple of 3")
             npts = _int(c, "NumberOfContourPoints", p, required=False)
