@@ -55,6 +55,7 @@ from .plan_model import (
     StructureDose,
     VoxelData,
 )
+from .progress import timed
 from .protocols import standards_from_thresholds
 from .risk import (
     DOSE_RULES,
@@ -146,6 +147,7 @@ class CompartmentInputs:
 
 
 # ================================================================================================== entry point
+@timed("plan", logging.INFO)
 def plan(case: Case | Mapping[str, Any], *, options: PlannerOptions | None = None) -> Plan:
     """Plan ``case`` (a :class:`Case`, or a dict that :func:`embplan.load_case` accepts) end to end.
 
@@ -649,6 +651,7 @@ def _structures(img: ImageSet) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=bool) for k, v in out.items() if np.any(v)}
 
 
+@timed("voxel dosimetry", logging.INFO)
 def _voxel_workflow(
     case: Case, img: ImageSet, activity_gbq: float, opts: PlannerOptions
 ) -> tuple[VoxelData, CompartmentDoses, list[StructureDose], dict[str, DVHRecord], dict[str, Any], list[str]]:

@@ -43,6 +43,7 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import EmbplanError, ImagingError
 from ..grid import Grid
+from ..progress import timed
 from .volume import PetTiming, Radiopharmaceutical, Volume, grid_from_affine
 
 __all__ = [
@@ -400,6 +401,7 @@ def _uniform_spacing(s: np.ndarray, labels: list[str], what: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------- pixels
+@timed("pixel decoding", level=None)
 def _pixel_frames(ds: Dataset, src: Any) -> np.ndarray:
     """Stored pixel values as (frames, rows, columns); the size is checked against Rows x Columns x Frames."""
     rows = _int(ds, "Rows", src)
@@ -634,6 +636,7 @@ def read_header(path: str | os.PathLike) -> Dataset:
     return _read(Path(path), stop_before_pixels=True)
 
 
+@timed("CT series", logging.INFO)
 @_boundary
 def read_ct_series(
     source: str | os.PathLike | Iterable[str | os.PathLike],
@@ -663,6 +666,7 @@ def read_ct_series(
                   series_instance_uid=_str(ds0, "SeriesInstanceUID"), meta=meta)
 
 
+@timed("PET series", logging.INFO)
 @_boundary
 def read_pet_series(
     source: str | os.PathLike | Iterable[str | os.PathLike],
@@ -726,6 +730,7 @@ def read_pet_series(
                   series_instance_uid=_str(ds0, "SeriesInstanceUID"), meta=meta)
 
 
+@timed("SPECT (NM)", logging.INFO)
 @_boundary
 def read_nm(path: str | os.PathLike, *, allow_slice_thickness_fallback: bool = False) -> Volume:
     """A reconstructed multi-frame NM (SPECT) volume in counts (Tc-99m MAA or Y-90 bremsstrahlung).
@@ -851,6 +856,7 @@ def read_rt_dose(path: str | os.PathLike, *, max_dose_gy: float = MAX_PLAUSIBLE_
                   series_instance_uid=_str(ds, "SeriesInstanceUID"), meta=meta)
 
 
+@timed("RTSTRUCT", logging.INFO)
 @_boundary
 def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None = None) -> dict[str, list[np.ndarray]]:
     """The closed planar contours of an RT Structure Set: ROI name -> list of (N, 3) arrays in patient mm.
@@ -950,6 +956,7 @@ def read_seg_volumes(path: str | os.PathLike) -> dict[str, Volume]:
     return out
 
 
+@timed("SEG", logging.INFO)
 @_boundary
 def read_seg(
     path: str | os.PathLike, grid: Grid, *, frame_of_reference_uid: str | None = None, threshold: float = 0.5

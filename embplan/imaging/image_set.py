@@ -20,6 +20,7 @@ import numpy as np
 from ..case import Case
 from ..errors import CaseError, ImagingError
 from ..grid import Grid
+from ..progress import timed
 from .phantom import Phantom, make_phantom
 
 __all__ = ["ImageSet", "build_image_set", "dicom_input_paths", "territory_mask", "HU_OUTSIDE_CT", "OUTSIDE_COUNTS_WARNING_FRACTION"]
@@ -50,6 +51,7 @@ class ImageSet:
     notes: tuple[str, ...] = ()
 
 
+@timed("images", logging.INFO)
 def build_image_set(case: Case) -> ImageSet | None:
     """The image set a TARE case points at (a phantom or DICOM inputs), or None when it has no images."""
     d = case.dosimetry

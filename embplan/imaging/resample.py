@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from ..errors import EmbplanError, ImagingError
 from ..grid import Grid
+from ..progress import timed
 from .volume import Volume
 
 __all__ = ["ResampleKind", "EXTENSIVE_UNITS", "array_to_sitk", "sitk_to_grid", "resample_to_grid"]
@@ -149,6 +150,7 @@ def _activity(arr: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:
     return out * scale
 
 
+@timed("resampling")
 def resample_to_grid(
     data: Volume | np.ndarray,
     src_grid: Grid | None,

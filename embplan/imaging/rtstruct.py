@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import EmbplanError, ImagingError
 from ..grid import Grid
+from ..progress import timed
 
 __all__ = ["rasterize_structure", "contour_planes"]
 
@@ -182,11 +183,14 @@ def _slabs(planes: np.ndarray, spacing: float | None, single_plane_half_mm: floa
     return lower, upper
 
 
-def _rasterize_aligned(
+def _rasterize_aligned_box(
     cs: list[np.ndarray], grid: Grid, normal: np.ndarray, planes: np.ndarray, plane_of: list[int],
     spacing: float | None, s: int,
-) -> np.ndarray:
-    """Slices parallel to the contour planes: the fraction of voxel (k, j, i) is the sum over contour planes of
+) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """The fraction inside, in the structure's bounding box of the grid: (the box's index slices, the fractions),
+    or None when the structure misses the grid.
+
+    Slices parallel to the contour planes: the fraction of voxel (k, j, i) is the sum over contour planes of
     (length of slice k's extent inside the plane's slab / slice thickness) x (in-plane fill of that plane)."""
     nz, ny, nx = grid.shape
     a = grid.affine
@@ -198,7 +202,8 @@ def _rasterize_aligned(
     for c, p in zip(cs, plane_of, strict=True):
         by_plane.setdefault(p, []).append(c)
     fills: dict[int, tuple[int, int, np.ndarray] | None] = {}
-    out = np.zeros(grid.shape, dtype=np.float32)
+    # which planes weigh on which slices, and the in-plane fill of each plane (computed once)
+    weights: list[tuple[int, int, float]] = []
     for k in range(nz):
         centre = base + k * step
         lo, hi = centre - 0.5 * thick, centre + 0.5 * thick
@@ -212,12 +217,34 @@ def _rasterize_aligned(
             if p not in fills:
                 polys = [grid.patient_mm_to_index(c)[:, 1:] for c in by_plane[p]]
                 fills[p] = _fill_even_odd(polys, ny, nx, s)
-            f = fills[p]
-            if f is None:
-                continue
-            j0, i0, frac = f
-            out[k, j0:j0 + frac.shape[0], i0:i0 + frac.shape[1]] += np.float32(w) * frac
-    return np.clip(out, 0.0, 1.0)
+            if fills[p] is not None:
+                weights.append((k, p, w))
+    if not weights:
+        return None
+    # accumulate in the bounding box of the structure only (a liver covers a fraction of a CT grid): the sums are
+    # the same, in the same order, as over the whole grid
+    boxes = [(f[0], f[1], f[0] + f[2].shape[0], f[1] + f[2].shape[1]) for f in fills.values() if f is not None]
+    bj0, bi0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    bj1, bi1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    bk0, bk1 = weights[0][0], weights[-1][0] + 1
+    box = np.zeros((bk1 - bk0, bj1 - bj0, bi1 - bi0), dtype=np.float32)
+    for k, p, w in weights:
+        j0, i0, frac = fills[p]  # type: ignore[misc]
+        box[k - bk0, j0 - bj0:j0 - bj0 + frac.shape[0], i0 - bi0:i0 - bi0 + frac.shape[1]] += np.float32(w) * frac
+    np.clip(box, 0.0, 1.0, out=box)
+    return (slice(bk0, bk1), slice(bj0, bj1), slice(bi0, bi1)), box
+
+
+def _rasterize_aligned(
+    cs: list[np.ndarray], grid: Grid, normal: np.ndarray, planes: np.ndarray, plane_of: list[int],
+    spacing: float | None, s: int,
+) -> np.ndarray:
+    """:func:`_rasterize_aligned_box` on the whole grid."""
+    out = np.zeros(grid.shape, dtype=np.float32)
+    found = _rasterize_aligned_box(cs, grid, normal, planes, plane_of, spacing, s)
+    if found is not None:
+        out[found[0]] = found[1]
+    return out
 
 
 def _aux_grid(cs: list[np.ndarray], grid: Grid, normal: np.ndarray, spacing: float | None) -> Grid | None:
@@ -256,6 +283,7 @@ def _aux_grid(cs: list[np.ndarray], grid: Grid, normal: np.ndarray, spacing: flo
         raise ImagingError(f"rasterize_structure: cannot build the auxiliary grid: {exc}") from exc
 
 
+@timed("rasterise structures")
 def rasterize_structure(
     contours: Sequence[np.ndarray],
     grid: Grid,
@@ -289,7 +317,14 @@ def rasterize_structure(
             cs, planarity_tolerance_mm=planarity_tolerance_mm, reference_axis=kaxis
         )
         if abs(float(np.dot(kaxis, normal))) >= ALIGNED_COSINE:
-            frac = _rasterize_aligned(cs, grid, normal, planes, plane_of, spacing, supersample)
+            found = _rasterize_aligned_box(cs, grid, normal, planes, plane_of, spacing, supersample)
+            # outside the box the fraction is 0: only the box is compared (a full-grid pass per structure saved)
+            out = np.zeros(grid.shape, dtype=bool if output == "mask" else np.float32)
+            if output == "mask" and mask_threshold - 1e-6 <= 0.0:
+                out[...] = True  # every fraction, 0 included, passes so low a threshold
+            elif found is not None:
+                out[found[0]] = found[1] >= mask_threshold - 1e-6 if output == "mask" else found[1]
+            return out
         else:
             from .resample import resample_to_grid  # local: resample imports volume, not rtstruct
 

@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 
 from ..errors import EmbplanError, PlanFileError
+from ..progress import timed
 from . import atomic_output
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -539,6 +540,7 @@ def _write_views(h5: h5py.File, plan: Plan, doc: PlanDocument, gzip_level: int) 
                 )
 
 
+@timed("write plan", logging.INFO)
 def save_plan(plan: Plan, path: str | os.PathLike[str], *, gzip_level: int = _GZIP_LEVEL_DEFAULT) -> Path:
     """Write ``plan`` to ``path`` (HDF5, format :data:`FORMAT_VERSION`), atomically; return the path.
 
