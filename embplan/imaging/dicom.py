@@ -483,7 +483,7 @@ def _list_files(source: Any) -> tuple[list[Path], bool]:
 def _load_series(source: Any, modality: str, series_instance_uid: str | None) -> list[tuple[Path, Dataset]]:
     """The files of one series of ``modality``. In a folder, files without the DICM prefix and files of other
     modalities (an RTSTRUCT or RT Dose exported beside the CT) are skipped; an explicit file list must hold only
-    ``modality``. Headers are read first, pixel data only for the chosen series."""
+    ``modality``. Each file is read once."""
     files, from_folder = _list_files(source)
     headers: list[tuple[Path, Dataset]] = []
     other: dict[str, int] = {}
@@ -491,7 +491,8 @@ def _load_series(source: Any, modality: str, series_instance_uid: str | None) ->
         if from_folder and not _has_dicm_prefix(f):
             log.debug("%s: no DICM prefix, skipped", f)
             continue
-        ds = _read(f, stop_before_pixels=True, allow_no_preamble=not from_folder)
+        # one read per file, pixel data included (the files of the chosen series are kept, not read again)
+        ds = _read(f, allow_no_preamble=not from_folder)
         if _str(ds, "SOPClassUID") == _DICOMDIR or "DirectoryRecordSequence" in ds:
             continue
         mod = _str(ds, "Modality")
@@ -522,10 +523,7 @@ def _load_series(source: Any, modality: str, series_instance_uid: str | None) ->
     else:
         chosen = next(iter(groups.values()))
     items = []
-    for f, _ in chosen:
-        ds = _read(f, allow_no_preamble=not from_folder)
-        if _str(ds, "Modality") != modality:  # the file changed between the two reads
-            raise ImagingError(f"{f}: Modality (0008,0060) is {_str(ds, 'Modality')!r}, expected {modality!r}")
+    for f, ds in chosen:
         if (_int(ds, "NumberOfFrames", f, required=False, default=1) or 1) != 1:
             raise ImagingError(f"{f}: multi-frame (enhanced) {modality} images are not supported; expected one slice per file")
         items.append((f, ds))
