@@ -82,9 +82,11 @@ def _progress(message: str) -> Iterator[None]:
     """A spinner on stderr while a long step runs, only when stderr is a terminal."""
     from rich.console import Console
 
+    from .progress import display_enabled, listen
+
     console = Console(stderr=True)
-    if console.is_terminal:
-        with console.status(message):
+    if console.is_terminal and display_enabled():
+        with console.status(message) as status, listen(lambda stage: status.update(f"{message} {stage}")):
             yield
     else:
         yield
@@ -383,8 +385,15 @@ def _main(
         bool,
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
     ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="A log line per stage on stderr (-vv: everything).")
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Errors only; no progress display.")] = False,
 ) -> None:
     """Plan liver-directed embolization for NET liver metastases, with Y-90 radioembolization dosimetry."""
+    from .progress import configure_logging
+
+    configure_logging(verbose, quiet)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -661,6 +670,26 @@ def phantom_dicom(
             typer.echo(f"wrote {out}: CT series ct/ ({phantom.grid.shape[0]} slices), SPECT spect/nm.dcm, RTSTRUCT "
                        f"rtstruct.dcm, and the case {case_path}")
             typer.echo("next: " + " && ".join(info["next"]))
+
+
+@app.command()
+def warmup(
+    float32: Annotated[bool, typer.Option("--float32", help="Also compile the float32 convolution.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compile the dose engine now (once after an install, in a container build, on each cluster worker), so that
+    the first plan does not pay numba's compilation; later runs load numba's cache."""
+    with _errors():
+        from .dosimetry.warmup import cache_locations
+        from .dosimetry.warmup import warmup as run_warmup
+
+        with _progress("Compiling the dose engine (numba) ..."):
+            seconds = run_warmup(float32=float32)
+        info = {"seconds": round(seconds, 3), "cache": cache_locations()}
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(f"dose engine ready in {seconds:.1f} s (numba cache: {', '.join(info['cache'].values())})")
 
 
 def main(argv: list[str] | None = None) -> int:

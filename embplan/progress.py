@@ -109,3 +109,41 @@ def timed(name: str, level: int | None = logging.DEBUG) -> Callable[[F], F]:
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+# ------------------------------------------------------------------------------------------------ the CLI's logs
+_QUIET = False
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the current ``sys.stderr`` (looked up at each record, so a redirected stderr is honoured)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import sys
+
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # pragma: no cover - a closed stream must not break a plan
+            self.handleError(record)
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """The command line's convention: warnings only by default; ``-v`` adds a line per stage (``INFO``), ``-vv``
+    everything (``DEBUG``, e.g. one line per structure's DVH); ``--quiet`` leaves errors only and no progress
+    display. Lines go to stderr as ``embplan: <level>: <message>``."""
+    global _QUIET
+    _QUIET = bool(quiet)
+    level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    root = logging.getLogger("embplan")
+    for h in list(root.handlers):
+        if isinstance(h, _StderrHandler):
+            root.removeHandler(h)
+    handler = _StderrHandler(level)
+    handler.setFormatter(logging.Formatter("embplan: %(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def display_enabled() -> bool:
+    """False after ``configure_logging(quiet=True)``: no spinner or progress bar."""
+    return not _QUIET

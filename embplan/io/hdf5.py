@@ -71,7 +71,7 @@ FORMAT_VERSION = "1.1"
 
 #: Filters on every non-empty array dataset.
 _ARRAY_FILTERS: dict[str, Any] = {"compression": "gzip", "shuffle": True, "fletcher32": True}
-_GZIP_LEVEL_DEFAULT = 4
+_GZIP_LEVEL_DEFAULT = 1  # b16: level 4 cost 1.7x the CPU (2.7 s vs 1.6 s on the 1.5 mm phantom plan) for a 10 % smaller file
 _JSON_UNITS = "json"  # units attribute of JSON text datasets (no physical unit)
 _STR = h5py.string_dtype("utf-8")
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)$")
