@@ -692,6 +692,43 @@ def warmup(
             typer.echo(f"dose engine ready in {seconds:.1f} s (numba cache: {', '.join(info['cache'].values())})")
 
 
+@app.command()
+def batch(
+    cases: Annotated[Path, typer.Argument(metavar="CASES", help="A folder of case files, or a CSV listing them.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the plans and the cohort table.")],
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Address of an existing Dask scheduler (default: a local cluster).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Workers of the local cluster.")] = None,
+    report: Annotated[bool, typer.Option("--report", help="Also write each case's HTML report.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan every case of a cohort on Dask (embplan[cohort]): OUT/plans/, OUT/cohort.csv and OUT/cohort.parquet.
+    Cases already planned (same case content, same embplan version) are skipped; a bad case gets its row with the
+    error. Exit 0 when the table is written, even with failed cases (see its status column)."""
+    with _errors():
+        import logging
+
+        from .cohort import run_batch
+        from .progress import display_enabled
+
+        if display_enabled() and logging.getLogger("embplan").getEffectiveLevel() > logging.INFO:
+            logging.getLogger("embplan.cohort").setLevel(logging.INFO)  # counts in the log, unless --quiet
+        res = run_batch(cases, output, scheduler=scheduler, workers=workers, report=report)
+        info = {"cases": len(res.rows), "planned": res.planned, "skipped": res.skipped,
+                "duplicates": res.duplicates, "errors": res.errors, "seconds": round(res.seconds, 2),
+                "workers": res.workers, "table": [str(res.csv_path), str(res.parquet_path)],
+                "failed": {r["case_id"]: r.get("error") for r in res.rows if r.get("status") != "ok"}}
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(f"{info['cases']} cases: {res.planned} planned, {res.skipped} skipped (already planned), "
+                       f"{res.duplicates} duplicates, {res.errors} errors, in {res.seconds:.1f} s")
+            for cid, err in info["failed"].items():
+                typer.echo(f"  error {cid}: {err}")
+            typer.echo(f"wrote {res.csv_path} and {res.parquet_path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command with ``argv``; return the exit status (for ``python -m embplan``)."""
     from typer.main import get_command

@@ -138,7 +138,7 @@ def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     for h in list(root.handlers):
         if isinstance(h, _StderrHandler):
             root.removeHandler(h)
-    handler = _StderrHandler(level)
+    handler = _StderrHandler()  # the loggers' levels decide (a command may open one logger wider)
     handler.setFormatter(logging.Formatter("embplan: %(levelname)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
