@@ -284,7 +284,7 @@ def plan_case_task(case_file: str, out_dir: str, case_id: str, digest: str, repo
         t_write = time.perf_counter() - t2
         row.update(status="ok", error=None, time_plan_s=t_plan, time_write_s=t_write)
         for name, secs in rec.own.items():
-            row[f"time_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}_s"] = secs
+            row[f"stage_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}_s"] = secs
     except EmbplanError as exc:  # bad input: the same case fails the same way next time
         row.update(status="error", error=" ".join(str(exc).split()), error_kind="input")
     except Exception as exc:  # noqa: BLE001 - one bad case never stops the batch; may be transient: retried

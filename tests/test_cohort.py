@@ -150,7 +150,7 @@ def test_default_local_cluster_gives_the_same_table(cohort, first_run, tmp_path)
     res = run_batch(folder, tmp_path / "b", workers=2, processes=False)
     a = pd.DataFrame(first.rows).drop(columns=[*RUN_COLUMNS, "plan_file"], errors="ignore")
     b = pd.DataFrame(res.rows).drop(columns=[*RUN_COLUMNS, "plan_file"], errors="ignore")
-    timing = [c for c in a.columns if c.startswith("time_")]
+    timing = [c for c in a.columns if c.startswith(("time_", "stage_"))]
     pd.testing.assert_frame_equal(a.drop(columns=timing), b[a.columns].drop(columns=timing))
 
 
