@@ -230,7 +230,7 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     else:
         ct_hu = np.asarray(resample_to_grid(ct.array, ct.grid, grid, "linear", default_value=HU_OUTSIDE_CT),
                            dtype=np.float32)
-        inside = np.asarray(resample_to_grid(np.ones(ct.grid.shape, np.float32), ct.grid, grid, "linear"))
+        inside = np.asarray(resample_to_grid(np.ones(ct.grid.shape, np.uint8), ct.grid, grid, "linear"))
         outside = float(np.mean(inside < 0.5))
         if outside > 0:
             notes.append(f"{outside:.1%} of the dosimetry grid lies outside the CT: taken as air ({HU_OUTSIDE_CT:g} HU).")
