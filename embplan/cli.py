@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .case import Case
     from .plan_model import Plan
 
-__all__ = ["app", "main", "plan_summary", "DEMO_CASE_RESOURCE", "DICOM_TEMPLATE_RESOURCE"]
+__all__ = ["app", "main", "plan_summary", "version_text", "DEMO_CASE_RESOURCE", "DICOM_TEMPLATE_RESOURCE"]
 
 #: The packaged demo case (package data, read through importlib.resources).
 DEMO_CASE_RESOURCE = "data/demo_tare_phantom.json"
@@ -204,6 +204,12 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
             "lung_dose_gy": d.lung_dose_gy,
             "lung_shunt_fraction": d.lung_shunt_fraction,
             "tumor_to_normal_ratio": d.tumor_to_normal_ratio,
+            # issue 13: what the doses assume and mean
+            "prescribed_activity_gbq": d.prescribed_activity_gbq,
+            "dose_activity": d.dose_activity,
+            "definitions": dict(d.definitions),
+            "lung_shunt": None if d.lung_shunt is None else d.lung_shunt.model_dump(mode="json"),
+            "lesions": [les.model_dump(mode="json") for les in d.lesions],
             "prescription": {
                 "method": rx.method,
                 "activity_gbq": rx.activity_gbq,
@@ -277,8 +283,12 @@ def _summary_text(plan: Plan, written: list[Path]) -> str:
             + (f"; binding: {rx.binding_constraint}" if rx.binding_constraint else "")
             + ("; CONFLICT: target not reachable within limits" if rx.conflict else "")
             + ")"
+            + (f"; delivered, prescribed {rx.activity_gbq:.2f} GBq" if d.dose_activity == "delivered" else "")
         )
         lines.append(f"mean absorbed dose (Gy)   {'compartment':>12} {'voxel':>8}")
+        if d.dose_activity == "delivered":  # issue 13: what the columns mean
+            lines.append(f"  (compartment: {d.compartment.source} model at the delivered activity, what the flags "
+                         f"check; voxel: the {d.method if d.voxel is not None else '-'} map, mass-weighted)")
         for name, comp, vox in _dose_rows(plan):
             if comp is None and vox is None:
                 continue
@@ -318,7 +328,8 @@ def _summary_rich(plan: Plan, written: list[Path]) -> None:
         act = f"{d.activity_gbq:.2f} GBq ({rx.method}"
         act += f"; binding: {rx.binding_constraint}" if rx.binding_constraint else ""
         act += "; CONFLICT" if rx.conflict else ""
-        t.add_row("activity", escape(act + ")"))
+        act += ")" + (f"; delivered, prescribed {rx.activity_gbq:.2f} GBq" if d.dose_activity == "delivered" else "")
+        t.add_row("activity", escape(act))
     console.print(t)
     if d is not None:
         dt = Table(title="Mean absorbed dose (Gy)")
@@ -373,9 +384,27 @@ def _print_summary(plan: Plan, written: list[Path], as_json: bool, extra: dict[s
 
 
 # ====================================================================================== commands
+#: The distributions whose versions change embplan's numbers or files (printed by ``embplan --version`` and
+#: recorded in every plan's provenance).
+_VERSIONED_DEPENDENCIES = ("numpy", "numba", "scipy", "pydantic", "h5py", "pydicom", "highdicom", "SimpleITK")
+
+
+def version_text() -> str:
+    """``embplan X.Y.Z`` and one line per numerical dependency with its installed version (or "not installed")."""
+    from importlib import metadata
+
+    lines = [f"embplan {__version__}", f"python {sys.version.split()[0]}"]
+    for dist in _VERSIONED_DEPENDENCIES:
+        try:
+            lines.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{dist} not installed")
+    return "\n".join(lines)
+
+
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"embplan {__version__}")
+        typer.echo(version_text())
         raise typer.Exit()
 
 
@@ -383,7 +412,7 @@ def _version_callback(value: bool) -> None:
 def _main(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version of embplan and of its numerical dependencies, and exit."),
     ] = False,
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="A log line per stage on stderr (-vv: everything).")
