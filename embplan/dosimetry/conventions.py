@@ -174,8 +174,20 @@ def dome_excluded_lung(lungs: np.ndarray, liver: np.ndarray, voxel_mm: Sequence[
         return lungs.copy()
     from scipy import ndimage
 
-    dist = ndimage.distance_transform_edt(~np.asarray(liver, dtype=bool), sampling=tuple(float(v) for v in voxel_mm))
-    return lungs & (dist > margin_mm)
+    liv = np.asarray(liver, dtype=bool)
+    sampling = tuple(float(v) for v in voxel_mm)
+    # Only voxels within margin_mm of the liver can be removed, and they lie in the liver's bounding box widened by
+    # the margin: the distance transform runs there (the nearest liver voxel of any voxel in that box is in it, so
+    # the distances are the ones of the whole grid), and every lung voxel outside the box is kept.
+    nz = np.nonzero(liv)
+    box = tuple(
+        slice(max(0, int(ix.min()) - int(math.ceil(margin_mm / sp)) - 1), min(n, int(ix.max()) + int(math.ceil(margin_mm / sp)) + 2))
+        for ix, sp, n in zip(nz, sampling, liv.shape, strict=True)
+    )
+    out = lungs.copy()
+    dist = ndimage.distance_transform_edt(~liv[box], sampling=sampling)
+    out[box] &= dist > margin_mm
+    return out
 
 
 def equivalent_sphere_diameter_mm(volume_ml: float) -> float:

@@ -28,3 +28,24 @@ def test_linear_resampling_is_dtype_exact(dtype):
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, ref)
     assert np.any(got == -1000.0) and np.any(got != -1000.0)  # both outside and inside points were sampled
+
+
+def test_dome_excluded_lung_equals_the_whole_grid_transform():
+    """The lung beyond the dome, computed in the liver's widened box, equals the whole-grid distance transform."""
+    from scipy import ndimage
+
+    from embplan.dosimetry.conventions import dome_excluded_lung
+
+    rng = np.random.default_rng(13)
+    for _ in range(25):
+        shape = tuple(int(n) for n in rng.integers(8, 36, 3))
+        liver = np.zeros(shape, bool)
+        a = [int(rng.integers(0, n)) for n in shape]
+        b = [min(n, x + int(rng.integers(1, 8))) for x, n in zip(a, shape, strict=True)]
+        liver[a[0]:b[0], a[1]:b[1], a[2]:b[2]] = True
+        liver &= rng.random(shape) > 0.3
+        lungs = rng.random(shape) > 0.5
+        sp = tuple(float(v) for v in rng.uniform(0.7, 5.0, 3))
+        margin = float(rng.uniform(0.5, 30.0))
+        ref = lungs & (ndimage.distance_transform_edt(~liver, sampling=sp) > margin) if liver.any() else lungs
+        np.testing.assert_array_equal(dome_excluded_lung(lungs, liver, sp, margin), ref)
