@@ -194,7 +194,7 @@ def table(name: str, result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     lines.append(f"| **plan total** | **{total:.3f}** (min {min(totals):.3f}, max {max(totals):.3f}) | 100% | "
                  f"{cpu_total:.3f} (all threads) | 100% | |")
     if writes:
-        lines.append(f"| save_plan (gzip 1), after the plan | {_median(writes):.3f} | | | | |")
+        lines.append(f"| save_plan, after the plan | {_median(writes):.3f} | | | | |")
     target = TARGETS.get(name)
     verdict = {"total_s": total, "cpu_total_s": cpu_total, "median_cpu_own_s": cpu, "worst_stage": worst, "target_s": target,
                "total_ok": None if target is None else total <= target,
