@@ -176,17 +176,29 @@ def dome_excluded_lung(lungs: np.ndarray, liver: np.ndarray, voxel_mm: Sequence[
 
     liv = np.asarray(liver, dtype=bool)
     sampling = tuple(float(v) for v in voxel_mm)
-    # Only voxels within margin_mm of the liver can be removed, and they lie in the liver's bounding box widened by
-    # the margin: the distance transform runs there (the nearest liver voxel of any voxel in that box is in it, so
-    # the distances are the ones of the whole grid), and every lung voxel outside the box is kept.
-    nz = np.nonzero(liv)
-    box = tuple(
-        slice(max(0, int(ix.min()) - int(math.ceil(margin_mm / sp)) - 1), min(n, int(ix.max()) + int(math.ceil(margin_mm / sp)) + 2))
-        for ix, sp, n in zip(nz, sampling, liv.shape, strict=True)
-    )
     out = lungs.copy()
-    dist = ndimage.distance_transform_edt(~liv[box], sampling=sampling)
-    out[box] &= dist > margin_mm
+    if not lungs.any():
+        return out
+    # b16: a lung voxel is removed only when a liver voxel lies within margin_mm of it, and both then lie in the
+    # intersection of the liver's and the lung's bounding boxes, each widened by the margin. The distance transform
+    # runs in that box: a lung voxel's nearest liver voxel, when within the margin, is in it (so the decision is
+    # the whole grid's), and every lung voxel outside it is kept.
+    reach = [int(math.ceil(margin_mm / sp)) + 1 for sp in sampling]
+    box = []
+    for axis, (n, r) in enumerate(zip(liv.shape, reach, strict=True)):
+        other = tuple(a for a in range(3) if a != axis)
+        liv_ix = np.flatnonzero(liv.any(axis=other))
+        lung_ix = np.flatnonzero(lungs.any(axis=other))
+        lo = max(0, int(liv_ix[0]) - r, int(lung_ix[0]) - r)
+        hi = min(n, int(liv_ix[-1]) + r + 1, int(lung_ix[-1]) + r + 1)
+        if hi <= lo:
+            return out
+        box.append(slice(lo, hi))
+    crop = liv[tuple(box)]
+    if not crop.any():
+        return out
+    dist = ndimage.distance_transform_edt(~crop, sampling=sampling)
+    out[tuple(box)] &= dist > margin_mm
     return out
 
 

@@ -37,14 +37,20 @@ def test_dome_excluded_lung_equals_the_whole_grid_transform():
     from embplan.dosimetry.conventions import dome_excluded_lung
 
     rng = np.random.default_rng(13)
-    for _ in range(25):
+    for _ in range(60):
         shape = tuple(int(n) for n in rng.integers(8, 36, 3))
         liver = np.zeros(shape, bool)
         a = [int(rng.integers(0, n)) for n in shape]
         b = [min(n, x + int(rng.integers(1, 8))) for x, n in zip(a, shape, strict=True)]
         liver[a[0]:b[0], a[1]:b[1], a[2]:b[2]] = True
         liver &= rng.random(shape) > 0.3
-        lungs = rng.random(shape) > 0.5
+        if rng.random() < 0.5:
+            lungs = rng.random(shape) > 0.5
+        else:  # a separate block, as a lung above the dome: the crop is smaller than the grid
+            lungs = np.zeros(shape, bool)
+            c = [int(rng.integers(0, n)) for n in shape]
+            d = [min(n, x + int(rng.integers(1, 12))) for x, n in zip(c, shape, strict=True)]
+            lungs[c[0]:d[0], c[1]:d[1], c[2]:d[2]] = True
         sp = tuple(float(v) for v in rng.uniform(0.7, 5.0, 3))
         margin = float(rng.uniform(0.5, 30.0))
         ref = lungs & (ndimage.distance_transform_edt(~liver, sampling=sp) > margin) if liver.any() else lungs
