@@ -656,9 +656,18 @@ def _board_issues(case: Case) -> list[Issue]:
                                     f"{', '.join(map(str, outside))} of the {other} lobe", lesion.segments))
     if d.liver_distribution == "bilobar" and d.lesions:
         lobes = {lb for lesion in d.lesions for lb, segs in LOBE_SEGMENTS.items() if set(lesion.segments) & segs}
-        if lobes and len(lobes) == 1:
+        caudate = any(1 in lesion.segments for lesion in d.lesions)  # segment 1 is in neither lobe
+        if lobes and len(lobes) == 1 and not caudate:
             issues.append(Issue("patient.disease.lesions",
                                 f"liver_distribution is bilobar, but every lesion lies in the {lobes.pop()} lobe"))
+    # an earlier session's dose map is summed on this plan's DICOM images (same frame of reference)
+    dicom = getattr(getattr(case.dosimetry, "images", None), "dicom", None)
+    for i, r in enumerate(case.patient.prior_treatments):
+        if r.dose_file is not None and case.procedure.kind == "TARE" and dicom is None:
+            issues.append(Issue(f"patient.prior_treatments.{i}.dose_file", "an earlier dose map is summed with this "
+                                "TARE's dose on its DICOM images (same frame of reference): this case has none "
+                                "(give dosimetry.images.dicom, or keep the record's normal_liver_dose_gy only)",
+                                r.dose_file))
     vols = case.patient.liver.segment_volumes_ml
     if vols is not None and d.lesions:
         missing = sorted({s for lesion in d.lesions for s in lesion.segments} - set(vols))

@@ -488,6 +488,9 @@ def validate(
 
         case = _load_case(case_file)
         dicom = dicom_input_paths(case)
+        from .board.cumulative import dose_file_paths  # issue 11: earlier dose maps must exist too
+
+        dicom.update(dose_file_paths(case))
         proc = case.procedure
         info = {
             "valid": True,
@@ -778,7 +781,7 @@ def _board_rich(board: Any, plan_flags: list[Any] | None = None) -> None:
         title = o.title + (f" [{o.procedure}]" if o.procedure else "")
         t.add_row(escape(title), f"[{_STATUS_STYLE[o.status.value]}]{o.status.value}[/]", crit, escape(o.reason))
     con.print(t)
-    c = Table(title="Course per lobe", show_lines=True, expand=True)
+    c = Table(title="Course per lobe and segment", show_lines=True, expand=True)
     for col, r in (("Territory", 1), ("History", 4), ("Next step", 2), ("Why", 4)):
         c.add_column(col, ratio=r)
     for tc in board.course:

@@ -275,6 +275,17 @@ class Thresholds(BaseModel):
         "then with each imaging visit (REILD appears 4-8 weeks after TARE; EANM 2022) [U].", ge=1, le=365,
     )
 
+    # ---- tumour board (issue 11): the liver over the years from voxel maps (BED sum of the sessions) ----------
+    liver_alpha_beta_gy: float = _field(
+        2.5, "Gy", "Normal liver alpha/beta for the BED of a Y-90 permanent implant, used for the cumulative BED of "
+        "earlier and current TARE sessions (Strigari L et al., J Nucl Med 51:1377, 2010, as collected in EVIDENCE.md "
+        "2.2; the same value as embplan.dosimetry.metrics.LIVER_RADIOBIOLOGY) [U].", gt=0, le=100,
+    )
+    liver_repair_half_time_h: float = _field(
+        2.5, "h", "Normal liver sublethal-damage repair half-time for the same BED (Strigari 2010, EVIDENCE.md 2.2; "
+        "as LIVER_RADIOBIOLOGY) [U].", gt=0, le=100,
+    )
+
     # ---- standard protocol (PROTOCOL_DEVIATION; the RETNET arms) ---------------------------------------
     protocol_doxorubicin_mg: float = _field(
         50.0, "mg", f"Standard TACE: doxorubicin 50 mg ({RETNET}).", gt=0, le=500

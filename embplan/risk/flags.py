@@ -42,6 +42,8 @@ ALL_CODES: tuple[str, ...] = (
     # case's lung shunt and the images' differ beyond the discrepancy threshold
     "DELIVERED_ACTIVITY_DEVIATION",
     "LUNG_SHUNT_DISCREPANCY",
+    # tumour board (issue 11): earlier TARE dose maps + this plan's over the non-tumour liver limit
+    "CUMULATIVE_LIVER_DOSE_HIGH",
     # post-treatment verification (embplan.verify): activity outside the liver and lungs as delivered
     "EXTRAHEPATIC_DEPOSITION",
 )

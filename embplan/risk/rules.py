@@ -156,6 +156,7 @@ def rule_whole_liver_tare(case: Case, th: Thresholds) -> list[Flag]:
             f"{r.territory.describe() if r.territory else '?'} TARE on {r.date.isoformat()} "
             f"({(proc.date - r.date).days} days before"
             + (f", non-tumour liver {r.normal_liver_dose_gy:g} Gy" if r.normal_liver_dose_gy is not None else
+               ", dose map given (summed in the plan)" if r.dose_file is not None else
                ", liver dose not recorded") + ")" for r in staged)
         return _flag(
             "WHOLE_LIVER_TARE", Severity.WARNING,
