@@ -34,6 +34,8 @@ ALL_CODES: tuple[str, ...] = (
     "PRIOR_RADIOEMBOLIZATION",
     "PROTOCOL_DEVIATION",
     "HEPATIC_RESERVE_LOW",
+    # issue 12 (input plausibility): one session's doxorubicin above the highest per-session dose in practice
+    "DOXORUBICIN_SESSION_HIGH",
     # tumour board (issue 11): tumours or lesions outside the treated territory
     "UNTREATED_DISEASE",
     # tumour board (issue 11): earlier PRRT or liver EBRT before radioembolization
