@@ -585,7 +585,6 @@ def _write_views(h5: h5py.File, plan: Plan, doc: PlanDocument, gzip_level: int) 
                 )
 
 
-@timed("write plan", logging.INFO)
 def save_plan(plan: Plan, path: str | os.PathLike[str], *, gzip_level: int = _GZIP_LEVEL_DEFAULT) -> Path:
     """Write ``plan`` to ``path`` (HDF5, format :data:`FORMAT_VERSION`), atomically; return the path.
 
@@ -616,6 +615,7 @@ def write_plan_file(plan: Plan, fh: Any, *, gzip_level: int = _GZIP_LEVEL_DEFAUL
     _write_plan_h5(fh, plan, plan_to_document(plan), gzip_level)
 
 
+@timed("write plan", logging.INFO)
 def _write_plan_h5(fh: Any, plan: Plan, doc: PlanDocument, gzip_level: int) -> None:
     with h5py.File(fh, "w", libver=("earliest", "latest"), userblock_size=USERBLOCK_BYTES) as h5:
         write_document(h5, doc, gzip_level=gzip_level)
