@@ -178,3 +178,30 @@ def choose_series(
         f"{source}: {len(cands)} {modality} series and {what} an axial volume of at least {MIN_SERIES_SLICES} slices "
         f"that is not a localizer; set {field} to one of: {listing}"
     )
+
+
+def choose_nm_file(folder: Path, series_instance_uid: str | None = None) -> tuple[Path, str | None]:
+    """The reconstructed SPECT file of a folder (one multi-frame NM file per series: projections, reconstructions,
+    a CT-based attenuation map exported as NM): the one RECON TOMO volume, the series ``series_instance_uid``, or an
+    ImagingError listing the NM series found. Returns the file and a note (None when there was nothing to choose)."""
+    from .dicom import read_header
+
+    groups: dict[str, list[tuple[Path, Any]]] = {}
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        try:
+            ds = read_header(f)
+        except ImagingError:
+            continue
+        if str(ds.get("Modality", "")) != "NM":
+            continue
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or f.name), []).append((f, ds))
+    if not groups:
+        raise ImagingError(f"{series_field('NM').rsplit('.', 1)[0]}.spect: {folder} holds no NM file")
+    uid, note = choose_series(groups, "NM", str(folder), series_instance_uid)
+    files = groups[uid]
+    if len(files) != 1:
+        raise ImagingError(f"{folder}: NM series {uid} is {len(files)} files; a reconstructed SPECT is one multi-frame "
+                           "file: name it in dosimetry.images.dicom.spect")
+    return files[0][0], note
