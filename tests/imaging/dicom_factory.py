@@ -337,7 +337,12 @@ def write_pet_series(
         ds.ImageIndex = k + 1
         ds.FrameReferenceTime = 0
         ds.AcquisitionStartCondition = "MANU"
+        ds.CollimatorType = "NONE"  # PET Series, type 2: no septa (3D acquisition)
+        orient = _code("102538003", "SCT", "recumbent")
+        orient.PatientOrientationModifierCodeSequence = Sequence([_code("40199007", "SCT", "supine")])
+        ds.PatientOrientationCodeSequence = Sequence([orient])
         ds.PatientGantryRelationshipCodeSequence = Sequence([_code("102540008", "SCT", "headfirst")])
+        ds.BodyPartExamined = "ABDOMEN"
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [float(v) for v in geom.slice_position(k)]
         ds.ImageOrientationPatient = geom.iop

@@ -355,3 +355,42 @@ def test_spect_folder_with_projections_picks_the_reconstruction(tmp_path, rng, s
     f, note = choose_nm_file(tmp_path / "spect")
     assert f == recon.paths[0] and "not a reconstructed tomography" in note
 
+
+
+# ------------------------------------------------------------------------------------------------ inventory
+def test_real_file_inventory_loads_or_refuses_clearly():
+    """Every CT, NM, PET, RT Dose and SEG file shipped by pydicom and pydicom-data loads or is refused with an
+    ImagingError naming the file (never another exception); the ones that are volumes load, JPEG 2000 and RLE
+    included."""
+    import warnings
+    from pathlib import Path
+
+    from embplan.imaging.dicom import read_seg_volumes
+
+    pytest.importorskip("data_store", reason="pydicom-data is not installed (pip install -e '.[test]')")
+    import data_store
+    import pydicom.data
+
+    dirs = [Path(pydicom.data.__file__).parent / "test_files", Path(data_store.__file__).parent / "data"]
+    readers = {"CT": lambda f: read_ct_series([f]), "NM": read_nm, "PT": lambda f: read_pet_series([f]),
+               "RTDOSE": read_rt_dose, "SEG": read_seg_volumes}
+    loaded, refused = set(), {}
+    for f in (f for d in dirs for f in sorted(d.glob("*.dcm"))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                mod = str(pydicom.dcmread(f, stop_before_pixels=True, force=True).get("Modality", ""))
+            except Exception:
+                continue
+            if mod not in readers:
+                continue
+            try:
+                readers[mod](f)
+                loaded.add(f.name)
+            except ImagingError as exc:
+                assert f.name in str(exc), exc
+                refused[f.name] = str(exc)
+    assert {"CT_small.dcm", "693_J2KR.dcm", "693_J2KI.dcm", "rtdose_1frame.dcm", "rtdose_rle.dcm",
+            "liver_1frame.dcm"} <= loaded
+    assert "only reconstructed tomography" in refused["JPEG-LL.dcm"]
+    assert len(loaded) + len(refused) >= 20
