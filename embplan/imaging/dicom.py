@@ -92,12 +92,9 @@ _RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 _RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
 _SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 _DICOMDIR = "1.2.840.10008.1.3.10"
-#: Enhanced (multi-frame, functional-group) image SOP classes read by embplan.imaging.enhanced: Enhanced CT, Legacy
-#: Converted Enhanced CT, Enhanced PET, Legacy Converted Enhanced PET.
-ENHANCED_IMAGE_SOP_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2",
-    "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.128.1",
-})
+#: Enhanced (multi-frame, functional-group) CT SOP classes read by embplan.imaging.enhanced: Enhanced CT, Legacy
+#: Converted Enhanced CT. (Enhanced PET is refused as a multi-frame PT: its units and timing are not read yet.)
+ENHANCED_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"})
 
 
 # ----------------------------------------------------------------------------------------------------- plumbing
@@ -487,7 +484,7 @@ def _load_series(
         ds = _read(f, allow_no_preamble=not from_folder)
         if _str(ds, "Modality") != modality:  # the file changed between the two reads
             raise ImagingError(f"{f}: Modality (0008,0060) is {_str(ds, 'Modality')!r}, expected {modality!r}")
-        if _str(ds, "SOPClassUID") in ENHANCED_IMAGE_SOP_CLASSES and len(chosen) == 1:
+        if modality == "CT" and _str(ds, "SOPClassUID") in ENHANCED_IMAGE_SOP_CLASSES and len(chosen) == 1:
             items.append((f, ds))  # one Enhanced (multi-frame) image: embplan.imaging.enhanced reads it
             continue
         if (_int(ds, "NumberOfFrames", f, required=False, default=1) or 1) != 1:
