@@ -1,6 +1,6 @@
 """embplan: planning of liver-directed therapy for NET liver metastases, with Y-90 radioembolization dosimetry.
 
-The public face re-exports the contract (see DESIGN.md). Imports are lazy so that ``import embplan`` and the
+The public face re-exports the contract (see docs/architecture.md). Imports are lazy so that ``import embplan`` and the
 command line start fast and the heavy numerical modules load only when used.
 """
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .case import Case
     from .plan_model import Plan
 
-__all__ = ["app", "main", "plan_summary", "DEMO_CASE_RESOURCE", "DICOM_TEMPLATE_RESOURCE"]
+__all__ = ["app", "main", "plan_summary", "version_text", "DEMO_CASE_RESOURCE", "DICOM_TEMPLATE_RESOURCE"]
 
 #: The packaged demo case (package data, read through importlib.resources).
 DEMO_CASE_RESOURCE = "data/demo_tare_phantom.json"
@@ -371,9 +371,27 @@ def _print_summary(plan: Plan, written: list[Path], as_json: bool, extra: dict[s
 
 
 # ====================================================================================== commands
+#: The distributions whose versions change embplan's numbers or files (printed by ``embplan --version`` and
+#: recorded in every plan's provenance).
+_VERSIONED_DEPENDENCIES = ("numpy", "numba", "scipy", "pydantic", "h5py", "pydicom", "highdicom", "SimpleITK")
+
+
+def version_text() -> str:
+    """``embplan X.Y.Z`` and one line per numerical dependency with its installed version (or "not installed")."""
+    from importlib import metadata
+
+    lines = [f"embplan {__version__}", f"python {sys.version.split()[0]}"]
+    for dist in _VERSIONED_DEPENDENCIES:
+        try:
+            lines.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{dist} not installed")
+    return "\n".join(lines)
+
+
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"embplan {__version__}")
+        typer.echo(version_text())
         raise typer.Exit()
 
 
@@ -381,7 +399,7 @@ def _version_callback(value: bool) -> None:
 def _main(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version of embplan and of its numerical dependencies, and exit."),
     ] = False,
 ) -> None:
     """Plan liver-directed embolization for NET liver metastases, with Y-90 radioembolization dosimetry."""

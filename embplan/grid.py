@@ -9,7 +9,7 @@ the origin at voxel (0, 0, 0): ``x_mm = i*dx + ox`` etc.
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -105,7 +105,7 @@ class Grid(BaseModel):
             raise EmbplanError(f"{name}: shape {tuple(np.shape(array))} does not match the grid shape {self.shape}")
 
     @classmethod
-    def cubic(cls, shape: tuple[int, int, int], voxel_mm: float, **kw) -> Grid:
+    def cubic(cls, shape: tuple[int, int, int], voxel_mm: float, **kw: Any) -> Grid:
         return cls(shape=shape, spacing_mm=(voxel_mm, voxel_mm, voxel_mm), **kw)
 
 

@@ -60,7 +60,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numba
 import numpy as np
@@ -74,6 +74,8 @@ __all__ = ["convolve", "plan_convolution", "ConvolutionPlan", "clear_kernel_cach
 log = logging.getLogger(__name__)
 
 Method = Literal["auto", "direct", "fft"]
+#: A half-open voxel box ((z0, z1), (y0, y1), (x0, x1)).
+_Box = tuple[tuple[int, int], ...]
 
 # Cost model of the automatic choice: a least-squares fit of single-thread CPU times on the 2-core development
 # machine (AMD EPYC; 32 cases: cubes of 48-160 voxels holding an 8 % liver, radial kernels of 3^3-13^3 and random
@@ -115,7 +117,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():  # a forked child must not use its parent's dead threads
-            _pool = ThreadPoolExecutor(max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),
+            _pool = ThreadPoolExecutor(max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),  # type: ignore[attr-defined]
                                        thread_name_prefix="embplan-convolve")
             _pool_pid = os.getpid()
         return _pool
@@ -484,9 +486,9 @@ def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, sym
             n = (fb - fa) * wp - 2 * hx
             if sym:  # (b) along x
                 s0 = sums[0]
-                c = src[base + hx:base + hx + n]
+                cen = src[base + hx:base + hx + n]
                 for i in range(n):
-                    s0[i] = c[i]
+                    s0[i] = cen[i]
                 for j in range(1, hx + 1):  # slices, so that the loop has no negative-index checks
                     sj = sums[j]
                     lft = src[base + hx - j:base + hx - j + n]
@@ -696,7 +698,9 @@ def _profiles(kc: np.ndarray) -> _Profiles:
         cls_ptr.append(len(cls_sy))
     # mirror-symmetric x-profiles (w(-s) == w(s) exactly; true for every radial kernel): one term per |s|
     symmetric_x = True
-    sym_ptr, sym_j, sym_w = [0], [], []
+    sym_ptr: list[int] = [0]
+    sym_j: list[int] = []
+    sym_w: list[float] = []
     for r in range(len(uniq)):
         sx = prof_sx[prof_ptr[r]:prof_ptr[r + 1]]
         w = prof_w[prof_ptr[r]:prof_ptr[r + 1]]
@@ -713,7 +717,8 @@ def _profiles(kc: np.ndarray) -> _Profiles:
                      np.asarray(sym_w, dtype=kc.dtype))
 
 
-def _direct_layout(obox, ibox, he, prof: _Profiles, spans: np.ndarray, itemsize: int, threads: int):
+def _direct_layout(obox: _Box, ibox: _Box, he: tuple[int, ...], prof: _Profiles, spans: np.ndarray, itemsize: int,
+                   threads: int) -> tuple[float, int, tuple[tuple[int, int], ...]]:
     """The estimated cost of the direct path and its temporaries (per-thread buffers that stay in cache: the
     padded frame, the x-profile rows, the pair sums and the ring of 2 hz + 1 planes of partial sums).
     Returns (cost_ns, temp_bytes, z_blocks)."""
@@ -835,12 +840,13 @@ def _z_blocks(oz: tuple[int, int], iz: tuple[int, int], h: int, nblocks: int) ->
     return blocks
 
 
-def _fft_layout(obox, ibox, he, itemsize: int, budget: int, symmetric: bool):
+def _fft_layout(obox: _Box, ibox: _Box, he: tuple[int, ...], itemsize: int, budget: int, symmetric: bool
+                ) -> tuple[float, int, tuple[int, int, int], tuple[tuple[int, int], ...]]:
     """Choose the z-blocking and transform shape: the fewest z-blocks (each block adds the kernel's overlap) whose
     temporaries fit ``budget``, or, when none fits, the smallest temporaries.
     Returns (cost_ns, temp_bytes, fft_shape, z_blocks)."""
-    ly = _fast_len(_fft_requirement(*obox[1], *ibox[1], he[1]))
-    lx = _fast_len(_fft_requirement(*obox[2], *ibox[2], he[2]))
+    ly = _fast_len(_fft_requirement(obox[1][0], obox[1][1], ibox[1][0], ibox[1][1], he[1]))
+    lx = _fast_len(_fft_requirement(obox[2][0], obox[2][1], ibox[2][0], ibox[2][1], he[2]))
     lxh = lx // 2 + 1
     nzo = obox[0][1] - obox[0][0]
     best = smallest = None
@@ -863,10 +869,12 @@ def _fft_layout(obox, ibox, he, itemsize: int, budget: int, symmetric: bool):
         if best is not None:  # more blocks only add overlap: the first layout that fits is the cheapest
             break
         nb = nb + 1 if nb < 4 else nb + nb // 2
-    return best if best is not None else smallest
+    chosen = best if best is not None else smallest
+    assert chosen is not None  # nzo >= 1: the loop ran at least once
+    return chosen
 
 
-def _prepare(tia, kernel, roi, method: str, max_temp_bytes: int | None) -> _Prepared:
+def _prepare(tia: Any, kernel: Any, roi: Any, method: str, max_temp_bytes: int | None) -> _Prepared:
     tia = _check_array("tia", tia)
     kernel = _check_array("kernel", kernel)
     if any(n % 2 == 0 for n in kernel.shape):
@@ -898,12 +906,14 @@ def _prepare(tia, kernel, roi, method: str, max_temp_bytes: int | None) -> _Prep
     if sbox is not None:
         obox = tuple((max(lo - hd, 0), min(hi + hd, n)) for (lo, hi), hd, n in zip(sbox, h, tia.shape, strict=True))
         if roi_b is not None:
+            assert qlo is not None and qhi is not None
             qbox = _bbox_from_spans(qlo, qhi)
             obox = None if qbox is None else tuple(
                 (max(o0, q0), min(o1, q1)) for (o0, o1), (q0, q1) in zip(obox, qbox, strict=True))
             if obox is not None and any(o0 >= o1 for o0, o1 in obox):
                 obox = None
     if obox is not None:
+        assert sbox is not None
         ibox = tuple((max(s0, o0 - hd), min(s1, o1 + hd))
                      for (s0, s1), (o0, o1), hd in zip(sbox, obox, h, strict=True))
         if any(i0 >= i1 for i0, i1 in ibox):
@@ -912,6 +922,7 @@ def _prepare(tia, kernel, roi, method: str, max_temp_bytes: int | None) -> _Prep
         plan = ConvolutionPlan("zero", None, None, (0, 0, 0), 0, 0, 0.0, 0.0, None, (), 0)
         return _Prepared(tia_w, kernel, dtype, rlo, rhi, roi_b, qlo, qhi, plan, None)
 
+    assert ibox is not None
     # taps beyond the largest input-output distance can never contribute: crop the kernel to that reach
     he = tuple(min(hd, max(o1 - 1 - i0, i1 - 1 - o0))
                for hd, (o0, o1), (i0, i1) in zip(h, obox, ibox, strict=True))
@@ -961,7 +972,7 @@ class _KernelInfo:
 
 def _kernel_info(kc: np.ndarray) -> _KernelInfo:
     """What the planner needs to know of a (cropped, work-dtype) kernel, cached by its bytes."""
-    digest = hashlib.blake2b(np.ascontiguousarray(kc).view(np.uint8).ravel(), digest_size=16).hexdigest()
+    digest = hashlib.blake2b(np.ascontiguousarray(kc).view(np.uint8).ravel().data, digest_size=16).hexdigest()
     key = (digest, kc.shape, kc.dtype.str)
     with _cache_lock:
         info = _info_cache.get(key)
@@ -1020,6 +1031,7 @@ def _run_direct(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool 
     rest of the volume zeroed (unless ``zero_outside`` is false: ``out`` then holds zeros already), handed out
     dynamically."""
     plan = p.plan
+    assert p.info is not None and plan.output_box is not None and plan.input_box is not None
     prof = p.info.profiles
     hz, hy, hx = plan.kernel_half
     (oz0, oz1), (oy0, oy1), _ = plan.output_box
@@ -1062,6 +1074,8 @@ def _run_fft(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool = F
     With ``zero_outside`` (``out`` uninitialised) the same chunks zero their planes outside the output box, and
     the planes outside it are zeroed alongside the first block's inverse phase."""
     plan = p.plan
+    assert p.info is not None and plan.fft_shape is not None
+    assert plan.output_box is not None and plan.input_box is not None
     lz, ly, lx = plan.fft_shape
     lxh = lx // 2 + 1
     he = plan.kernel_half
@@ -1089,7 +1103,7 @@ def _run_fft(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool = F
         sweep = _chunk_ranges(0, ly, lz * lxh * citem, threads)
         inv = _chunk_ranges(bz0, bz1, ly * lxh * citem, threads)
 
-        def forward(i: int, spec=spec, fwd=fwd, cz=cz) -> None:
+        def forward(i: int, spec: np.ndarray = spec, fwd: list[tuple[int, int]] = fwd, cz: int = cz) -> None:
             z0, z1 = fwd[i]
             pad = np.zeros((z1 - z0, iy1 - iy0, lx), dtype=dtype)
             pad[:, :, ix0 - cx:ix1 - cx] = tia[z0:z1, iy0:iy1, ix0:ix1]
@@ -1097,16 +1111,18 @@ def _run_fft(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool = F
             planes[:, iy0 - cy:iy1 - cy] = scipy.fft.rfft(pad, axis=2, workers=1)
             scipy.fft.fft(planes, axis=1, workers=1, overwrite_x=True)
 
-        def along_z(i: int, spec=spec, sweep=sweep) -> None:
+        def along_z(i: int, spec: np.ndarray = spec, sweep: list[tuple[int, int]] = sweep) -> None:
             y0, y1 = sweep[i]
             cols = spec[:, y0:y1]
             scipy.fft.fft(cols, axis=0, workers=1, overwrite_x=True)
             _mul_spectrum(cols, kspec[:, y0:y1])
             scipy.fft.ifft(cols, axis=0, workers=1, overwrite_x=True)
 
-        def inverse(i: int, spec=spec, inv=inv, cz=cz, outside=outside) -> None:
+        def inverse(i: int, spec: np.ndarray = spec, inv: list[tuple[int, int]] = inv, cz: int = cz,
+                    outside: list[tuple[int, int]] = outside) -> None:
             if i >= len(inv):
-                _zero_outside_box(out, *outside[i - len(inv)], oz0, oz1, oy0, oy1, ox0, ox1)
+                a, b = outside[i - len(inv)]
+                _zero_outside_box(out, a, b, oz0, oz1, oy0, oy1, ox0, ox1)
                 return
             z0, z1 = inv[i]
             planes = spec[z0 - cz:z1 - cz]
@@ -1155,7 +1171,7 @@ def convolve(tia: np.ndarray, kernel: np.ndarray, roi: np.ndarray | None = None,
     return _convolve_box(tia, kernel, roi, method, max_temp_bytes)[0]
 
 
-def _convolve_box(tia, kernel, roi=None, method: Method = "auto", max_temp_bytes: int | None = None
+def _convolve_box(tia: Any, kernel: Any, roi: Any = None, method: Method = "auto", max_temp_bytes: int | None = None
                   ) -> tuple[np.ndarray, tuple[tuple[int, int], ...] | None]:
     """:func:`convolve`, and the output box outside which the result is exactly 0 (``None``: 0 everywhere), so
     that callers can post-process the box only."""

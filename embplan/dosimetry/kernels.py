@@ -288,7 +288,8 @@ class VoxelKernel:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.mgy_per_mbq_s.shape  # type: ignore[return-value]
+        nz, ny, nx = self.mgy_per_mbq_s.shape
+        return (nz, ny, nx)
 
     @property
     def centre_index(self) -> tuple[int, int, int]:
@@ -661,7 +662,7 @@ def _symmetrise(arr: np.ndarray, voxel: tuple[float, float, float]) -> np.ndarra
     arr = 0.5 * (arr + arr[:, :, ::-1])
     perms = [p for p in itertools.permutations(range(3)) if all(voxel[p[d]] == voxel[d] for d in range(3))]
     if len(perms) > 1:
-        arr = sum(np.transpose(arr, p) for p in perms) / len(perms)
+        arr = np.sum([np.transpose(arr, p) for p in perms], axis=0) / len(perms)
     return np.ascontiguousarray(arr)
 
 

@@ -141,12 +141,14 @@ def _right_hepatic_vein_y(x: np.ndarray) -> np.ndarray:
 _PORTAL_PLANE_Z = -44.0
 
 
-def _ellipsoid(x, y, z, centre, semi) -> np.ndarray:
+def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: tuple[float, float, float],
+               semi: tuple[float, float, float]) -> np.ndarray:
     (cx, cy, cz), (ax, ay, az) = centre, semi
     return ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 + ((z - cz) / az) ** 2 <= 1.0
 
 
-def _ellipsoid_distance_inside(x, y, z, centre, semi) -> np.ndarray:
+def _ellipsoid_distance_inside(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: tuple[float, float, float],
+               semi: tuple[float, float, float]) -> np.ndarray:
     """A lower bound of the distance (mm) from a point inside the ellipsoid to its surface (negative outside):
     (1 - r) * smallest semi-axis with r the normalised radius (exact for a sphere, conservative otherwise)."""
     (cx, cy, cz), (ax, ay, az) = centre, semi
@@ -154,16 +156,16 @@ def _ellipsoid_distance_inside(x, y, z, centre, semi) -> np.ndarray:
     return (1.0 - r) * min(ax, ay, az)
 
 
-def _in_liver(x, y, z) -> np.ndarray:
+def _in_liver(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     return _ellipsoid(x, y, z, *_LIVER_RIGHT) | _ellipsoid(x, y, z, *_LIVER_LEFT)
 
 
-def _liver_depth(x, y, z) -> np.ndarray:
+def _liver_depth(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Conservative depth below the liver surface, mm (max over the two ellipsoids of their depth)."""
     return np.maximum(_ellipsoid_distance_inside(x, y, z, *_LIVER_RIGHT), _ellipsoid_distance_inside(x, y, z, *_LIVER_LEFT))
 
 
-def _in_body(x, y, z) -> np.ndarray:
+def _in_body(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     ax, ay = _BODY_SEMI_AXES_XY
     return ((x / ax) ** 2 + (y / ay) ** 2 <= 1.0) & (np.abs(z) <= _BODY_Z_HALF)
 
@@ -289,7 +291,7 @@ def _seed(seed: object) -> int:
 
 def _voxel_spacing(voxel_mm: float | Sequence[float]) -> tuple[float, float, float]:
     if isinstance(voxel_mm, numbers.Real) and not isinstance(voxel_mm, bool):
-        values = (voxel_mm,) * 3
+        values: tuple[float, ...] = (float(voxel_mm),) * 3
     elif isinstance(voxel_mm, Sequence) and len(voxel_mm) == 3:
         values = tuple(voxel_mm)
     else:
@@ -314,7 +316,7 @@ def _fibonacci_sphere(n: int) -> np.ndarray:
 _SURFACE_DIRECTIONS = _fibonacci_sphere(256)
 
 
-def _in_lobe(x, y, z, lobe: str) -> np.ndarray:
+def _in_lobe(x: np.ndarray, y: np.ndarray, z: np.ndarray, lobe: str) -> np.ndarray:
     right = x < _cantlie_x(y)
     return _in_liver(x, y, z) & (right if lobe == "right" else ~right)
 
