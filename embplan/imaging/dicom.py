@@ -27,6 +27,7 @@ Volume.meta keys written by the image readers: ``patient_name``, ``patient_id``,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -702,6 +703,7 @@ def _single_frame_dose_thickness(ds: Dataset, src: Any, given: float | None) -> 
         if np.all(gaps > 0) and np.ptp(gaps) <= max(SLICE_SPACING_TOLERANCE_MM, SLICE_SPACING_TOLERANCE_FRACTION * gaps[0]):
             return float(np.mean(gaps)), "GridFrameOffsetVector spacing (single plane)"
     ps = _floats(ds, "PixelSpacing", src, 2)
+    assert ps is not None  # required=True
     return float(min(ps)), "nominal: the smaller PixelSpacing (single plane without SliceThickness)"
 
 
@@ -738,9 +740,10 @@ def read_ct_series(
     if len(items) == 1 and _str(items[0][1], "SOPClassUID") in ENHANCED_IMAGE_SOP_CLASSES:
         from .enhanced import read_enhanced_image
 
-        vol = read_enhanced_image(items[0][0], modality="CT", hu_range=hu_range)
+        vol = read_enhanced_image(items[0][0], modality="CT", hu_range=hu_range,
+                                  max_slice_gap_factor=max_slice_gap_factor, max_gantry_tilt_deg=max_gantry_tilt_deg)
         if notes:
-            vol.meta["series_selection"] = notes[0]
+            vol = dataclasses.replace(vol, meta={**vol.meta, "series_selection": notes[0]})
         return vol
     items, grid, spacing_source, stack_plan = _stack_geometry(items, what, max_slice_gap_factor, max_gantry_tilt_deg)
     hu = np.empty((len(items), *grid.shape[1:]), dtype=np.float32)

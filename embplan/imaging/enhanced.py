@@ -57,6 +57,18 @@ def _fg(ds: Dataset, frame: Dataset | None, seq: str, src: Any, required: bool =
     return None
 
 
+def _group(ds: Dataset, frame: Dataset, seq: str, src: Any) -> Dataset:
+    item = _fg(ds, frame, seq, src, required=True)
+    assert item is not None  # required=True raised otherwise
+    return item
+
+
+def _numbers(holder: Dataset, keyword: str, src: Any, n: int) -> list[float]:
+    v = _floats(holder, keyword, src, n)
+    assert v is not None  # required
+    return [float(x) for x in v]
+
+
 def frame_headers(ds: Dataset, src: Any) -> list[Dataset]:
     """One small header per frame with what a classic slice would carry: ImagePositionPatient,
     ImageOrientationPatient, PixelSpacing, SliceThickness, Rows, Columns, RescaleSlope/Intercept/Type, StackID,
@@ -73,12 +85,12 @@ def frame_headers(ds: Dataset, src: Any) -> list[Dataset]:
     for i, fr in enumerate(per_frame):
         where = f"{src} frame {i + 1}"
         h = Dataset()
-        h.ImagePositionPatient = list(_floats(_fg(ds, fr, "PlanePositionSequence", where), "ImagePositionPatient",
-                                              where, 3))
-        h.ImageOrientationPatient = list(_floats(_fg(ds, fr, "PlaneOrientationSequence", where),
-                                                 "ImageOrientationPatient", where, 6))
-        pm = _fg(ds, fr, "PixelMeasuresSequence", where)
-        h.PixelSpacing = list(_floats(pm, "PixelSpacing", where, 2))
+        h.ImagePositionPatient = _numbers(_group(ds, fr, "PlanePositionSequence", where), "ImagePositionPatient",
+                                          where, 3)
+        h.ImageOrientationPatient = _numbers(_group(ds, fr, "PlaneOrientationSequence", where),
+                                             "ImageOrientationPatient", where, 6)
+        pm = _group(ds, fr, "PixelMeasuresSequence", where)
+        h.PixelSpacing = _numbers(pm, "PixelSpacing", where, 2)
         thick = pm.get("SliceThickness")
         if thick not in (None, ""):
             h.SliceThickness = thick
