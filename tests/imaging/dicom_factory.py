@@ -487,6 +487,61 @@ def write_seg(path: Path, ct: Truth, mask: np.ndarray, label: str = "Liver") -> 
     return path
 
 
+def _seq_item(**kw) -> Sequence:
+    item = Dataset()
+    for k, v in kw.items():
+        setattr(item, k, v)
+    return Sequence([item])
+
+
+def _enhanced_ct_modules(ds: Dataset) -> None:
+    """Image-level attributes of the Enhanced CT Image IOD (PS3.3 A.38.1) a scanner writes."""
+    ds.BodyPartExamined = "ABDOMEN"
+    ds.ManufacturerModelName = "dicom_factory"
+    ds.DeviceSerialNumber = "0001"
+    ds.SoftwareVersions = "1"
+    ds.AcquisitionContextSequence = Sequence([])
+    ds.PixelPresentation = "MONOCHROME"
+    ds.VolumetricProperties = "VOLUME"
+    ds.VolumeBasedCalculationTechnique = "NONE"
+    ds.ContentQualification = "PRODUCT"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.AcquisitionDuration = 5.0
+
+
+def _enhanced_ct_shared_macros(shared: Dataset, geom: Geometry) -> None:
+    """The CT functional group macros of PS3.3 C.8.15.3 (one item each, in the shared groups): an abdominal helical
+    acquisition at 120 kV as a 64-slice scanner records it."""
+    anat = Dataset()
+    anat.AnatomicRegionSequence = Sequence([_code("818981001", "SCT", "Abdomen")])
+    anat.FrameLaterality = "U"
+    shared.FrameAnatomySequence = Sequence([anat])
+    shared.IrradiationEventIdentificationSequence = _seq_item(IrradiationEventUID=generate_uid())
+    shared.CTImageFrameTypeSequence = _seq_item(FrameType=["ORIGINAL", "PRIMARY", "VOLUME", "NONE"],
+                                                PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
+                                                VolumeBasedCalculationTechnique="NONE")
+    shared.CTAcquisitionTypeSequence = _seq_item(AcquisitionType="SPIRAL", ConstantVolumeFlag="NO",
+                                                 FluoroscopyFlag="NO")
+    shared.CTAcquisitionDetailsSequence = _seq_item(DataCollectionDiameter=500.0, RevolutionTime=0.5,
+                                                    SingleCollimationWidth=0.625, TotalCollimationWidth=40.0,
+                                                    TableHeight=150.0, GantryDetectorTilt=0.0)
+    shared.CTTableDynamicsSequence = _seq_item(TableSpeed=80.0, TableFeedPerRotation=40.0, SpiralPitchFactor=1.0)
+    shared.CTPositionSequence = _seq_item(TablePosition=0.0, ReconstructionTargetCenterPatient=[0.0, 0.0, 0.0],
+                                          DataCollectionCenterPatient=[0.0, 0.0, 0.0])
+    shared.CTGeometrySequence = _seq_item(DistanceSourceToDetector=1085.6, DistanceSourceToDataCollectionCenter=595.0)
+    shared.CTReconstructionSequence = _seq_item(
+        ReconstructionAlgorithm="ITERATIVE", ConvolutionKernel="B30f", ConvolutionKernelGroup="SOFT_TISSUE",
+        ReconstructionDiameter=geom.shape[2] * geom.spacing[2], ReconstructionPixelSpacing=[geom.spacing[1], geom.spacing[2]],
+        ReconstructionAngle=360.0, ImageFilter="NONE")
+    shared.CTExposureSequence = _seq_item(ExposureTimeInms=500.0, XRayTubeCurrentInmA=200.0, ExposureInmAs=100.0,
+                                          ExposureModulationType="NONE", CTDIvol=8.0,
+                                          CTDIPhantomTypeCodeSequence=Sequence([
+                                              _code("113691", "DCM", "IEC Body Dosimetry Phantom")]))
+    shared.CTXRayDetailsSequence = _seq_item(KVP=120.0, FocalSpots=[1.2], FilterType="BODY", FilterMaterial=["ALUMINUM"])
+
+
 def write_enhanced_ct(
     path: Path, geom: Geometry, hu: np.ndarray, study: Study, *, series_uid: str | None = None,
     frame_order: list[int] | None = None, intercept: float = -1024.0, slope: float = 1.0,
@@ -500,7 +555,7 @@ def write_enhanced_ct(
     values = raw * slope + intercept
     order = list(range(geom.shape[0])) if frame_order is None else list(frame_order)
     ds = _base(ENHANCED_CT_IMAGE, "CT", study, series_uid)
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
     ds.SeriesDate = study.study_date
     ds.SeriesTime = "084500"
     ds.ContentDate = study.study_date
@@ -510,7 +565,21 @@ def write_enhanced_ct(
     ds.InstanceNumber = 1
     ds.PatientPosition = "HFS"
     ds.NumberOfFrames = len(order)
+    _enhanced_ct_modules(ds)
+    dim_uid = generate_uid()
+    org = Dataset()
+    org.DimensionOrganizationUID = dim_uid
+    ds.DimensionOrganizationSequence = Sequence([org])
+    dims = []
+    for pointer in (0x00209056, 0x00209057):  # Stack ID, In-Stack Position Number (Frame Content Sequence)
+        item = Dataset()
+        item.DimensionOrganizationUID = dim_uid
+        item.DimensionIndexPointer = pointer
+        item.FunctionalGroupPointer = 0x00209111
+        dims.append(item)
+    ds.DimensionIndexSequence = Sequence(dims)
     shared = Dataset()
+    _enhanced_ct_shared_macros(shared, geom)
     po = Dataset()
     po.ImageOrientationPatient = geom.iop
     shared.PlaneOrientationSequence = Sequence([po])
@@ -534,6 +603,10 @@ def write_enhanced_ct(
         fc.StackID = "1"
         fc.InStackPositionNumber = k + 1
         fc.FrameAcquisitionNumber = n + 1
+        fc.DimensionIndexValues = [1, k + 1]
+        fc.FrameReferenceDateTime = ds.AcquisitionDateTime
+        fc.FrameAcquisitionDateTime = ds.AcquisitionDateTime
+        fc.FrameAcquisitionDuration = 500.0
         fr.FrameContentSequence = Sequence([fc])
         per.append(fr)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per)
