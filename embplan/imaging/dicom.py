@@ -23,6 +23,12 @@ Volume.meta keys written by the image readers: ``patient_name``, ``patient_id``,
 (:class:`~embplan.imaging.volume.Radiopharmaceutical`); PET adds ``pet_timing``
 (:class:`~embplan.imaging.volume.PetTiming`), ``dicom_units`` and ``decay_factors``; RT Dose adds
 ``dose_type`` and ``dose_summation_type``.
+
+Issue 17 (real-world DICOM) adds: ``series_selection`` (which series of a folder was read and what was set aside,
+:mod:`embplan.imaging.series`), ``geometry_note`` (a missing slice, non-uniform spacing or a gantry tilt resampled,
+:mod:`embplan.imaging.irregular`), ``enhanced`` / ``frame_count`` / ``frames_used`` (Enhanced CT,
+:mod:`embplan.imaging.enhanced`); NM ``energy_windows_kev``, ``detectors``, ``rotations``; PET ``corrected_image``;
+RT Dose ``single_plane``. Compressed pixel data without a decoder fail in :mod:`embplan.imaging.codecs`.
 """
 
 from __future__ import annotations
