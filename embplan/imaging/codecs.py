@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ImagingError
 
-__all__ = ["CODECS_EXTRA", "require_decoder", "decoder_status"]
+__all__ = ["CODECS_EXTRA", "require_decoder", "decoder_status", "require_little_endian"]
 
 #: The optional extra that installs the JPEG decoders (pyproject.toml ``[project.optional-dependencies]``).
 CODECS_EXTRA = "dicom-codecs"
@@ -52,3 +52,15 @@ def require_decoder(ds: Any, src: Any) -> None:
         f'install the optional extra: pip install "embplan[{CODECS_EXTRA}]" (pylibjpeg, pylibjpeg-libjpeg, '
         "pylibjpeg-openjpeg)"
     )
+
+
+def require_little_endian(ds: Any, src: Any, reader: str) -> None:
+    """Raise ImagingError when ``ds`` is in the retired Explicit VR Big Endian syntax and ``reader`` (highdicom)
+    cannot parse it; the message says how to convert the file."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is not None and not getattr(ts, "is_little_endian", True):
+        raise ImagingError(
+            f"{src}: transfer syntax {ts.name} ({ts}, retired in PS3.5) is not read by {reader}; convert the file to "
+            "little endian first (dcmtk: dcmconv +te IN OUT; gdcm: gdcmconv --explicit IN OUT)"
+        )

@@ -50,7 +50,7 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import EmbplanError, ImagingError
 from ..grid import Grid
-from .codecs import require_decoder
+from .codecs import require_decoder, require_little_endian
 from .irregular import MAX_GANTRY_TILT_DEG, MAX_SLICE_GAP_FACTOR, RegularStackPlan, regular_stack_plan
 from .series import choose_series
 from .volume import PetTiming, Radiopharmaceutical, Volume, grid_from_affine
@@ -1060,6 +1060,7 @@ def read_seg_volumes(path: str | os.PathLike) -> dict[str, Volume]:
     if rows < 1 or cols < 1 or frames < 1:
         raise ImagingError(f"{p}: implausible image size Rows={rows} Columns={cols} NumberOfFrames={frames}")
     _check_pixel_data_length(ds, p, rows, cols, frames, allowed_bits=(1, 8))
+    require_little_endian(ds, p, "highdicom")
     seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
     seg_type = _str(seg, "SegmentationType")
     out: dict[str, Volume] = {}

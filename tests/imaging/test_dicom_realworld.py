@@ -393,4 +393,5 @@ def test_real_file_inventory_loads_or_refuses_clearly():
     assert {"CT_small.dcm", "693_J2KR.dcm", "693_J2KI.dcm", "rtdose_1frame.dcm", "rtdose_rle.dcm",
             "liver_1frame.dcm"} <= loaded
     assert "only reconstructed tomography" in refused["JPEG-LL.dcm"]
+    assert "dcmconv +te" in refused["liver_expb_1frame.dcm"]  # big-endian SEG: how to convert it
     assert len(loaded) + len(refused) >= 20
