@@ -337,7 +337,12 @@ def test_pet_corrected_image_is_checked(tmp_path, rng, study):
     fac.write_pet_series(tmp_path / "nac", geom, conc, study, corrected_image=("DECY", "SCAT"))
     with pytest.raises(ImagingError, match=r"CorrectedImage \(0028,0051\) is DECY\\SCAT, without ATTN: not quantitative"):
         read_pet_series(tmp_path / "nac")
-    assert read_pet_series(tmp_path / "nac", require_quantitative_corrections=False).grid.shape == (4, 6, 6)
+    nac = read_pet_series(tmp_path / "nac", require_quantitative_corrections=False)
+    assert nac.grid.shape == (4, 6, 6)
+    from embplan.imaging.volume import calibrate_absolute_pet
+
+    with pytest.raises(ImagingError, match="without ATTN: not attenuation corrected"):
+        calibrate_absolute_pet(nac)
     fac.write_pet_series(tmp_path / "nodecy", geom, conc, study, corrected_image=("ATTN",))
     with pytest.raises(ImagingError, match="without DECY"):
         read_pet_series(tmp_path / "nodecy")
