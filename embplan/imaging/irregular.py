@@ -63,33 +63,64 @@ class RegularStackPlan:
     def resample(self, stack: np.ndarray, fill_value: float) -> tuple[np.ndarray, float]:
         """``stack`` (n source slices, rows, cols, in ``items`` order) on ``grid``; voxels outside the acquired
         field of view get ``fill_value``. Returns the array (float64) and the fraction of voxels filled."""
-        from scipy.ndimage import map_coordinates
-
         src = np.asarray(stack, dtype=np.float64)
         nz, ny, nx = self.grid.shape
         dz = self.grid.spacing_mm[0]
         dy, dx = self.pixel_spacing_mm
-        jj, ii = np.meshgrid(np.arange(ny, dtype=float), np.arange(nx, dtype=float), indexing="ij")
         out = np.empty((nz, ny, nx), dtype=np.float64)
         outside = 0
+        cache: dict[int, np.ndarray] = {}
 
         def sample(idx: int) -> np.ndarray:
-            sx, sy = self.shift_mm[idx]
-            coords = np.stack([jj - sy / dy, ii - sx / dx])
-            return map_coordinates(src[idx], coords, order=1, mode="constant", cval=np.nan, prefilter=False)
+            if idx not in cache:
+                if len(cache) > 2:
+                    cache.pop(min(cache))
+                sx, sy = self.shift_mm[idx]
+                cache[idx] = _shift_bilinear(src[idx], -sy / dy, -sx / dx)
+            return cache[idx]
 
         s = self.s_mm
         for k in range(nz):
             st = k * dz
             i = int(np.clip(np.searchsorted(s, st, side="right") - 1, 0, len(s) - 2))
             w = float(np.clip((st - s[i]) / (s[i + 1] - s[i]), 0.0, 1.0))
-            a = sample(i) if w < 1.0 else 0.0
-            b = sample(i + 1) if w > 0.0 else 0.0
-            v = (1.0 - w) * a + w * b
+            if w <= 0.0:
+                v = sample(i)
+            elif w >= 1.0:
+                v = sample(i + 1)
+            else:
+                v = (1.0 - w) * sample(i) + w * sample(i + 1)
             bad = ~np.isfinite(v)
             outside += int(np.count_nonzero(bad))
             out[k] = np.where(bad, fill_value, v)
         return out, outside / out.size
+
+
+def _shift_bilinear(img: np.ndarray, dj: float, di: float) -> np.ndarray:
+    """``out[j, i] = img(j + dj, i + di)`` by bilinear interpolation (a pure in-plane translation, exact for a
+    field linear in j and i); samples outside the image are NaN. Plain array slicing, no per-pixel coordinates."""
+    ny, nx = img.shape
+    if abs(dj) < 1e-9 and abs(di) < 1e-9:
+        return img
+    j0, i0 = int(np.floor(dj)), int(np.floor(di))
+    fj, fi = dj - j0, di - i0
+    def window(a: int, b: int) -> np.ndarray:
+        # img shifted by (a, b) whole pixels, NaN where it leaves the image
+        out = np.full((ny, nx), np.nan)
+        js, je = max(0, -a), min(ny, ny - a)
+        is_, ie = max(0, -b), min(nx, nx - b)
+        if js < je and is_ < ie:
+            out[js:je, is_:ie] = img[js + a:je + a, is_ + b:ie + b]
+        return out
+
+    res = (1 - fj) * (1 - fi) * window(j0, i0)
+    if fi > 1e-12:
+        res = res + (1 - fj) * fi * window(j0, i0 + 1)
+    if fj > 1e-12:
+        res = res + fj * (1 - fi) * window(j0 + 1, i0)
+        if fi > 1e-12:
+            res = res + fj * fi * window(j0 + 1, i0 + 1)
+    return res
 
 
 def regular_stack_plan(
