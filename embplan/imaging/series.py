@@ -9,7 +9,9 @@ orientation and why it was set aside) and says which case field selects one
 A series is set aside when (in this order):
 
 - its Image Type (0008,0008) says LOCALIZER (PS3.3 C.8.2.1.1.1: value 3 of a CT scout; any value is checked), or
-  for NM it is not a reconstruction (value 3 is not RECON TOMO: projections, statics, whole-body scans);
+  for NM it is not a reconstruction (value 3 is not RECON TOMO: projections, statics, whole-body scans), or for PET
+  its Corrected Image (0028,0051) lacks ATTN (the non-attenuation-corrected reconstruction vendors export beside the
+  corrected one);
 - it has fewer than :data:`MIN_SERIES_SLICES` slices (a scout has one to three);
 - its slices are not axial: the slice normal is more than :data:`MAX_AXIAL_TILT_DEG` from the patient's z axis
   (coronal or sagittal reformats; a gantry tilt up to that angle still counts as axial).
@@ -79,6 +81,14 @@ def _image_type(ds: Any) -> list[str]:
     return [str(x).strip().upper() for x in vals]
 
 
+def _corrections(ds: Any) -> tuple[str, ...] | None:
+    v = _get(ds, "CorrectedImage")
+    if v is None:
+        return None
+    vals = list(v) if not isinstance(v, str) else v.split("\\")
+    return tuple(str(x).strip().upper() for x in vals)
+
+
 def _orientation_label(ds: Any) -> tuple[str, float | None]:
     iop = _get(ds, "ImageOrientationPatient")
     holder = ds
@@ -134,6 +144,8 @@ def describe_candidates(groups: Mapping[str, Sequence[tuple[Path, Any]]], modali
             why = "a localizer (scout)"
         elif modality == "NM" and (len(it) < 3 or it[2] != "RECON TOMO"):
             why = "not a reconstructed tomography (ImageType value 3 is not RECON TOMO)"
+        elif modality == "PT" and _corrections(ds) is not None and "ATTN" not in (_corrections(ds) or ()):
+            why = "not attenuation corrected (CorrectedImage without ATTN: a NAC reconstruction)"
         elif n < MIN_SERIES_SLICES:
             why = f"fewer than {MIN_SERIES_SLICES} slices"
         elif tilt is not None and tilt > MAX_AXIAL_TILT_DEG:

@@ -366,6 +366,19 @@ def test_pet_corrected_image_is_checked(tmp_path, rng, study):
     assert read_pet_series(tmp_path / "none").meta["pet_timing"].decay_correction == "NONE"
 
 
+def test_pet_nac_series_beside_the_ac_series_is_set_aside(tmp_path, rng, study):
+    """Vendors export the non-attenuation-corrected reconstruction beside the corrected one: the AC series is read."""
+    geom = fac.geometry("HFS", (6, 6, 6), (4.0, 4.0, 4.0), (0, 0, 0))
+    ac = fac.write_pet_series(tmp_path / "pet", geom, rng.uniform(0, 5e4, geom.shape), study)
+    nac = fac.write_pet_series(tmp_path / "nac", geom, rng.uniform(0, 5e4, geom.shape), study,
+                               corrected_image=("DECY", "RAN"))
+    for p in nac.paths:
+        shutil.move(p, tmp_path / "pet" / ("nac_" + p.name))
+    vol = read_pet_series(tmp_path / "pet")
+    assert vol.series_instance_uid == ac.series_uid
+    assert "not attenuation corrected" in vol.meta["series_selection"] and nac.series_uid in vol.meta["series_selection"]
+
+
 def test_spect_folder_with_projections_picks_the_reconstruction(tmp_path, rng, study):
     from embplan.imaging.series import choose_nm_file
 
