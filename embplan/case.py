@@ -348,6 +348,28 @@ class ImageInputs(StrictModel):
 _VOLUME = Field(default=None, gt=0, le=10000)
 
 
+# --- issue 13 (dose meaning): the site's recovery coefficients of its activity images, per modality
+class RecoveryCoefficientInput(StrictModel):
+    """Recovery coefficients measured by the site for one modality (e.g. NEMA IEC spheres): imaged / true mean
+    activity concentration against object volume; the plan's lesion table divides the voxel mean by them."""
+
+    modality: Literal["NM", "PT", "phantom"]
+    volume_ml: list[float] = Field(min_length=1, max_length=50)
+    coefficient: list[float] = Field(min_length=1, max_length=50)
+    source: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> RecoveryCoefficientInput:
+        if len(self.volume_ml) != len(self.coefficient):
+            raise ValueError("volume_ml and coefficient must have the same length")
+        if any(not (0 < v <= 10000) for v in self.volume_ml) or any(b <= a for a, b in
+                                                                     zip(self.volume_ml, self.volume_ml[1:], strict=False)):
+            raise ValueError("volume_ml must be > 0, <= 10000 and strictly increasing")
+        if any(not (0 < c <= 1.5) for c in self.coefficient):
+            raise ValueError("coefficient must be within (0, 1.5]")
+        return self
+
+
 class DosimetryInputs(StrictModel):
     """TARE dosimetry inputs: compartment values (from MAA SPECT/CT and CT volumetry) and/or images."""
 
@@ -359,7 +381,9 @@ class DosimetryInputs(StrictModel):
     perfused_tumor_volume_ml: float | None = Field(default=None, ge=0, le=10000)
     tumor_to_normal_ratio: float | None = Field(default=None, gt=0, le=100)
     images: ImageInputs | None = None
-    dose_method: Literal["ldm", "vsv", "vsv_density"] = "vsv_density"
+    # issue 13: None lets the planner choose per modality (LDM on SPECT/PET, EANM dosimetry SOP); the plan says which
+    dose_method: Literal["ldm", "vsv", "vsv_density"] | None = None
+    recovery_coefficients: list[RecoveryCoefficientInput] | None = Field(default=None, max_length=3)
 
     @model_validator(mode="after")
     def _volumes_nested(self) -> DosimetryInputs:

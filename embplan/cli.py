@@ -202,6 +202,12 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
             "lung_dose_gy": d.lung_dose_gy,
             "lung_shunt_fraction": d.lung_shunt_fraction,
             "tumor_to_normal_ratio": d.tumor_to_normal_ratio,
+            # issue 13: what the doses assume and mean
+            "prescribed_activity_gbq": d.prescribed_activity_gbq,
+            "dose_activity": d.dose_activity,
+            "definitions": dict(d.definitions),
+            "lung_shunt": None if d.lung_shunt is None else d.lung_shunt.model_dump(mode="json"),
+            "lesions": [les.model_dump(mode="json") for les in d.lesions],
             "prescription": {
                 "method": rx.method,
                 "activity_gbq": rx.activity_gbq,
@@ -275,8 +281,12 @@ def _summary_text(plan: Plan, written: list[Path]) -> str:
             + (f"; binding: {rx.binding_constraint}" if rx.binding_constraint else "")
             + ("; CONFLICT: target not reachable within limits" if rx.conflict else "")
             + ")"
+            + (f"; delivered, prescribed {rx.activity_gbq:.2f} GBq" if d.dose_activity == "delivered" else "")
         )
         lines.append(f"mean absorbed dose (Gy)   {'compartment':>12} {'voxel':>8}")
+        if d.dose_activity == "delivered":  # issue 13: what the columns mean
+            lines.append(f"  (compartment: {d.compartment.source} model at the delivered activity, what the flags "
+                         f"check; voxel: the {d.method if d.voxel is not None else '-'} map, mass-weighted)")
         for name, comp, vox in _dose_rows(plan):
             if comp is None and vox is None:
                 continue
@@ -316,7 +326,8 @@ def _summary_rich(plan: Plan, written: list[Path]) -> None:
         act = f"{d.activity_gbq:.2f} GBq ({rx.method}"
         act += f"; binding: {rx.binding_constraint}" if rx.binding_constraint else ""
         act += "; CONFLICT" if rx.conflict else ""
-        t.add_row("activity", escape(act + ")"))
+        act += ")" + (f"; delivered, prescribed {rx.activity_gbq:.2f} GBq" if d.dose_activity == "delivered" else "")
+        t.add_row("activity", escape(act))
     console.print(t)
     if d is not None:
         dt = Table(title="Mean absorbed dose (Gy)")

@@ -31,6 +31,8 @@ __all__ = [
     "DosimetryResult",
     "Provenance",
     "VoxelData",
+    "LesionDose",
+    "LungShuntRecord",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -92,6 +94,13 @@ class DeliveryRecord(BaseModel):
     glass_vial_delivered_gbq: float | None = None
     glass_vial_deviation_fraction: float | None = None
     explanation: str = ""
+    # --- issue 13 (one meaning per dose number): what the doses assume and the tolerance that flags a deviation
+    prescribed_activity_gbq: float | None = None
+    tolerance_fraction: float | None = None
+    tolerance_source: str | None = None
+    within_tolerance: bool | None = None
+    deviation_fraction: float | None = None
+    vial_rule: str | None = None
 
 
 class CompartmentDoses(BaseModel):
@@ -104,6 +113,9 @@ class CompartmentDoses(BaseModel):
     perfused_gy: float
     perfused_normal_liver_gy: float | None = None
     lung_gy: float
+    # --- issue 13: the activity these doses assume and their definition in words
+    activity_gbq: float | None = None
+    definition: str = ""
 
 
 class DVHRecord(BaseModel):
@@ -119,6 +131,10 @@ class DVHRecord(BaseModel):
     max_gy: float
     d_gy: dict[str, float] = Field(default_factory=dict)  # "D70" -> Gy
     v_percent: dict[str, float] = Field(default_factory=dict)  # "V100Gy" -> percent
+    # --- issue 13: how the histogram weighs voxels ("mass": density x fraction of voxel inside x voxel volume;
+    # "volume": the older volume weighting) and which dose map it reads
+    weighting: Literal["mass", "volume"] = "volume"
+    definition: str = ""
 
 
 class StructureDose(BaseModel):
@@ -130,11 +146,47 @@ class StructureDose(BaseModel):
     bed_gy: float | None = None
 
 
+class LesionDose(BaseModel):
+    """One tumour's dose with what limits it (issue 13): its size on the dose grid, its mean dose on the voxel map
+    and by the compartment definition, and a partial-volume warning below the size threshold."""
+
+    model_config = _FROZEN
+    name: str
+    volume_ml: float = Field(ge=0, description="contoured volume (sum of voxel fractions x voxel volume), mL")
+    voxel_count: int = Field(ge=0, description="voxels with any part inside the lesion")
+    mass_kg: float = Field(ge=0, description="nominal density x volume, kg")
+    equivalent_diameter_mm: float = Field(ge=0)
+    perfused_fraction: float = Field(ge=0, le=1, description="fraction of the lesion's volume in the perfused territory")
+    mean_gy: float = Field(ge=0, description="mass-weighted mean of the voxel map (method in dose_method)")
+    local_deposition_gy: float = Field(ge=0, description="mean dose by local deposition: K A_lesion / M_lesion")
+    dose_method: str
+    partial_volume_warning: bool
+    recovery_coefficient: float | None = None
+    recovery_corrected_gy: float | None = None
+    note: str = ""
+
+
+class LungShuntRecord(BaseModel):
+    """Which lung shunt fraction the dose and the flags use, where it came from, and the other value (issue 13)."""
+
+    model_config = _FROZEN
+    used_fraction: float | None
+    source: Literal["case", "images", "none"]
+    case_fraction: float | None = None
+    images_fraction: float | None = None
+    discrepancy_threshold_fraction: float
+    differs: bool = False
+
+
 class DosimetryResult(BaseModel):
     """TARE dosimetry: the contract's fields (mean absorbed dose per compartment, Gy) and how they were reached.
 
-    ``tumor_dose_gy`` etc. come from the voxel map when images were given (``source == "voxel"``), else from the
-    compartment model; both sets sit side by side in ``compartment`` and ``voxel``.
+    ``tumor_dose_gy``, ``normal_liver_dose_gy``, ``lung_dose_gy`` and ``perfused_dose_gy`` are the compartment
+    model's mean doses (partition or MIRD, local deposition, masses = nominal density x contoured volume) at the
+    delivered activity ``activity_gbq``, with or without images: the definition of the prescription and of the
+    thresholds, which the dose rules check. With images, the voxel map's mass-weighted means sit beside them in
+    ``voxel`` (method in ``method``); ``definitions`` states each number's meaning. Plans written before issue 13
+    (``dose_activity == "prescribed"``, no ``definitions``) took the voxel values when images were given.
     """
 
     model_config = _FROZEN
@@ -156,6 +208,17 @@ class DosimetryResult(BaseModel):
     tumor_to_normal_ratio: float | None = None
     volumes_ml: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    # --- issue 13 (one meaning per dose number). The contract fields above (tumor_dose_gy, normal_liver_dose_gy,
+    # lung_dose_gy, perfused_dose_gy) carry ``definitions[name]``: the compartment model at the *delivered*
+    # activity (``activity_gbq``); the voxel map's values sit beside them in ``voxel``.
+    prescribed_activity_gbq: float | None = None
+    dose_activity: Literal["delivered", "prescribed"] = "prescribed"
+    definitions: dict[str, str] = Field(default_factory=dict)
+    compartment_at_prescribed: CompartmentDoses | None = None
+    lesions: list[LesionDose] = Field(default_factory=list)
+    lung_shunt: LungShuntRecord | None = None
+    dose_method_reason: str | None = None
+    conventions: dict[str, Any] = Field(default_factory=dict)
 
 
 class Provenance(BaseModel):

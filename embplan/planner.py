@@ -34,6 +34,7 @@ import numpy as np
 
 from . import __version__
 from .case import Case
+from .dosimetry import conventions as conv
 from .dosimetry import metrics as _metrics
 from .dosimetry import prescription as rx
 from .dosimetry.dose import dose_map
@@ -47,6 +48,8 @@ from .plan_model import (
     DeliveryRecord,
     DosimetryResult,
     DVHRecord,
+    LesionDose,
+    LungShuntRecord,
     Plan,
     PrescriptionRecord,
     ProcedureSummary,
@@ -68,6 +71,7 @@ from .risk import (
     rule_names,
 )
 from .risk.flags import sort_flags
+from .risk.limits import lung_shunt_reduction
 from .thresholds import EANM_2022, VAN_ROEKEL, Thresholds
 
 __all__ = ["plan", "Plan", "PlannerOptions", "CompartmentInputs"]
@@ -82,7 +86,9 @@ class PlannerOptions:
     - ``k_gy_kg_per_gbq``: the local-deposition constant (clinical convention 49.67 Gy kg/GBq; see
       :mod:`embplan.nuclides` for the alternatives).
     - ``densities``: tissue densities for masses from volumes (:class:`embplan.dosimetry.prescription.TissueDensities`,
-      liver and tumour 1.06 g/cm3, ICRU 46).
+      liver and tumour 1.03 g/mL, the glass package insert's convention; ICRU 46 gives 1.06): compartment masses are
+      these densities x the contoured volume, with or without images, and the dose engine uses them inside the
+      liver (:mod:`embplan.dosimetry.conventions`).
     - ``dvh_bin_width_gy``: DVH bin width.
     - ``default_lung_mass_kg``: the lung-mass convention when neither the case nor a CT gives one (1 kg, EANM /
       glass package insert convention).
@@ -95,8 +101,20 @@ class PlannerOptions:
     #: glass vials: the standard sizes at calibration (TheraSphere package insert) and the tolerance on the
     #: delivered activity when choosing one; the days after calibration that are searched.
     glass_vial_sizes_gbq: tuple[float, ...] = rx.GLASS_VIAL_SIZES_GBQ
-    glass_vial_tolerance_fraction: float = rx.VIAL_TOLERANCE_FRACTION
+    #: None: the thresholds' delivered_activity_tolerance_fraction (issue 13; overridable per case)
+    glass_vial_tolerance_fraction: float | None = None
     glass_vial_search_days: tuple[int, ...] = tuple(range(0, 12))
+    # --- issue 13: what the dose numbers mean (each a parameter with its source in embplan.dosimetry.conventions)
+    #: candidate treatment times every this many hours within the search days (vendor decay tables are hourly)
+    glass_vial_search_step_h: float = rx.GLASS_VIAL_SEARCH_STEP_H
+    #: voxels of the dose engine never lighter than this (air in the lung mask), g/cm3
+    density_floor_g_cm3: float = conv.DENSITY_FLOOR_G_CM3
+    #: liver median CT number above which the plan notes a contrast-enhanced CT, HU
+    contrast_liver_hu: float = conv.CONTRAST_LIVER_HU
+    #: recovery coefficients of the activity image, per modality ("NM", "PT", "phantom"); none by default
+    recovery_coefficients: tuple[conv.RecoveryCoefficients, ...] = ()
+    #: lung within this distance of the liver is left out of the lung DVH on emission images, mm (0: keep it)
+    lung_dome_margin_mm: float = conv.LUNG_DOME_MARGIN_MM
 
 
 @dataclass(frozen=True)
@@ -165,6 +183,9 @@ def plan(case: Case | Mapping[str, Any], *, options: PlannerOptions | None = Non
     kernel_params: dict[str, Any] | None = None
     if case.procedure.kind == "TARE":
         dosimetry, voxel, dose_flags, kernel_params = _tare(case, th, opts)
+        if dosimetry.lung_shunt is not None and dosimetry.lung_shunt.source == "images":
+            # one lung shunt for dose and flags (issue 13): the case's value was judged by assess(); the images' wins
+            flags = [f for f in flags if f.code != "LUNG_SHUNT_HIGH"]
         flags.extend(dose_flags)
     return Plan(
         case=case,
@@ -236,8 +257,14 @@ def _tare(
         raise CaseError("dosimetry: required for TARE")
     img = build_image_set(case)
     notes: list[str] = []
+    dose_rho: np.ndarray | None = None
     if img is not None:
-        comp = _compartments_from_images(img)
+        dose_rho, rho_notes = _dose_density(img, opts)
+        # masses: nominal density x volume in the liver; the CT's own density elsewhere (the lung), *not* floored:
+        # the floor is a device of the dose engine, and a lighter lung gives the higher (safer) compartment dose
+        mass_rho = np.where(np.asarray(img.masks["liver"], dtype=bool), dose_rho,
+                            np.asarray(img.density_g_cm3, dtype=np.float32))
+        comp = _compartments_from_images(img, opts, mass_rho)
         if d.lung_mass_kg is not None:
             notes.append(
                 f"Lung mass {comp.lung_mass_kg:.3f} kg measured on the images replaces the case's lung_mass_kg "
@@ -245,54 +272,84 @@ def _tare(
             )
         notes.append(f"Compartments measured on {img.description}.")
         notes.extend(img.notes)
+        notes.extend(rho_notes)
     else:
         comp = _compartments_from_case(case, opts)
+    lung_shunt, lsf_flags = _lung_shunt_record(case, comp, img is not None, th, opts)
+    if lung_shunt.differs:
+        notes.append(
+            f"Lung shunt: the images give {lung_shunt.images_fraction:.1%}, the case {lung_shunt.case_fraction:.1%} "
+            f"(differ by more than {lung_shunt.discrepancy_threshold_fraction:.0%}); dose and flags use the images'."
+        )
 
     limits = dose_limits(case, th, hepatic_reserve_fraction=comp.hepatic_reserve_fraction)
-    record, activity_gbq = _prescribe(case, comp, limits, opts)
-    compartment = _compartment_doses(comp, activity_gbq, opts)
+    record, prescribed_gbq = _prescribe(case, comp, limits, opts)
     if record.conflict:
         notes.append(
             "The prescription target cannot be met within the limits: the activity is the largest safe one "
             f"({record.binding_constraint} binds)."
         )
+    # a vial is chosen never below a target and never above a limit: "over" when the target sets the activity,
+    # "under" when a limit does, or when "over" would cross the largest safe activity
+    prefer = "under" if record.conflict or record.binding_constraint not in ("target", "fixed") else "over"
+    delivery = _delivery(case, prescribed_gbq, opts, th, prefer=prefer)
+    max_safe = record.max_safe_activity_gbq
+    if prefer == "over" and max_safe is not None and delivery.delivered_activity_gbq > max_safe * (1 + 1e-12):
+        delivery = _delivery(case, prescribed_gbq, opts, th, prefer="under")
+    activity_gbq = delivery.delivered_activity_gbq
+    compartment = _compartment_doses(comp, activity_gbq, opts)
+    at_prescribed = None
+    if not math.isclose(activity_gbq, prescribed_gbq, rel_tol=1e-12, abs_tol=0.0):
+        at_prescribed = _compartment_doses(comp, prescribed_gbq, opts)
 
     voxel_data: VoxelData | None = None
     voxel_doses: CompartmentDoses | None = None
     structures: list[StructureDose] = []
     dvhs: dict[str, DVHRecord] = {}
+    lesions: list[LesionDose] = []
     kernel_params: dict[str, Any] | None = None
+    method: str | None = None
+    method_reason: str | None = None
     if img is not None:
-        voxel_data, voxel_doses, structures, dvhs, kernel_params, vnotes = _voxel_workflow(case, img, activity_gbq, opts)
+        assert dose_rho is not None
+        method, method_reason = _dose_method(case, img)
+        (voxel_data, voxel_doses, structures, dvhs, lesions, kernel_params,
+         vnotes) = _voxel_workflow(case, img, activity_gbq, opts, method, dose_rho, th)
         notes.extend(vnotes)
 
-    chosen = voxel_doses if voxel_doses is not None else compartment
     lsf = comp.lung_shunt_fraction if comp.lung_shunt_fraction is not None else 0.0
+    definition = _definition(compartment, delivery)
     facts = DoseFacts(
         device=case.procedure.device,
-        tumor_dose_gy=chosen.tumor_gy,
-        normal_liver_dose_gy=chosen.normal_liver_gy,
-        perfused_normal_liver_dose_gy=chosen.perfused_normal_liver_gy,
-        lung_dose_gy=chosen.lung_gy,
+        tumor_dose_gy=compartment.tumor_gy,
+        normal_liver_dose_gy=compartment.normal_liver_gy,
+        perfused_normal_liver_dose_gy=compartment.perfused_normal_liver_gy,
+        lung_dose_gy=compartment.lung_gy,
         hepatic_reserve_fraction=comp.hepatic_reserve_fraction,
         lung_shunt_fraction=comp.lung_shunt_fraction,
-        source="voxel" if voxel_doses is not None else "compartment",
+        source="compartment",
+        definition=definition,
+        voxel_tumor_dose_gy=voxel_doses.tumor_gy if voxel_doses is not None else None,
+        voxel_dose_method=method,
     )
     dose_flags = assess_dose(case, facts, th)
+    if lung_shunt.source == "images":
+        dose_flags = [f for f in dose_flags if f.code != "LUNG_SHUNT_HIGH"] + lsf_flags
     dose_flags.extend(_no_safe_activity_flag(record, limits, dose_flags))
+    dose_flags.extend(_delivery_flags(delivery))
     if comp.source == "case" and comp.lung_shunt_fraction is None:
         notes.append("No lung shunt fraction given: the lung dose assumes none.")
 
     result = DosimetryResult(
         activity_gbq=activity_gbq,
-        tumor_dose_gy=chosen.tumor_gy,
-        normal_liver_dose_gy=_perfused_normal(chosen),
-        lung_dose_gy=chosen.lung_gy,
-        perfused_dose_gy=chosen.perfused_gy,
-        source="voxel" if voxel_doses is not None else "compartment",
-        method=case.dosimetry.dose_method if voxel_doses is not None else record.method,
+        tumor_dose_gy=compartment.tumor_gy,
+        normal_liver_dose_gy=_perfused_normal(compartment),
+        lung_dose_gy=compartment.lung_gy,
+        perfused_dose_gy=compartment.perfused_gy,
+        source="compartment",
+        method=method if method is not None else record.method,
         prescription=record,
-        delivery=_delivery(case, activity_gbq, opts),
+        delivery=delivery,
         limits=limits,
         compartment=compartment,
         voxel=voxel_doses,
@@ -308,6 +365,14 @@ def _tare(
             "perfused_normal_liver": comp.perfused_normal_ml,
         },
         notes=notes,
+        prescribed_activity_gbq=prescribed_gbq,
+        dose_activity="delivered",
+        definitions=_definitions(compartment, voxel_doses, delivery, method),
+        compartment_at_prescribed=at_prescribed,
+        lesions=lesions,
+        lung_shunt=lung_shunt,
+        dose_method_reason=method_reason,
+        conventions=_conventions(opts, th, img is not None),
     )
     return result, voxel_data, dose_flags, kernel_params
 
@@ -382,11 +447,41 @@ def _need(value: float | None, path: str) -> float:
     return float(value)
 
 
-def _compartments_from_images(img: ImageSet) -> CompartmentInputs:
-    """Volumes and masses from the masks and the density map; T/N and lung shunt from the activity counts."""
+def _dose_density(img: ImageSet, opts: PlannerOptions) -> tuple[np.ndarray, list[str]]:
+    """The density map of the dose engine and of every mass (issue 13, :mod:`embplan.dosimetry.conventions`): the
+    liver and its tumours at the nominal densities (a mass is nominal density x contoured volume), the CT density
+    elsewhere (lung, bone, air: transport needs it), floored at ``opts.density_floor_g_cm3``; a note when the liver's
+    CT numbers look contrast-enhanced."""
+    dens = opts.densities
+    liver, tumors = img.masks["liver"], img.masks["tumors"]
+    rho = conv.dose_density_g_cm3(img.density_g_cm3, liver, nominal_g_cm3=dens.normal_liver_g_cm3,
+                                  floor_g_cm3=opts.density_floor_g_cm3)
+    rho[tumors & liver] = np.float32(dens.tumor_g_cm3)
+    notes: list[str] = []
+    if img.ct_hu is not None and np.any(liver & ~tumors):
+        med = float(np.median(np.asarray(img.ct_hu)[liver & ~tumors]))
+        ct_rho = np.asarray(img.density_g_cm3, dtype=np.float64)[liver]
+        if med > opts.contrast_liver_hu:
+            notes.append(
+                f"The liver's median CT number is {med:.0f} HU (> {opts.contrast_liver_hu:g} HU): the CT looks "
+                f"contrast-enhanced. Its calibration would give the liver {ct_rho.mean():.3f} g/cm3; masses and the "
+                f"dose use the nominal {dens.normal_liver_g_cm3:g} g/mL instead ({conv.NOMINAL_TISSUE_DENSITY_SOURCE})."
+            )
+    n_floor = int(np.count_nonzero(np.asarray(img.density_g_cm3)[img.masks["lungs"]] < opts.density_floor_g_cm3))
+    if n_floor:
+        notes.append(
+            f"{n_floor} lung voxels lighter than {opts.density_floor_g_cm3:g} g/cm3 (air) enter the dose at that density "
+            f"({conv.DENSITY_FLOOR_SOURCE})."
+        )
+    return rho, notes
+
+
+def _compartments_from_images(img: ImageSet, opts: PlannerOptions, rho32: np.ndarray) -> CompartmentInputs:
+    """Volumes from the masks, masses from ``rho32`` (nominal densities in the liver, the CT's in the lung); T/N and
+    lung shunt from the activity counts."""
     m, perfused, maa = img.masks, img.perfused, img.activity
     v_ml = img.grid.voxel_volume_ml
-    rho = img.density_g_cm3.astype(np.float64)
+    rho = rho32.astype(np.float64)
     liver, tumors, lungs = m["liver"], m["tumors"], m["lungs"]
     perf = perfused & liver
     ptum = perf & tumors
@@ -416,6 +511,117 @@ def _compartments_from_images(img: ImageSet) -> CompartmentInputs:
         normal_liver_mass_kg=mass(liver & ~tumors),
         source="images",
     )
+
+
+def _lung_shunt_record(
+    case: Case, comp: CompartmentInputs, images: bool, th: Thresholds, opts: PlannerOptions
+) -> tuple[LungShuntRecord, list[Flag]]:
+    """One lung shunt for the dose and the flags (issue 13): with images, the images' (the lung counts are the
+    activity the dose map puts in the lung); without, the case's. The other value is kept beside it and a
+    difference beyond ``thresholds.lung_shunt_discrepancy_fraction`` is flagged (LUNG_SHUNT_DISCREPANCY, caution)."""
+    given = case.dosimetry.lung_shunt_fraction if case.dosimetry is not None else None
+    thr = th.lung_shunt_discrepancy_fraction
+    if not images:
+        return LungShuntRecord(used_fraction=given, source="case" if given is not None else "none", case_fraction=given,
+                               discrepancy_threshold_fraction=thr), []
+    measured = comp.lung_shunt_fraction
+    differs = given is not None and measured is not None and abs(given - measured) > thr
+    record = LungShuntRecord(used_fraction=measured, source="images", case_fraction=given, images_fraction=measured,
+                             discrepancy_threshold_fraction=thr, differs=differs)
+    flags: list[Flag] = []
+    if measured is not None:
+        _, f = lung_shunt_reduction(measured, case.procedure.device, th)
+        if f is not None:
+            flags.append(f.model_copy(update={
+                "message": f.message + " (lung shunt measured on the images, the value the dose uses)",
+                "context": {**f.context, "lung_shunt_source": "images", "case_lung_shunt_fraction": given},
+            }))
+    if differs:
+        flags.append(Flag(
+            code="LUNG_SHUNT_DISCREPANCY", severity=Severity.CAUTION,
+            message=f"The case gives a lung shunt of {given:.1%}; the images measure {measured:.1%}. The dose and the "
+            "flags use the images' value (the activity map the dose is computed from); check the planar and the "
+            "SPECT/CT estimates (planar imaging overestimates the shunt).",
+            evidence="Allred JD et al., EJNMMI Res 8:50 (2018) (SPECT/CT vs planar LSF); EANM dosimetry SOP, Chiesa "
+            "et al., EJNMMI Phys 8:77 (2021)",
+            context={"lung_shunt_fraction_used": measured, "lung_shunt_source": "images",
+                     "case_lung_shunt_fraction": given, "discrepancy_threshold_fraction": thr},
+        ))
+    return record, flags
+
+
+def _dose_method(case: Case, img: ImageSet) -> tuple[str, str]:
+    """The voxel dose method and why: the case's ``dose_method`` when given, else the modality's default
+    (:func:`embplan.dosimetry.conventions.default_dose_method`)."""
+    given = case.dosimetry.dose_method if case.dosimetry is not None else None
+    if given is not None:
+        return given, f"{given}: named by the case (dosimetry.dose_method)"
+    src = img.attributes.get("source")
+    modality = "phantom" if src == "phantom" else str(img.attributes.get("activity", {}).get("modality", "NM"))
+    if modality not in ("NM", "PT"):
+        modality = "NM"
+    dz, dy, dx = (float(v) for v in img.grid.spacing_mm)
+    method, reason = conv.default_dose_method(modality, (dz, dy, dx))
+    return method, f"{method} (default for the modality): {reason}"
+
+
+def _definition(c: CompartmentDoses, delivery: DeliveryRecord) -> str:
+    model = {"partition": "partition model (Ho 1996)", "mird": "MIRD single compartment", "voxel": "voxel map"}[c.source]
+    return (f"compartment mean absorbed dose, {model}, local deposition, mass = nominal density x contoured volume, "
+            f"at the delivered activity {delivery.delivered_activity_gbq:.3f} GBq")
+
+
+def _definitions(c: CompartmentDoses, v: CompartmentDoses | None, delivery: DeliveryRecord,
+                 method: str | None) -> dict[str, str]:
+    """What each reported dose means, by field name (the report prints these beside the numbers)."""
+    base = _definition(c, delivery)
+    out = {
+        "activity_gbq": "activity delivered into the patient at administration (vial at administration less the "
+        f"residual): {delivery.delivered_activity_gbq:.3f} GBq; prescribed "
+        f"{delivery.prescribed_activity_gbq if delivery.prescribed_activity_gbq is not None else 0.0:.3f} GBq",
+        "tumor_dose_gy": f"perfused tumour: {base}" + (" (T/N from the MAA counts)" if c.source == "partition" else ""),
+        "normal_liver_dose_gy": f"non-tumour liver of the perfused territory (D_N): {base}",
+        "perfused_dose_gy": f"whole perfused territory, tumour included: {base}",
+        "lung_dose_gy": "lungs: K A LSF / M_lung at the delivered activity (M_lung from the CT's densities, not "
+        "floored, when images are given; else the case's or 1 kg)",
+        "compartment.normal_liver_gy": "whole non-tumour liver (perfused and not): D_N x M_N,perfused / M_N,whole",
+    }
+    if v is not None and method is not None:
+        out["voxel"] = (f"mass-weighted mean (deposited energy / mass) of the {method} dose map over each structure, "
+                        "at the delivered activity")
+        out["dvh"] = (f"cumulative mass-weighted DVH of the {method} dose map (voxel weight = density x fraction of the "
+                      "voxel inside x voxel volume); its mean equals the structure's voxel mean")
+        out["lesions"] = f"per tumour: voxel mean ({method}) and local-deposition mean, with size and partial-volume warning"
+    return out
+
+
+def _vial_tolerance(opts: PlannerOptions, th: Thresholds) -> float:
+    t = opts.glass_vial_tolerance_fraction
+    return float(th.delivered_activity_tolerance_fraction if t is None else t)
+
+
+def _conventions(opts: PlannerOptions, th: Thresholds, images: bool) -> dict[str, Any]:
+    dens = opts.densities
+    out: dict[str, Any] = {
+        "normal_liver_density_g_cm3": dens.normal_liver_g_cm3,
+        "tumor_density_g_cm3": dens.tumor_g_cm3,
+        "density_source": dens.SOURCES["normal_liver_g_cm3"],
+        "k_gy_kg_per_gbq": opts.k_gy_kg_per_gbq,
+        "vial_tolerance_fraction": _vial_tolerance(opts, th),
+        "vial_tolerance_source": rx.VIAL_TOLERANCE_SOURCE,
+        "lung_shunt_discrepancy_fraction": th.lung_shunt_discrepancy_fraction,
+    }
+    if images:
+        out.update({
+            "density_floor_g_cm3": opts.density_floor_g_cm3,
+            "density_floor_source": conv.DENSITY_FLOOR_SOURCE,
+            "contrast_liver_hu": opts.contrast_liver_hu,
+            "partial_volume_warning_ml": th.partial_volume_warning_ml,
+            "partial_volume_source": conv.PARTIAL_VOLUME_SOURCE,
+            "lung_dome_margin_mm": opts.lung_dome_margin_mm,
+            "lung_dome_margin_source": conv.LUNG_DOME_MARGIN_SOURCE,
+        })
+    return out
 
 
 # -------------------------------------------------------------------------------------------- prescription
@@ -554,43 +760,55 @@ def _prescribe(
     )
 
 
-def _delivery(case: Case, activity_gbq: float, opts: PlannerOptions) -> DeliveryRecord:
-    """What to draw or order for ``activity_gbq`` delivered at administration: the vial activity at administration
-    given the residual in vial and lines, the activity at calibration (when both times are given), and for glass
-    the smallest standard vial and the treatment time (a whole number of days after calibration, or the given
-    administration time) that deliver the prescription within the tolerance."""
+def _delivery(case: Case, prescribed_gbq: float, opts: PlannerOptions, th: Thresholds, *,
+              prefer: str = "over") -> DeliveryRecord:
+    """What reaches the patient for a prescription of ``prescribed_gbq`` at administration (issue 13: the doses are
+    computed for it). Resin: the prescription is drawn from the vial (``prescribed / (1 - residual)`` in the
+    syringe) and delivered as prescribed. Glass: a whole standard vial is delivered; the vial and treatment time
+    come from :func:`embplan.dosimetry.prescription.glass_vial_for_delivery` (at the given administration time, or
+    hour by hour over the search days), and the delivered activity is that vial's at the treatment time less the
+    residual. A deviation beyond the tolerance is flagged (DELIVERED_ACTIVITY_DEVIATION)."""
     proc = case.procedure
     r = proc.residual_fraction or 0.0
-    in_vial = rx.required_vial_activity_gbq(activity_gbq, r)
+    in_vial = rx.required_vial_activity_gbq(prescribed_gbq, r)
     cal, adm = proc.calibration_datetime, proc.administration_datetime
     hours = (adm - cal).total_seconds() / 3600.0 if cal is not None and adm is not None else None
     at_cal = in_vial / rx.decay_factor(hours) if hours is not None else None
-    text = [f"Deliver {activity_gbq:.3f} GBq; with {r:.0%} left in the vial and lines, {in_vial:.3f} GBq in the vial "
-            "at administration."]
+    tol = _vial_tolerance(opts, th)
+    text = [f"Prescribed {prescribed_gbq:.3f} GBq; with {r:.0%} left in the vial and lines, {in_vial:.3f} GBq in the "
+            "vial at administration."]
     if at_cal is not None:
         text.append(f"{hours:.1f} h after calibration: {at_cal:.3f} GBq at calibration.")
+    delivered = prescribed_gbq
     vial = None
-    if proc.device == "glass" and activity_gbq > 0:
-        candidates = [hours] if hours is not None else [24.0 * d for d in opts.glass_vial_search_days]
-        vial = rx.glass_vial_choice(
-            activity_gbq, hours_after_calibration=candidates, vial_sizes_gbq=opts.glass_vial_sizes_gbq,
-            tolerance_fraction=opts.glass_vial_tolerance_fraction, residual_fraction=r,
-        )
-        if vial is None:
-            text.append(
-                f"No standard glass vial ({', '.join(f'{v:g}' for v in opts.glass_vial_sizes_gbq)} GBq at calibration) "
-                f"delivers {activity_gbq:.3f} GBq within {opts.glass_vial_tolerance_fraction:.0%}"
-                + (" at the given administration time." if hours is not None else " on any day searched.")
-            )
+    within: bool | None = None
+    rule: str | None = None
+    if proc.device == "glass" and prescribed_gbq > 0:
+        if hours is not None:
+            candidates = [hours]
         else:
-            text.append(
-                f"Glass vial {vial.vial_gbq:g} GBq, treating {vial.hours_after_calibration:.0f} h after calibration, "
-                f"delivers {vial.delivered_gbq:.3f} GBq ({vial.deviation_fraction:+.1%})."
-            )
+            last_h = 24.0 * max(opts.glass_vial_search_days) + 24.0
+            first_h = 24.0 * min(opts.glass_vial_search_days)
+            candidates = [float(h) for h in np.arange(first_h, last_h, opts.glass_vial_search_step_h)]
+        choice = rx.glass_vial_for_delivery(
+            prescribed_gbq, hours_after_calibration=candidates, vial_sizes_gbq=opts.glass_vial_sizes_gbq,
+            tolerance_fraction=tol, residual_fraction=r, prefer=prefer,
+        )
+        vial, within, rule = choice.option, choice.within_tolerance, choice.rule
+        delivered = vial.delivered_gbq
+        text.append(
+            f"Glass vial {vial.vial_gbq:g} GBq, treating {vial.hours_after_calibration:.0f} h after calibration, "
+            f"delivers {vial.delivered_gbq:.3f} GBq ({vial.deviation_fraction:+.1%}; {rule}). The doses are "
+            "computed for the delivered activity."
+        )
+        if not within:
+            text.append(f"No standard vial delivers the prescription within {tol:.0%}"
+                        + (" at the given administration time." if hours is not None else " on any hour searched."))
+    dev = (delivered - prescribed_gbq) / prescribed_gbq if prescribed_gbq > 0 else 0.0
     return DeliveryRecord(
-        delivered_activity_gbq=activity_gbq,
+        delivered_activity_gbq=delivered,
         residual_fraction=r,
-        vial_activity_at_administration_gbq=in_vial,
+        vial_activity_at_administration_gbq=in_vial if vial is None else vial.vial_activity_at_treatment_gbq,
         calibration_datetime=cal.isoformat() if cal is not None else None,
         administration_datetime=adm.isoformat() if adm is not None else None,
         hours_after_calibration=hours,
@@ -600,7 +818,33 @@ def _delivery(case: Case, activity_gbq: float, opts: PlannerOptions) -> Delivery
         glass_vial_delivered_gbq=vial.delivered_gbq if vial else None,
         glass_vial_deviation_fraction=vial.deviation_fraction if vial else None,
         explanation=" ".join(text),
+        prescribed_activity_gbq=prescribed_gbq,
+        tolerance_fraction=tol,
+        tolerance_source=rx.VIAL_TOLERANCE_SOURCE,
+        within_tolerance=within if within is not None else True,
+        deviation_fraction=dev,
+        vial_rule=rule,
     )
+
+
+def _delivery_flags(delivery: DeliveryRecord) -> list[Flag]:
+    """DELIVERED_ACTIVITY_DEVIATION (warning) when the delivered activity departs from the prescription by more
+    than the tolerance: the doses shown are the delivered ones, not the prescription's."""
+    if delivery.within_tolerance is not False:
+        return []
+    dev = delivery.deviation_fraction or 0.0
+    word = "short of" if dev < 0 else "above"
+    return [Flag(
+        code="DELIVERED_ACTIVITY_DEVIATION", severity=Severity.WARNING,
+        message=f"The delivered activity {delivery.delivered_activity_gbq:.3f} GBq is {abs(dev):.1%} {word} the "
+        f"prescription {delivery.prescribed_activity_gbq:.3f} GBq (tolerance {delivery.tolerance_fraction:.0%}): "
+        "the doses shown are for the delivered activity. Choose another vial or treatment time, or re-prescribe.",
+        evidence=f"{rx.VIAL_TOLERANCE_SOURCE}; TheraSphere US package insert v12 (vial sizes; Y-90 half-life 64.1 h)",
+        context={"prescribed_activity_gbq": delivery.prescribed_activity_gbq,
+                 "delivered_activity_gbq": delivery.delivered_activity_gbq, "deviation_fraction": dev,
+                 "tolerance_fraction": delivery.tolerance_fraction, "glass_vial_gbq": delivery.glass_vial_gbq,
+                 "hours_after_calibration": delivery.glass_vial_hours_after_calibration},
+    )]
 
 
 def _compartment_doses(comp: CompartmentInputs, activity_gbq: float, opts: PlannerOptions) -> CompartmentDoses:
@@ -619,6 +863,7 @@ def _compartment_doses(comp: CompartmentInputs, activity_gbq: float, opts: Plann
     else:
         tumor, pnl, source = None, perfused, "mird"
     whole_nl = pnl * comp.perfused_normal_mass_kg / comp.normal_liver_mass_kg if comp.normal_liver_mass_kg > 0 else 0.0
+    model = "partition model (Ho 1996)" if source == "partition" else "MIRD single compartment"
     return CompartmentDoses(
         source=source,
         tumor_gy=tumor,
@@ -626,6 +871,9 @@ def _compartment_doses(comp: CompartmentInputs, activity_gbq: float, opts: Plann
         perfused_gy=perfused,
         perfused_normal_liver_gy=pnl,
         lung_gy=lung,
+        activity_gbq=activity_gbq,
+        definition=f"{model}, local deposition, masses = nominal density x contoured volume"
+        + (" (volumes and counts measured on the images)" if comp.source == "images" else ""),
     )
 
 
@@ -650,11 +898,14 @@ def _structures(img: ImageSet) -> dict[str, np.ndarray]:
 
 
 def _voxel_workflow(
-    case: Case, img: ImageSet, activity_gbq: float, opts: PlannerOptions
-) -> tuple[VoxelData, CompartmentDoses, list[StructureDose], dict[str, DVHRecord], dict[str, Any], list[str]]:
+    case: Case, img: ImageSet, activity_gbq: float, opts: PlannerOptions, method: str, rho32: np.ndarray,
+    th: Thresholds,
+) -> tuple[VoxelData, CompartmentDoses, list[StructureDose], dict[str, DVHRecord], list[LesionDose], dict[str, Any],
+           list[str]]:
+    """The voxel dose at ``activity_gbq`` (the delivered activity) with ``method`` on the density map ``rho32``
+    (nominal densities in the liver, CT elsewhere, floored), and the mass-weighted means, DVHs and lesion table."""
     grid: Grid = img.grid
     maa = img.activity
-    method = case.dosimetry.dose_method  # type: ignore[union-attr]
     notes: list[str] = []
     if activity_gbq > 0:
         # patient-relative calibration (EANM dosimetry SOP, Chiesa 2021): liver + lungs hold the activity; counts
@@ -677,55 +928,71 @@ def _voxel_workflow(
     else:
         activity_mbq = np.zeros(grid.shape)
     tia = activity_mbq * y90_mean_life_s()
-    density = img.density_g_cm3
-    maps = {method: dose_map(tia, grid, method, density, k_gy_kg_per_gbq=opts.k_gy_kg_per_gbq)}
+    k = opts.k_gy_kg_per_gbq
+    # the kernel is built for the liver's nominal density, so that the plain kernel conserves energy in the liver
+    # (it spread energy at 1.04 g/cm3 and reported it over 1.06: +1.9 % against LDM before issue 13)
+    kd = float(opts.densities.normal_liver_g_cm3)
+    maps = {method: dose_map(tia, grid, method, rho32, k_gy_kg_per_gbq=k, kernel_density_g_cm3=kd)}  # type: ignore[arg-type]
     if method != "ldm":
-        maps["ldm"] = dose_map(tia, grid, "ldm", density, k_gy_kg_per_gbq=opts.k_gy_kg_per_gbq)
+        maps["ldm"] = dose_map(tia, grid, "ldm", rho32, k_gy_kg_per_gbq=k, kernel_density_g_cm3=kd)
     dose = maps[method].dose_gy
+    ldm = maps["ldm"].dose_gy
     lung_map = dose
     if method == "vsv":
-        lung_map = maps["ldm"].dose_gy
+        lung_map = ldm
         notes.append(
             "The plain soft-tissue kernel (vsv) does not give lung doses (about -60 % against Monte Carlo): the "
             "lung dose and lung DVH come from local deposition."
         )
-    rho = density.astype(np.float64)
+    rho = rho32.astype(np.float64)
     structs = _structures(img)
+    fractions: Mapping[str, np.ndarray] = getattr(img, "fractions", None) or {}
 
-    def mean(mask: np.ndarray, src: np.ndarray) -> float:
-        w = rho[mask]
-        return float((src[mask].astype(np.float64) * w).sum() / w.sum())
+    def weight(name: str, mask: np.ndarray) -> np.ndarray:
+        frac = fractions.get(name)
+        return np.asarray(frac, dtype=np.float64) if frac is not None else mask.astype(np.float64)
 
-    means = {name: mean(mask, lung_map if name == "lungs" else dose) for name, mask in structs.items()}
+    def mean(w: np.ndarray, src: np.ndarray) -> float:
+        inside = w > 0
+        m = w[inside] * rho[inside]
+        return float((src[inside].astype(np.float64) * m).sum() / m.sum())
+
     v_ml = grid.voxel_volume_ml
-    structures = []
+    structures: list[StructureDose] = []
     dvhs: dict[str, DVHRecord] = {}
+    means: dict[str, float] = {}
+    dvh_def = f"mass-weighted cumulative DVH of the {method} map"
     for name, mask in structs.items():
         src = lung_map if name == "lungs" else dose
+        w = weight(name, mask)
+        means[name] = mean(w, src)
+        inside = w > 0
         radiobio = _metrics.TUMOUR_RADIOBIOLOGY if "tumor" in name else _metrics.LIVER_RADIOBIOLOGY
         structures.append(
             StructureDose(
                 structure=name,
-                volume_ml=float(np.count_nonzero(mask)) * v_ml,
-                mass_kg=float(rho[mask].sum()) * v_ml / 1000.0,
+                volume_ml=float(w.sum()) * v_ml,
+                mass_kg=float((w * rho).sum()) * v_ml / 1000.0,
                 mean_gy=means[name],
-                bed_gy=float(np.average(radiobio.bed_gy(src[mask].astype(np.float64)), weights=rho[mask]))
+                bed_gy=float(np.average(radiobio.bed_gy(src[inside].astype(np.float64)),
+                                        weights=(w * rho)[inside]))
                 if name != "lungs" else None,
             )
         )
-        h = _metrics.dvh(src, mask, voxel_volume_ml=v_ml, bin_width_gy=opts.dvh_bin_width_gy, name=name)
-        mets = h.metrics()
-        dvhs[name] = DVHRecord(
-            structure=name,
-            volume_ml=h.total_volume_ml,
-            dose_gy=[float(x) for x in h.dose_bins_gy],
-            volume_fraction=[float(x) for x in h.volume_fraction],
-            mean_gy=h.mean_gy,
-            min_gy=h.min_gy,
-            max_gy=h.max_gy,
-            d_gy={k[: -len("_gy")]: v for k, v in mets.items() if k.startswith("D")},
-            v_percent={k[: -len("_percent")]: v for k, v in mets.items() if k.startswith("V")},
-        )
+        what = dvh_def + (" (LDM for the lung)" if name == "lungs" and method == "vsv" else "")
+        if name == "lungs":
+            what += (": its mean is the lung's mean dose (on the safe side); its shape near the liver dome is SPECT "
+                     "spill-in, not the lung's dose profile (see lungs_beyond_dome)")
+        dvhs[name] = _dvh_record(name, src, w, rho, v_ml, opts, what)
+    lungs = structs.get("lungs")
+    if lungs is not None and opts.lung_dome_margin_mm > 0:
+        away = conv.dome_excluded_lung(lungs, img.masks["liver"], grid.spacing_mm, opts.lung_dome_margin_mm)
+        if away.any():
+            dvhs["lungs_beyond_dome"] = _dvh_record(
+                "lungs_beyond_dome", lung_map, away.astype(np.float64), rho, v_ml, opts,
+                f"{dvh_def} over the lung more than {opts.lung_dome_margin_mm:g} mm from the liver "
+                f"({conv.LUNG_DOME_MARGIN_SOURCE}): the lung's dose without the SPECT spill-in at the dome",
+            )
     voxel_doses = CompartmentDoses(
         source="voxel",
         tumor_gy=means.get("perfused_tumors"),
@@ -733,15 +1000,21 @@ def _voxel_workflow(
         perfused_gy=means["perfused"],
         perfused_normal_liver_gy=means.get("perfused_normal_liver"),
         lung_gy=means["lungs"],
+        activity_gbq=activity_gbq,
+        definition=f"mass-weighted mean of the {method} dose map" + (" (lung: LDM)" if method == "vsv" else ""),
     )
+    lesions = _lesions(img, structs, fractions, dose, ldm, rho, method, opts, th,
+                       case.dosimetry.recovery_coefficients if case.dosimetry is not None else None)
     arrays: dict[str, np.ndarray] = {
         "density_g_cm3": np.asarray(img.density_g_cm3),
+        "dose_density_g_cm3": np.asarray(rho32, dtype=np.float32),
         "activity_mbq": activity_mbq,
         "tia_mbq_s": tia,
     }
     if img.ct_hu is not None:
         arrays["ct_hu"] = np.asarray(img.ct_hu)
-    units = {"ct_hu": "HU", "density_g_cm3": "g/cm3", "activity_mbq": "MBq", "tia_mbq_s": "MBq s"}
+    units = {"ct_hu": "HU", "density_g_cm3": "g/cm3", "dose_density_g_cm3": "g/cm3", "activity_mbq": "MBq",
+             "tia_mbq_s": "MBq s"}
     if img.ct_hu is None:
         del units["ct_hu"]
     for m_name, dm in maps.items():
@@ -760,9 +1033,86 @@ def _voxel_workflow(
             "images": _jsonable(dict(img.attributes)),
             "activity_model": "administered activity distributed as the Tc-99m MAA map; permanent trapping, "
             "physical decay only",
+            "dose_density": "CT density floored at the air floor; liver and tumours at their nominal densities",
         },
     )
-    return voxel, voxel_doses, structures, dvhs, kernel_params, notes
+    return voxel, voxel_doses, structures, dvhs, lesions, kernel_params, notes
+
+
+def _dvh_record(name: str, src: np.ndarray, w: np.ndarray, rho: np.ndarray, v_ml: float, opts: PlannerOptions,
+                definition: str) -> DVHRecord:
+    h = _metrics.dvh(src, w, voxel_volume_ml=v_ml, bin_width_gy=opts.dvh_bin_width_gy, name=name,
+                     mass_density_g_cm3=rho)
+    mets = h.metrics()
+    return DVHRecord(
+        structure=name,
+        volume_ml=h.total_volume_ml,
+        dose_gy=[float(x) for x in h.dose_bins_gy],
+        volume_fraction=[float(x) for x in h.volume_fraction],
+        mean_gy=h.mean_gy,
+        min_gy=h.min_gy,
+        max_gy=h.max_gy,
+        d_gy={k[: -len("_gy")]: v for k, v in mets.items() if k.startswith("D")},
+        v_percent={k[: -len("_percent")]: v for k, v in mets.items() if k.startswith("V")},
+        weighting="mass",
+        definition=definition,
+    )
+
+
+def _lesions(img: ImageSet, structs: Mapping[str, np.ndarray], fractions: Mapping[str, np.ndarray],
+             dose: np.ndarray, ldm: np.ndarray, rho: np.ndarray, method: str, opts: PlannerOptions,
+             th: Thresholds, case_rcs: list[Any] | None = None) -> list[LesionDose]:
+    """One row per tumour (issue 13): volume, voxel count, mean doses, partial-volume warning, recovery."""
+    v_ml = img.grid.voxel_volume_ml
+    perf = np.asarray(img.perfused, dtype=bool) & np.asarray(img.masks["liver"], dtype=bool)
+    src = img.attributes.get("source")
+    modality = "phantom" if src == "phantom" else str(img.attributes.get("activity", {}).get("modality", "NM"))
+    rcs = {r.modality: r for r in opts.recovery_coefficients}
+    for given in (case_rcs or ()):  # the case's own coefficients win over the options'
+        rcs[given.modality] = conv.RecoveryCoefficients(given.modality, tuple(given.volume_ml),
+                                                        tuple(given.coefficient), given.source)
+    out: list[LesionDose] = []
+    for name in img.tumor_names:
+        frac = fractions.get(name)
+        if frac is None:
+            mask = structs.get(name)
+            if mask is None:
+                continue
+            w = mask.astype(np.float64)
+        else:
+            w = np.asarray(frac, dtype=np.float64)
+        if not np.any(w > 0):
+            continue
+        vol = float(w.sum()) * v_ml
+        inside = w > 0
+        m = w[inside] * rho[inside]
+        mean_gy = float((dose[inside].astype(np.float64) * m).sum() / m.sum())
+        ldm_gy = float((ldm[inside].astype(np.float64) * m).sum() / m.sum())
+        small = vol < th.partial_volume_warning_ml
+        rc = rcs.get(modality)
+        coeff = rc.at(vol) if rc is not None else None
+        notes = []
+        if small:
+            notes.append(f"under {th.partial_volume_warning_ml:g} mL: partial volume lowers the imaged activity "
+                         "and the kernel moves energy out; the mean dose reads low")
+        if rc is not None and coeff is not None:
+            notes.append(f"recovery coefficient {coeff:.3f} ({rc.source or modality})")
+        out.append(LesionDose(
+            name=name,
+            volume_ml=vol,
+            voxel_count=int(np.count_nonzero(w > 0)),
+            mass_kg=float(m.sum()) * v_ml / 1000.0,
+            equivalent_diameter_mm=conv.equivalent_sphere_diameter_mm(vol),
+            perfused_fraction=float(min(1.0, (w * perf).sum() / w.sum())),
+            mean_gy=max(mean_gy, 0.0),
+            local_deposition_gy=max(ldm_gy, 0.0),
+            dose_method=method,
+            partial_volume_warning=small,
+            recovery_coefficient=coeff,
+            recovery_corrected_gy=max(mean_gy, 0.0) / coeff if coeff is not None else None,
+            note="; ".join(notes),
+        ))
+    return out
 
 
 def _jsonable(obj: Any) -> Any:

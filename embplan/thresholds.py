@@ -206,6 +206,23 @@ class Thresholds(BaseModel):
         5, "heartbeats", f"Standard endpoint: stasis within 2-5 heartbeats ({RETNET}).", ge=1, le=100
     )
 
+    # ---- issue 13 (what a dose number means): delivery tolerance, lung shunt agreement, small lesions --------
+    delivered_activity_tolerance_fraction: float = _field(
+        0.10, "fraction", "Delivered activity may differ from the prescribed by this fraction before "
+        "DELIVERED_ACTIVITY_DEVIATION fires: vial label accuracy +-10 % (Selwyn R et al., Med Phys 35:1278, 2008); "
+        "the US NRC counts 20 % as a medical event (10 CFR 35.1000 guidance) [U]. A site choice.", ge=0, lt=1,
+    )
+    lung_shunt_discrepancy_fraction: float = _field(
+        0.02, "fraction", "Case and image lung shunt fractions further apart than this (absolute) fire "
+        "LUNG_SHUNT_DISCREPANCY; planar imaging overestimates the shunt (Allred JD et al., EJNMMI Res 8:50, 2018) "
+        "[U: 2 points is a site choice].", ge=0, lt=1,
+    )
+    partial_volume_warning_ml: float = _field(
+        10.0, "mL", "Tumours below this volume carry a partial-volume warning in the lesion table: objects under "
+        "2-3 x the image FWHM lose mean activity (Soret M et al., J Nucl Med 48:932, 2007); Taranis warns under 2 "
+        "mL [U: 10 mL is a site choice].", ge=0, le=10000,
+    )
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Thresholds:
         """Cross-field sanity: bands ordered, tighter limits not above the limits they tighten."""

@@ -298,7 +298,7 @@ def test_demo_end_to_end(demo_run):
     assert summary["written"] == [str(plan_path), str(report_path)]
     plan = load_plan(plan_path)
     assert plan.procedure.kind == "TARE" and plan.voxel is not None
-    assert plan.dosimetry.source == "voxel" and plan.dosimetry.dvh
+    assert plan.dosimetry.source == "compartment" and plan.dosimetry.voxel is not None and plan.dosimetry.dvh
     assert summary["dosimetry"]["activity_gbq"] == plan.dosimetry.activity_gbq
     html = report_path.read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 2  # DVH and dose slices

@@ -17,7 +17,7 @@ from embplan.planner import PlannerOptions
 from embplan.risk import Severity
 
 K = 49.67  # Gy kg / GBq, the clinical convention the planner uses by default
-RHO_LIVER = 1.06  # g/cm3, ICRU 46 (the planner's TissueDensities default for liver and tumour)
+RHO_LIVER = 1.03  # g/mL, the glass package insert's volume-to-mass convention (the planner's default, issue 13)
 
 
 def _example(shared_examples, name: str) -> dict:
@@ -33,6 +33,14 @@ def phantom_plan(shared_examples):
     return embplan.plan(embplan.load_case(shared_examples / "tare_phantom_voxel.json"))
 
 
+@pytest.fixture(scope="module")
+def kernel_plan(shared_examples):
+    """The phantom example with the density-corrected kernel named by the case."""
+    raw = _example(shared_examples, "tare_phantom_voxel")
+    raw["dosimetry"]["dose_method"] = "vsv_density"
+    return embplan.plan(raw)
+
+
 # ----------------------------------------------------------------------------------------- compartment: partition
 def test_lobar_resin_partition_equals_hand_calculation(shared_examples):
     plan = embplan.plan(embplan.load_case(shared_examples / "tare_lobar_resin.json"))
@@ -46,7 +54,7 @@ def test_lobar_resin_partition_equals_hand_calculation(shared_examples):
     a = d_n * (m_n + tn * m_t) / (K * (1.0 - lsf))  # GBq
     d_l = K * a * lsf / m_l
     d_perf = K * a * (1.0 - lsf) / (m_t + m_n)
-    assert a == pytest.approx(1.61078, rel=1e-4)  # 37.5 * 2.00552 / 46.6898, worked out by hand
+    assert a == pytest.approx(1.56519, rel=1e-4)  # 37.5 * 1.94876 / 46.6898, worked out by hand
     assert d.activity_gbq == pytest.approx(a, rel=1e-3)
     assert d.tumor_dose_gy == pytest.approx(d_t, rel=1e-3)
     assert d.normal_liver_dose_gy == pytest.approx(d_n, rel=1e-3)
@@ -64,7 +72,7 @@ def test_partition_target_beyond_liver_limit_gives_largest_safe_activity(shared_
     raw["procedure"]["prescription"]["tumor_dose_target_gy"] = 200.0  # D_N would be 62.5 Gy > 40 Gy
     plan = embplan.plan(raw)
     d = plan.dosimetry
-    m_t, m_n = 0.3816, 0.7844
+    m_t, m_n = 0.3708, 0.7622  # 360 mL and 740 mL x 1.03 g/mL
     a_max = 40.0 * (m_n + 3.2 * m_t) / (K * 0.94)
     assert d.prescription.conflict
     assert d.activity_gbq == pytest.approx(a_max, rel=1e-6)
@@ -84,9 +92,12 @@ def test_mird_divides_by_one_minus_lung_shunt(shared_examples):
     m_perf = 1100.0 * RHO_LIVER / 1000.0
     right = 120.0 * m_perf / (K * (1.0 - 0.10))
     wrong = 120.0 * m_perf * (1.0 - 0.10) / K  # the public calculator's error
-    assert d.activity_gbq == pytest.approx(right, rel=1e-6)
-    assert abs(d.activity_gbq - wrong) / right > 0.15
-    assert d.perfused_dose_gy == pytest.approx(120.0, rel=1e-6)
+    assert d.prescription.activity_gbq == pytest.approx(right, rel=1e-6)
+    assert abs(d.prescription.activity_gbq - wrong) / right > 0.15
+    # glass: a whole vial is delivered; the doses are the delivered activity's, the prescription's sit beside them
+    assert d.compartment_at_prescribed.perfused_gy == pytest.approx(120.0, rel=1e-6)
+    assert d.perfused_dose_gy == pytest.approx(120.0 * d.activity_gbq / right, rel=1e-9)
+    assert d.activity_gbq == d.delivery.delivered_activity_gbq
 
 
 def test_bsa_method_with_lung_shunt_reduction(shared_examples):
@@ -166,7 +177,10 @@ def test_phantom_plan_has_contract_fields_and_dvhs(phantom_plan):
     for name in ("activity_gbq", "tumor_dose_gy", "normal_liver_dose_gy", "lung_dose_gy", "perfused_dose_gy"):
         v = getattr(d, name)
         assert isinstance(v, float) and v > 0, name
-    assert d.source == "voxel" and d.method == "vsv_density"
+    # issue 13: the contract fields carry the compartment model at the delivered activity; on the MAA map the
+    # default voxel method is local deposition (EANM dosimetry SOP), whose means equal them
+    assert d.source == "compartment" and d.method == "ldm" and "EANM" in d.dose_method_reason
+    assert d.voxel.tumor_gy == pytest.approx(d.tumor_dose_gy, rel=1e-9)
     for s in ("liver", "perfused", "perfused_tumors", "perfused_normal_liver", "lungs"):
         h = d.dvh[s]
         assert h.volume_fraction[0] == pytest.approx(1.0) and h.volume_fraction[-1] == pytest.approx(0.0)
@@ -174,31 +188,31 @@ def test_phantom_plan_has_contract_fields_and_dvhs(phantom_plan):
     # the DVH mean of a structure is its voxel mean (uniform density inside the liver)
     assert d.dvh["perfused_normal_liver"].mean_gy == pytest.approx(d.normal_liver_dose_gy, rel=1e-6)
     assert phantom_plan.voxel is not None
-    assert {"dose_vsv_density_gy", "dose_ldm_gy", "activity_mbq", "tia_mbq_s"} <= set(phantom_plan.voxel.arrays)
+    assert {"dose_ldm_gy", "dose_density_g_cm3", "activity_mbq", "tia_mbq_s"} <= set(phantom_plan.voxel.arrays)
 
 
-def test_voxel_activity_and_energy_bookkeeping(phantom_plan):
-    vox = phantom_plan.voxel
-    a = phantom_plan.dosimetry.activity_gbq
+def test_voxel_activity_and_energy_bookkeeping(kernel_plan):
+    vox = kernel_plan.voxel
+    a = kernel_plan.dosimetry.activity_gbq
     assert vox.arrays["activity_mbq"].sum() == pytest.approx(a * 1000.0, rel=1e-9)
     assert vox.arrays["tia_mbq_s"].sum() == pytest.approx(a * 1000.0 * y90_mean_life_s(), rel=1e-9)
     # energy conservation: dose x mass summed over the grid = K x A (all energy absorbed; the activity is far from
     # the grid edges except the lungs' apex, hence 0.5 %)
-    mass_kg = vox.arrays["density_g_cm3"].astype(float) * vox.grid.voxel_volume_ml / 1000.0
+    mass_kg = vox.arrays["dose_density_g_cm3"].astype(float) * vox.grid.voxel_volume_ml / 1000.0
     for method in ("ldm", "vsv_density"):
         energy = float((vox.arrays[f"dose_{method}_gy"] * mass_kg).sum())
         assert energy == pytest.approx(K * a, rel=5e-3), method
 
 
-def test_voxel_means_against_partition_on_the_same_images(phantom_plan):
+def test_voxel_means_against_partition_on_the_same_images(kernel_plan):
     """The partition model measured on the phantom (T/N and lung shunt from the MAA map, masses from the density
     map) against the voxel means. Local deposition must agree exactly (same energy, same masses). The kernel
     moves energy across boundaries: at 4.42 mm voxels only 41 % of a voxel's energy stays in it, so the perfused
     tumour (79 mL down to 1 mL spheres) loses 5-10 % to its surroundings (Taranis reports -6 % for a 300 mL and
     -12 % for a 30 mL volume against LDM at 4.42 mm) and the non-tumour liver agrees within 5 %."""
-    d = phantom_plan.dosimetry
-    comp, vox = d.compartment, phantom_plan.voxel
-    rho = vox.arrays["density_g_cm3"].astype(float)
+    d = kernel_plan.dosimetry
+    comp, vox = d.compartment, kernel_plan.voxel
+    rho = vox.arrays["dose_density_g_cm3"].astype(float)
 
     def mean(method: str, structure: str) -> float:
         m = vox.arrays[f"mask_{structure}"]
@@ -308,7 +322,7 @@ def test_voxel_grid_travels_with_the_arrays(phantom_plan):
     for name, arr in vox.arrays.items():
         assert arr.shape == vox.grid.shape, name
         assert name in vox.units
-    assert np.all(vox.arrays["dose_vsv_density_gy"] >= 0)
+    assert np.all(vox.arrays["dose_ldm_gy"] >= 0)
 
 
 # ----------------------------------------------------------------------------------------- delivery and vials
@@ -327,16 +341,58 @@ def test_delivery_decay_and_residual_by_hand(shared_examples):
     assert dl.glass_vial_gbq is None  # resin
 
 
-def test_glass_vial_is_the_smallest_standard_one_within_tolerance(phantom_plan):
-    dl = phantom_plan.dosimetry.delivery
-    a = phantom_plan.dosimetry.activity_gbq
+def test_glass_vial_is_the_smallest_standard_one_that_delivers_the_prescription(phantom_plan):
+    """Issue 13: the vial is ordered as the vendor's hourly decay tables are read: the smallest standard vial whose
+    activity at some hour after calibration is the prescription (within one hour of decay, never below it when
+    the activity aims at a target); the doses are the delivered activity's."""
+    d = phantom_plan.dosimetry
+    dl, a_rx = d.delivery, d.prescription.activity_gbq
     assert dl.glass_vial_gbq in (3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
     delivered = dl.glass_vial_gbq * 2.0 ** (-dl.glass_vial_hours_after_calibration / 64.10)
     assert dl.glass_vial_delivered_gbq == pytest.approx(delivered, rel=1e-12)
-    assert abs(delivered / a - 1.0) <= 0.10 + 1e-12
-    smaller = [v for v in (3.0, 5.0, 7.0, 10.0, 15.0, 20.0) if v < dl.glass_vial_gbq]
-    for v in smaller:  # no smaller vial fits on any searched day
-        assert all(abs(v * 2.0 ** (-24.0 * day / 64.10) / a - 1.0) > 0.10 for day in range(12))
+    assert d.activity_gbq == pytest.approx(delivered, rel=1e-12) and dl.prescribed_activity_gbq == a_rx
+    assert 0.0 <= delivered / a_rx - 1.0 <= 2.0 ** (1.0 / 64.10) - 1.0 + 1e-12  # one hour of decay
+    assert all(v < a_rx for v in (3.0, 5.0, 7.0, 10.0, 15.0, 20.0) if v < dl.glass_vial_gbq)  # smaller: too weak
+    assert dl.within_tolerance and "DELIVERED_ACTIVITY_DEVIATION" not in _codes(phantom_plan)
+    # the doses scale with the delivered activity (compartment model: dose proportional to activity)
+    assert d.perfused_dose_gy / d.compartment_at_prescribed.perfused_gy == pytest.approx(delivered / a_rx, rel=1e-9)
+
+
+def test_vial_for_2_62_gbq_today_is_3_gbq_not_7(shared_examples):
+    """The old rule (smallest vial within 10 % on whole days) chose 7 GBq at 96 h for 2.62 GBq. By hand: a 3 GBq
+    vial decays to 2.62 GBq at 64.10 x log2(3 / 2.62) = 12.53 h after calibration; at 12 h it holds
+    3 x 2^(-12/64.10) = 2.6349 GBq (+0.57 %)."""
+    from embplan.dosimetry import prescription as rx
+
+    choice = rx.glass_vial_for_delivery(2.62, hours_after_calibration=[float(h) for h in range(0, 288)])
+    assert choice.option.vial_gbq == 3.0 and choice.exact and choice.within_tolerance
+    assert choice.option.hours_after_calibration == 12.0
+    assert choice.option.delivered_gbq == pytest.approx(3.0 * 2.0 ** (-12.0 / 64.10), rel=1e-12)
+    assert 64.10 * math.log2(3.0 / 2.62) == pytest.approx(12.53, abs=0.01)
+    # at a fixed administration time 96 h after calibration, the 7 GBq vial is what fits (7 x 2^(-96/64.1) = 2.479)
+    fixed = rx.glass_vial_for_delivery(2.62, hours_after_calibration=[96.0])
+    assert fixed.option.vial_gbq == 7.0 and not fixed.exact and fixed.within_tolerance
+    assert fixed.option.delivered_gbq == pytest.approx(7.0 * 2.0 ** (-96.0 / 64.10), rel=1e-12)
+
+
+def test_delivered_shortfall_beyond_tolerance_is_flagged_and_dosed(shared_examples):
+    """A fixed administration time at which no standard vial delivers within 10 %: the closest vial is taken, the
+    doses are computed for it, and DELIVERED_ACTIVITY_DEVIATION says so (tolerance and its source in the plan)."""
+    raw = _example(shared_examples, "tare_lobar_resin")
+    raw["procedure"]["device"] = "glass"
+    raw["procedure"]["prescription"] = {"method": "mird", "perfused_dose_target_gy": 120.0}
+    raw["procedure"].update(calibration_datetime="2026-12-06T12:00:00", administration_datetime="2026-12-07T12:00:00")
+    plan = embplan.plan(raw)
+    d = plan.dosimetry
+    a_rx = d.prescription.activity_gbq  # 120 x 1.133 / (49.67 x 0.94) = 2.912 GBq
+    assert a_rx == pytest.approx(120.0 * 1.133 / (K * 0.94), rel=1e-6)
+    # 24 h after calibration: 3 GBq -> 2.316 (-20.5 %), 5 GBq -> 3.860 (+32.6 %): none within 10 %; closest 3 GBq
+    assert d.delivery.glass_vial_gbq == 3.0 and d.delivery.within_tolerance is False
+    assert d.activity_gbq == pytest.approx(3.0 * 2.0 ** (-24.0 / 64.10), rel=1e-12)
+    assert d.perfused_dose_gy == pytest.approx(K * d.activity_gbq * 0.94 / 1.133, rel=1e-9)
+    flag = next(f for f in plan.flags if f.code == "DELIVERED_ACTIVITY_DEVIATION")
+    assert flag.context["deviation_fraction"] == pytest.approx(d.activity_gbq / a_rx - 1.0, rel=1e-12)
+    assert d.delivery.tolerance_fraction == 0.10 and "Selwyn" in d.delivery.tolerance_source
 
 
 def test_exhausted_lung_budget_gives_zero_activity_and_a_contraindication(shared_examples):

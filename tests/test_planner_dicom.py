@@ -81,7 +81,8 @@ def phantom_plan(dicom_dir):
 # ------------------------------------------------------------------------------------------------ end to end
 def test_dicom_case_plans_end_to_end(dicom_dir, dicom_plan):
     d = dicom_plan.dosimetry
-    assert d.source == "voxel" and d.method == "vsv_density"
+    # issue 13: the contract doses are the compartment model's; the template names vsv_density and the plan says so
+    assert d.source == "compartment" and d.method == "vsv_density" and "named by the case" in d.dose_method_reason
     assert d.activity_gbq > 0 and d.tumor_dose_gy > d.normal_liver_dose_gy > d.lung_dose_gy > 0
     attrs = dicom_plan.voxel.attributes["images"]
     assert attrs["source"] == "dicom" and attrs["grid"] == "activity"
@@ -99,16 +100,16 @@ def test_dicom_case_plans_end_to_end(dicom_dir, dicom_plan):
 
 def test_compartments_agree_with_the_phantom_plan(dicom_plan, phantom_plan):
     """The RTSTRUCT polygons follow the voxel edges, so the masks come back voxel for voxel: volumes agree to far
-    better than a voxel layer. T/N is measured per unit mass: the DICOM path takes density from the CT numbers
-    (calibration curve: tumour 35 HU -> 1.035, liver 55 HU -> 1.055 g/cm3) where the phantom has 1.06 for both, so
-    the same counts give a T/N higher by 1.055/1.035 (about 2 %); the lung shunt is a ratio of counts (integer
-    counts rounded by error diffusion) and agrees to 0.1 %."""
+    better than a voxel layer. T/N is measured per unit mass, and masses in the liver are nominal density x volume
+    on both paths (issue 13; before, the DICOM path took the CT calibration's tumour 1.035 and liver 1.055 g/cm3
+    and read T/N 2 % high): the same counts give the phantom's T/N of 4; the lung shunt is a ratio of counts
+    (integer counts rounded by error diffusion) and agrees to 0.1 %."""
     a, b = dicom_plan.dosimetry, phantom_plan.dosimetry
     for key in ("liver", "tumor", "perfused", "perfused_tumor", "perfused_normal_liver"):
         assert a.volumes_ml[key] == pytest.approx(b.volumes_ml[key], rel=0.01), key
     assert a.lung_shunt_fraction == pytest.approx(b.lung_shunt_fraction, rel=1e-3)
     assert a.tumor_to_normal_ratio == pytest.approx(b.tumor_to_normal_ratio, rel=0.05)
-    assert a.tumor_to_normal_ratio == pytest.approx(4.0 * 1.055 / 1.035, rel=0.005)
+    assert a.tumor_to_normal_ratio == pytest.approx(4.0, rel=0.005)
     ai, bi = a.prescription.inputs, b.prescription.inputs
     assert ai["lung_mass_kg"] == pytest.approx(bi["lung_mass_kg"], rel=0.02)
     assert ai["perfused_normal_liver_mass_kg"] == pytest.approx(bi["perfused_normal_liver_mass_kg"], rel=0.02)
@@ -289,7 +290,7 @@ def test_paths_are_relative_to_the_case_file_or_the_current_folder(dicom_dir, tm
         embplan.plan(from_dict)  # nothing under the current folder
     monkeypatch.chdir(dicom_dir)
     plan = embplan.plan(raw)  # the same case from a dict, run where the files are
-    assert plan.dosimetry.source == "voxel"
+    assert plan.dosimetry.source == "compartment" and plan.dosimetry.voxel is not None
 
 
 def test_missing_file_is_an_imaging_error_naming_it(dicom_dir):
@@ -459,3 +460,19 @@ def test_counts_outside_liver_and_lungs_are_not_dosed(phantom, dicom_dir, dicom_
     ref = dicom_plan.dosimetry
     assert plan.dosimetry.lung_shunt_fraction == pytest.approx(ref.lung_shunt_fraction, rel=0.02)
     assert plan.dosimetry.normal_liver_dose_gy == pytest.approx(ref.normal_liver_dose_gy, rel=0.02)
+
+
+def test_tumour_dvhs_and_lesions_weigh_voxels_by_their_contour_fraction(dicom_dir, dicom_plan):
+    """Issue 13: on RTSTRUCT inputs the tumours keep the fraction of each voxel inside the contours; the lesion
+    table's volume is the sum of those fractions (the half-voxel masks are the fractions >= 0.5)."""
+    from embplan.imaging.image_set import build_image_set
+
+    img = build_image_set(dicom_plan.case)
+    assert set(img.fractions) == set(img.tumor_names)
+    v_ml = img.grid.voxel_volume_ml
+    lesions = {les.name: les for les in dicom_plan.dosimetry.lesions}
+    for name, frac in img.fractions.items():
+        assert np.array_equal(np.asarray(frac) >= 0.5, img.masks[name])
+        if name in lesions:
+            assert lesions[name].volume_ml == pytest.approx(float(np.sum(frac, dtype=np.float64)) * v_ml, rel=1e-6)
+            assert lesions[name].voxel_count == int(np.count_nonzero(frac))

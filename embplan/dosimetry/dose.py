@@ -11,6 +11,9 @@ Methods
     Convolution of the cumulated activity with a Y-90 soft-tissue voxel S-value kernel
     (:func:`embplan.dosimetry.kernels.y90_voxel_kernel` for the grid's spacing, at ``kernel_density_g_cm3``).
     The kernel is normalised so that a uniform region gets the local-deposition dose at the kernel density.
+    Its dose is energy / (kernel density x voxel volume): read over tissue of another density rho, the energy it
+    implies is off by rho / kernel density (1.06 / 1.04 = +1.9 %). Build the kernel at the tissue's density
+    (``kernel_density_g_cm3``) to conserve energy there; the planner uses the liver's nominal density (issue 13).
 ``"vsv_density"``
     The kernel dose scaled voxel by voxel by (kernel density / voxel density). Mikell JK et al., "Comparing voxel-
     based absorbed dosimetry methods in tumors, liver, lung, and at the liver-lung interface for 90Y microsphere

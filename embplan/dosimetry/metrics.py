@@ -335,18 +335,26 @@ def dvh(
     voxel_volume_ml: float,
     bin_width_gy: float = 0.1,
     name: str = "",
+    mass_density_g_cm3: np.ndarray | float | None = None,
 ) -> DVH:
     """Cumulative DVH of ``dose_gy`` over ``structure``.
 
     ``structure``: a boolean mask, a fraction-of-voxel-inside array (0..1) of the dose's shape, or None (every
     voxel). ``voxel_volume_ml``: the volume of one voxel (``grid.voxel_volume_ml``). ``bin_width_gy``: the bin
     width; Dx and Vx are accurate to within one bin width (exact for a uniform dose).
+    ``mass_density_g_cm3``: when given (an array of the dose's shape or a number), each voxel weighs its mass
+    (fraction x density) instead of its volume: ``volume_fraction`` is then the fraction of the structure's *mass*
+    receiving at least each dose and ``mean_gy`` the mass-weighted mean (deposited energy / mass, the reported mean
+    dose); ``total_volume_ml`` stays the structure's volume. Where densities vary (lung, air) the two differ.
     """
     if not (isinstance(voxel_volume_ml, int | float) and math.isfinite(voxel_volume_ml) and voxel_volume_ml > 0):
         raise DosimetryError(f"voxel_volume_ml: must be a finite number > 0, got {voxel_volume_ml!r}")
     if not (isinstance(bin_width_gy, int | float) and math.isfinite(bin_width_gy) and bin_width_gy > 0):
         raise DosimetryError(f"bin_width_gy: must be a finite number > 0, got {bin_width_gy!r}")
     d, w = _structure_weights(dose_gy, structure)
+    volume_w = float(w.sum())
+    if mass_density_g_cm3 is not None:
+        w = w * _density_weights(mass_density_g_cm3, dose_gy, structure)
     bw = float(bin_width_gy)
     dmin, dmax = float(d.min()), float(d.max())
     i_lo = min(0, math.floor(dmin / bw))
@@ -376,13 +384,29 @@ def dvh(
     return DVH(
         dose_bins_gy=edges,
         volume_fraction=vf,
-        total_volume_ml=total_w * float(voxel_volume_ml),
+        total_volume_ml=volume_w * float(voxel_volume_ml),
         mean_gy=float(np.dot(w, d) / total_w),
         min_gy=dmin,
         max_gy=dmax,
         bin_width_gy=bw,
         name=name,
     )
+
+
+def _density_weights(density: np.ndarray | float, dose_gy: np.ndarray, structure: np.ndarray | None) -> np.ndarray:
+    """The densities of the voxels that :func:`_structure_weights` keeps (same order), checked finite and > 0."""
+    shape = np.shape(dose_gy)
+    rho = np.broadcast_to(np.asarray(density, dtype=np.float64), shape) if np.ndim(density) == 0 else \
+        np.asarray(density, dtype=np.float64)
+    if rho.shape != shape:
+        raise DosimetryError(f"mass_density_g_cm3: shape {rho.shape} does not match dose_gy shape {shape}")
+    if structure is None:
+        sel = rho.ravel()
+    else:
+        sel = rho[np.asarray(structure).astype(np.float64) > 0.0]
+    if not np.all(np.isfinite(sel)) or np.any(sel <= 0):
+        raise DosimetryError("mass_density_g_cm3: must be finite and > 0 inside the structure")
+    return sel
 
 
 def fraction_inside(

@@ -97,6 +97,9 @@ __all__ = [
     "VialOption",
     "glass_vial_options",
     "glass_vial_choice",
+    "GLASS_VIAL_SEARCH_STEP_H",
+    "VialDelivery",
+    "glass_vial_for_delivery",
 ]
 
 # ----------------------------------------------------------------------------------------------------- constants
@@ -122,8 +125,15 @@ LUNG_MASS_CONVENTION_KG: float = 1.0
 #: TheraSphere vial sizes, GBq at calibration (TheraSphere US package insert v12; WJH 2015 7(5) Table 1).
 #: Later product versions offer other sizes [U]: pass ``vial_sizes_gbq`` to use them.
 GLASS_VIAL_SIZES_GBQ: tuple[float, ...] = (3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
-#: Default tolerance on the delivered activity when choosing a vial (a site choice, not from a cited source).
+#: Default tolerance on the delivered activity against the prescription, beyond which the plan flags it: 10 %, the
+#: accuracy the manufacturers state for a vial's labelled activity ("3.0 GBq +- 10 %", Selwyn R et al., Med Phys
+#: 35:1278, 2008); the US NRC counts a 20 % difference as a medical event (10 CFR 35.1000 licensing guidance for
+#: Y-90 microspheres) [U: guidance not read verbatim]. A site choice within those.
 VIAL_TOLERANCE_FRACTION: float = 0.10
+VIAL_TOLERANCE_SOURCE = (
+    "10 %: vial label accuracy +-10 % (Selwyn, Med Phys 2008); NRC medical-event threshold 20 % (10 CFR 35.1000 "
+    "guidance) [U]"
+)
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -173,20 +183,22 @@ def _k(value: object) -> float:
 class TissueDensities:
     """Mass densities (g/cm^3 = g/mL) used to turn compartment volumes into masses; every field overridable.
 
-    Defaults and sources (see :attr:`SOURCES`): non-tumour liver 1.06 (ICRU Report 46, adult liver); tumour 1.06
-    (no tissue-specific reference: taken equal to liver [U]; many partition calculators use 1.03 g/mL for liver
-    and tumour [U]); lung 0.26 (ICRU 44/46 inflated lung [U: not read at the primary source]; the ICRP 89-based
+    Defaults and sources (see :attr:`SOURCES`): non-tumour liver and tumour 1.03 g/mL, the glass package insert's
+    volume-to-mass convention that vendor calculators and the published thresholds use
+    (:data:`embplan.dosimetry.conventions.NOMINAL_TISSUE_DENSITY_G_CM3`; ICRU Report 46 gives 1.06 for adult
+    liver, +2.9 % mass and activity); tumour taken equal to liver (no tissue-specific reference [U]); lung 0.26 (ICRU 44/46 inflated lung [U: not read at the primary source]; the ICRP 89-based
     UF hybrid phantom uses 0.38 for lungs with blood). Where a CT exists, prefer the lung density measured on it
     (:func:`density_from_hu_g_cm3`), or the lung-mass convention of 1 kg (:data:`LUNG_MASS_CONVENTION_KG`).
     """
 
-    normal_liver_g_cm3: float = 1.06
-    tumor_g_cm3: float = 1.06
+    normal_liver_g_cm3: float = 1.03
+    tumor_g_cm3: float = 1.03
     lung_g_cm3: float = 0.26
 
     SOURCES: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
-            "normal_liver_g_cm3": "ICRU Report 46 (1992), adult liver, 1.06 g/cm3",
+            "normal_liver_g_cm3": "1.03 g/mL, TheraSphere package insert volume-to-mass convention [U: not read "
+            "verbatim]; ICRU Report 46 (1992) adult liver is 1.06 g/cm3",
             "tumor_g_cm3": "assumed equal to liver (no tissue-specific reference) [U]",
             "lung_g_cm3": "ICRU Report 44/46, inflated lung, 0.26 g/cm3 [U]",
         }
@@ -856,3 +868,85 @@ def glass_vial_choice(
         (o for o in fitting if o.vial_gbq == smallest),
         key=lambda o: (abs(o.deviation_fraction), o.hours_after_calibration),
     )
+
+
+#: Step of the candidate treatment times when no administration time is given, hours: the vendor's decay tables
+#: give the vial activity hour by hour after calibration (TheraSphere package insert: T1/2 64.1 h = 2.67 d) [U:
+#: table layout not read verbatim]. One hour of Y-90 decay is 1.08 %.
+GLASS_VIAL_SEARCH_STEP_H: float = 1.0
+
+
+@dataclass(frozen=True)
+class VialDelivery:
+    """The vial chosen to deliver a prescription: the option, whether it is within the tolerance, and why."""
+
+    option: VialOption
+    within_tolerance: bool
+    exact: bool
+    tolerance_fraction: float
+    rule: str
+
+
+def glass_vial_for_delivery(
+    required_gbq_at_treatment: float,
+    *,
+    hours_after_calibration: Sequence[float],
+    vial_sizes_gbq: Sequence[float] = GLASS_VIAL_SIZES_GBQ,
+    tolerance_fraction: float = VIAL_TOLERANCE_FRACTION,
+    residual_fraction: float = 0.0,
+    prefer: str = "over",
+    match_fraction: float | None = None,
+    half_life_h: float = Y90_HALF_LIFE_H,
+) -> VialDelivery:
+    """The glass vial and treatment time that deliver ``required_gbq_at_treatment``, as the vendor's decay tables
+    are used: order the vial size whose activity at the treatment time is the prescription.
+
+    1. *Exact*: the smallest vial that, at one of the candidate times, delivers the prescription to within
+       ``match_fraction`` (default: the decay over one step of the candidate times, or 1.09 % for a single time) on
+       the ``prefer`` side (``"over"``: never below, when the activity aims at a target; ``"under"``: never above,
+       when a limit binds); the closest such time.
+    2. Else the smallest vial within ``tolerance_fraction`` either side, at its closest time.
+    3. Else the closest option of all, with ``within_tolerance`` False: the plan must flag it.
+
+    (The earlier rule, the smallest vial within 10 % on whole days after calibration, chose a 7 GBq vial 96 h after
+    calibration for a 2.62 GBq prescription; the 3 GBq vial delivers it 12.5 h after calibration.)
+    """
+    if prefer not in ("over", "under"):
+        raise DosimetryError(f"prefer: must be 'over' or 'under', got {prefer!r}")
+    tol = _number("tolerance_fraction", tolerance_fraction)
+    if not 0.0 <= tol < 1.0:
+        raise DosimetryError(f"tolerance_fraction: must be in [0, 1), got {tolerance_fraction!r}")
+    hours = sorted(_number(f"hours_after_calibration[{i}]", h) for i, h in enumerate(hours_after_calibration))
+    if match_fraction is None:
+        step = min((b - a for a, b in zip(hours, hours[1:], strict=False) if b > a), default=GLASS_VIAL_SEARCH_STEP_H)
+        # one step of decay seen from the lower activity: 2^(step / T1/2) - 1 (1.087 % for one hour), so that the
+        # hour before the exact time always matches on the "over" side
+        match = 1.0 / decay_factor(step, half_life_h=half_life_h) - 1.0
+    else:
+        match = _number("match_fraction", match_fraction)
+        if not 0.0 <= match < 1.0:
+            raise DosimetryError(f"match_fraction: must be in [0, 1), got {match_fraction!r}")
+    options = glass_vial_options(
+        required_gbq_at_treatment, hours_after_calibration=hours, vial_sizes_gbq=vial_sizes_gbq,
+        residual_fraction=residual_fraction, half_life_h=half_life_h,
+    )
+    eps = 1e-12
+
+    def on_side(o: VialOption) -> bool:
+        d = o.deviation_fraction
+        return (-eps <= d <= match + eps) if prefer == "over" else (-match - eps <= d <= eps)
+
+    def best(cands: list[VialOption]) -> VialOption:
+        smallest = min(o.vial_gbq for o in cands)
+        return min((o for o in cands if o.vial_gbq == smallest),
+                   key=lambda o: (abs(o.deviation_fraction), o.hours_after_calibration))
+
+    exact = [o for o in options if on_side(o)]
+    if exact:
+        return VialDelivery(best(exact), True, True, tol,
+                            f"smallest vial delivering the prescription within {match:.2%} ({prefer})")
+    within = [o for o in options if abs(o.deviation_fraction) <= tol * (1.0 + eps)]
+    if within:
+        return VialDelivery(best(within), True, False, tol, f"smallest vial within the tolerance {tol:.0%}")
+    closest = min(options, key=lambda o: (abs(o.deviation_fraction), o.vial_gbq, o.hours_after_calibration))
+    return VialDelivery(closest, False, False, tol, f"no vial within the tolerance {tol:.0%}: the closest")

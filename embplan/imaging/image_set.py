@@ -48,6 +48,9 @@ class ImageSet:
     ct_hu: np.ndarray | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: issue 13: fraction of each voxel inside a tumour (float32, 0..1), by structure key, where the contours give
+    #: it (RTSTRUCT); the planner's DVHs and lesion table weigh voxels by it (masks keep the half-voxel rule)
+    fractions: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 def build_image_set(case: Case) -> ImageSet | None:
@@ -253,12 +256,19 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     # ---- structures
     needed = roles.roi_names()
     rois: dict[str, np.ndarray] = {}
+    roi_fractions: dict[str, np.ndarray] = {}
     if "rtstruct" in paths:
         contours = dcm.read_rtstruct(paths["rtstruct"], frame_of_reference_uid=for_uid)
         available = sorted(contours)
+        tumor_rois = set(roles.tumors)
         for name in needed:
             if name in contours:
-                rois[name] = rasterize_structure(contours[name], grid, output="mask", mask_threshold=0.5)
+                if name in tumor_rois:  # the fraction for the DVH (issue 13); the mask by the same half-voxel rule
+                    frac = rasterize_structure(contours[name], grid, output="fraction")
+                    roi_fractions[name] = frac
+                    rois[name] = np.asarray(frac >= 0.5)
+                else:
+                    rois[name] = rasterize_structure(contours[name], grid, output="mask", mask_threshold=0.5)
     else:
         seg_masks = dcm.read_seg(paths["seg"], grid, frame_of_reference_uid=for_uid)
         available = sorted(seg_masks)
@@ -346,6 +356,8 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         ct_hu=ct_hu,
         attributes=attributes,
         notes=tuple(notes),
+        fractions={key: roi_fractions[roi] for key, roi in zip(tumor_keys, roles.tumors, strict=True)
+                   if roi in roi_fractions},
     )
 
 

@@ -78,10 +78,23 @@ class DoseFacts(BaseModel):
         default=None, ge=0, lt=1, description="lung shunt fraction used (from images when the case has none)"
     )
     source: Literal["compartment", "voxel"]
+    # --- issue 13: the definition of the doses above in words (the planner passes the compartment model at the
+    # delivered activity) and, for the tumour, the voxel map's value shown beside it
+    definition: str | None = Field(default=None, description="what the doses above mean (model, activity)")
+    voxel_tumor_dose_gy: float | None = Field(default=None, ge=0, description="voxel-map tumour mean, shown beside")
+    voxel_dose_method: str | None = None
 
 
 def _ctx_common(facts: DoseFacts) -> dict[str, object]:
-    return {"dose_source": facts.source, "device": facts.device}
+    ctx: dict[str, object] = {"dose_source": facts.source, "device": facts.device}
+    if facts.definition is not None:
+        ctx["dose_definition"] = facts.definition
+    return ctx
+
+
+def _checked(facts: DoseFacts) -> str:
+    """The definition a rule checks, for its message."""
+    return f" [checked: {facts.definition}]" if facts.definition else f" [checked: {facts.source} dose]"
 
 
 def rule_lung_dose_limit(case: Case, facts: DoseFacts, limits: DoseLimits, th: Thresholds) -> list[Flag]:
@@ -109,7 +122,7 @@ def rule_lung_dose_limit(case: Case, facts: DoseFacts, limits: DoseLimits, th: T
         return [Flag(
             code="LUNG_DOSE_LIMIT", severity=Severity.CONTRAINDICATION,
             message="Lung dose limit exceeded: " + "; ".join(findings) + ": risk of radiation pneumonitis. Reduce "
-            "the activity, reduce the shunt, or do not treat.",
+            "the activity, reduce the shunt, or do not treat." + _checked(facts),
             evidence=evidence, context=ctx,
         )]
     rx = limits.lung_prescription_limit_gy
@@ -117,7 +130,7 @@ def rule_lung_dose_limit(case: Case, facts: DoseFacts, limits: DoseLimits, th: T
         return [Flag(
             code="LUNG_DOSE_LIMIT", severity=Severity.WARNING,
             message=f"Session lung dose {session:.1f} Gy exceeds the prescription's own lung limit {rx:g} Gy "
-            f"(within the guideline {limits.lung_session_limit_gy:g} Gy).",
+            f"(within the guideline {limits.lung_session_limit_gy:g} Gy)." + _checked(facts),
             evidence=evidence, context=ctx,
         )]
     return []
@@ -159,7 +172,7 @@ def rule_non_tumor_liver_dose_high(case: Case, facts: DoseFacts, limits: DoseLim
         code="NON_TUMOR_LIVER_DOSE_HIGH", severity=Severity.WARNING,
         message="Non-tumour liver dose above its limit: " + "; ".join(findings) + ". Risk of radioembolization-"
         "induced liver disease and, in long-surviving NET patients, chronic hepatotoxicity: reduce the activity or "
-        "the territory, or document why the dose is accepted.",
+        "the territory, or document why the dose is accepted." + _checked(facts),
         evidence=f"{limits.normal_liver_limit_source}; {EANM_2022}; {ev.ROBERSON_REILD}; {ev.CURRIE_2019}",
         context=ctx,
     )]
@@ -171,14 +184,19 @@ def rule_tumor_dose_low(case: Case, facts: DoseFacts, limits: DoseLimits, th: Th
     td = facts.tumor_dose_gy
     if td is None or not _below(td, limits.tumor_target_gy):
         return []
+    beside = ""
+    if facts.voxel_tumor_dose_gy is not None:
+        beside = (f" The voxel map ({facts.voxel_dose_method or 'voxel'}) gives {facts.voxel_tumor_dose_gy:.1f} Gy "
+                  "(cross-fire and partial volume; not the definition of the target).")
     return [Flag(
         code="TUMOR_DOSE_LOW", severity=Severity.CAUTION,
         message=f"Tumour mean dose {td:.1f} Gy < {limits.tumor_target_gy:g} Gy, the {facts.device} target from HCC, "
         "ICC and colorectal series: response is less likely. No tumour-dose threshold is validated for NET; "
-        "consider a smaller (segmental) territory or accept the dose with a documented reason.",
+        "consider a smaller (segmental) territory or accept the dose with a documented reason." + beside
+        + _checked(facts),
         evidence=f"{limits.tumor_target_source}; {ev.NET_NO_DOSE_THRESHOLD}",
         context={**_ctx_common(facts), "tumor_dose_gy": td, "tumor_target_gy": limits.tumor_target_gy,
-                 "net_validated_threshold": False},
+                 "net_validated_threshold": False, "voxel_tumor_dose_gy": facts.voxel_tumor_dose_gy},
     )]
 
 

@@ -34,6 +34,10 @@ ALL_CODES: tuple[str, ...] = (
     "PRIOR_RADIOEMBOLIZATION",
     "PROTOCOL_DEVIATION",
     "HEPATIC_RESERVE_LOW",
+    # issue 13 (dose meaning): the delivered activity departs from the prescription beyond the vial tolerance; the
+    # case's lung shunt and the images' differ beyond the discrepancy threshold
+    "DELIVERED_ACTIVITY_DEVIATION",
+    "LUNG_SHUNT_DISCREPANCY",
 )
 
 _RANK = {"info": 0, "caution": 1, "warning": 2, "contraindication": 3}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -216,9 +217,9 @@ def test_prescription_reports_conflict_and_stays_within_limits():
 # ------------------------------------------------------------------------------------------------------- densities
 def test_tissue_densities_and_mass():
     d = rx.TissueDensities()
-    assert d.normal_liver_g_cm3 == 1.06 and 0.2 <= d.lung_g_cm3 <= 0.4
+    assert d.normal_liver_g_cm3 == 1.03 and d.tumor_g_cm3 == 1.03 and 0.2 <= d.lung_g_cm3 <= 0.4
     assert set(d.SOURCES) == {"normal_liver_g_cm3", "tumor_g_cm3", "lung_g_cm3"}
-    assert rx.mass_kg(1000.0, d.normal_liver_g_cm3) == pytest.approx(1.06)
+    assert rx.mass_kg(1000.0, d.normal_liver_g_cm3) == pytest.approx(1.03)
     assert rx.TissueDensities(tumor_g_cm3=1.03).tumor_g_cm3 == 1.03
     with pytest.raises(DosimetryError, match="lung_g_cm3"):
         rx.TissueDensities(lung_g_cm3=0.0)
@@ -322,3 +323,19 @@ def test_bad_arguments_raise_dosimetry_error_naming_them(call, argument):
     with pytest.raises(DosimetryError, match=argument) as info:
         call()
     assert isinstance(info.value, EmbplanError)
+
+
+def test_glass_vial_for_delivery_against_the_decay_law_on_random_prescriptions():
+    """Issue 13, for 300 seeded prescriptions between 0.3 and 19 GBq over a 12-day hourly window: the vial is the
+    smallest standard size that can reach the prescription at all (size >= prescription, by the decay law
+    A = A0 2^(-t/64.10 h)), at the latest hour that still delivers at least the prescription."""
+    rng = np.random.default_rng(2026)
+    hours = [float(h) for h in range(0, 288)]
+    sizes = (3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
+    for a in rng.uniform(0.3, 19.0, 300):
+        c = rx.glass_vial_for_delivery(float(a), hours_after_calibration=hours)
+        expected_size = min(s for s in sizes if s >= a and s * 2.0 ** (-287.0 / 64.10) <= a * 1.0109)
+        assert c.option.vial_gbq == expected_size and c.exact
+        t_exact = 64.10 * math.log2(expected_size / a)  # hours at which the vial holds exactly a
+        assert c.option.hours_after_calibration == math.floor(t_exact + 1e-9)
+        assert 0.0 <= c.option.deviation_fraction <= 2.0 ** (1.0 / 64.10) - 1.0 + 1e-12
