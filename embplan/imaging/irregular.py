@@ -104,6 +104,7 @@ def _shift_bilinear(img: np.ndarray, dj: float, di: float) -> np.ndarray:
         return img
     j0, i0 = int(np.floor(dj)), int(np.floor(di))
     fj, fi = dj - j0, di - i0
+
     def window(a: int, b: int) -> np.ndarray:
         # img shifted by (a, b) whole pixels, NaN where it leaves the image
         out = np.full((ny, nx), np.nan)
