@@ -25,11 +25,14 @@ _LAZY: dict[str, str] = {
     "save_plan": "embplan.io.hdf5",
     "load_plan": "embplan.io.hdf5",
     "Grid": "embplan.grid",
+    "review": "embplan.board",
+    "BoardReview": "embplan.board",
 }
 
 __all__ = ["__version__", "EmbplanError", "CaseError", "PlanFileError", "ImagingError", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .board import BoardReview, review  # noqa: F401
     from .case import Case, load_case  # noqa: F401
     from .grid import Grid  # noqa: F401
     from .io.hdf5 import load_plan, save_plan  # noqa: F401

@@ -48,6 +48,7 @@ from .protocols import Procedure, standards_from_thresholds
 from .protocols.base import (
     MISSING,
     Int,
+    IsoDate,
     Issue,
     ProtocolDeviation,
     StrictModel,
@@ -64,7 +65,7 @@ from .protocols.history import (
     PriorTreatment,
     cumulative_doxorubicin_mg,
 )
-from .protocols.sequencing import SequenceAssessment, evaluate_sequence
+from .protocols.sequencing import SequenceAssessment, evaluate_sequence, territory_records
 from .protocols.tare import TAREProcedure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +76,7 @@ __all__ = [
     "Patient",
     "Labs",
     "Disease",
+    "Lesion",
     "LiverStatus",
     "Biliary",
     "DosimetryInputs",
@@ -119,6 +121,36 @@ PrimarySite = Literal["small_intestine", "pancreas", "lung", "stomach", "colon",
 FunctionalSyndrome = Literal["none", "carcinoid", "insulinoma", "gastrinoma", "glucagonoma", "vipoma", "other"]
 
 
+def _segment_key(value: Any) -> Any:
+    """JSON object keys are strings: "1".."8" name Couinaud segments 1..8."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value
+
+
+# ---- tumour board fields (issue 11): lesions, extrahepatic sites, symptoms, primary resection date ----------------
+LesionLocation = Literal["subcapsular", "near_hilum", "near_large_vessel", "dome", "other"]
+ExtrahepaticSite = Literal["bone", "lung", "lymph_nodes", "peritoneum", "primary_site", "other"]
+
+
+class Lesion(StrictModel):
+    """One liver lesion for the tumour board: where it is (Couinaud segments), how large, where it lies (the
+    location decides ablation risk: subcapsular, near the hilum or a large vessel, dome)."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"\S")
+    segments: list[Annotated[Int, Field(ge=1, le=8)]] = Field(min_length=1, max_length=8)
+    longest_diameter_mm: float = Field(gt=0, le=400)
+    volume_ml: float | None = Field(default=None, gt=0, le=10000)
+    location: LesionLocation | None = None
+
+    @field_validator("segments")
+    @classmethod
+    def _segments_unique(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("each segment at most once")
+        return value
+
+
 class Disease(StrictModel):
     """The NET: primary, grade (WHO), Ki-67, syndrome, liver involvement."""
 
@@ -135,12 +167,48 @@ class Disease(StrictModel):
     extrahepatic_disease: bool
     main_portal_vein_thrombosis: bool
     stable_disease_months: float | None = Field(default=None, ge=0, le=1200)
+    # ---- tumour board (issue 11); all optional: schema-1 files load unchanged ----
+    lesions: list[Lesion] | None = Field(default=None, max_length=200)
+    extrahepatic_sites: list[ExtrahepaticSite] | None = Field(default=None, max_length=6)
+    extrahepatic_resectable: bool | None = None  # all extrahepatic disease resectable (None: not assessed)
+    extrahepatic_progression: bool | None = None  # extrahepatic disease progressing (None: not assessed)
+    refractory_hormonal_symptoms: bool | None = None  # hormonal symptoms refractory to SSA
+    primary_resection_date: IsoDate | None = None
+    resectable_disease_percent: float | None = Field(default=None, ge=0, le=100)  # share removable by surgery
+
+    @model_validator(mode="after")
+    def _board_fields_consistent(self) -> Disease:
+        issues: list[Issue] = []
+        if self.extrahepatic_sites and not self.extrahepatic_disease:
+            issues.append(Issue("extrahepatic_sites", "extrahepatic_disease is false: no extrahepatic site may be "
+                                "listed", self.extrahepatic_sites))
+        if self.extrahepatic_sites is not None and len(set(self.extrahepatic_sites)) != len(self.extrahepatic_sites):
+            issues.append(Issue("extrahepatic_sites", "each site at most once", self.extrahepatic_sites))
+        for name in ("extrahepatic_resectable", "extrahepatic_progression"):
+            if getattr(self, name) is not None and not self.extrahepatic_disease:
+                issues.append(Issue(name, "only with extrahepatic_disease true", getattr(self, name)))
+        if self.primary_resection_date is not None and not self.primary_resected:
+            issues.append(Issue("primary_resection_date", "primary_resected is false",
+                                self.primary_resection_date.isoformat()))
+        if self.lesions:
+            seen: set[str] = set()
+            for i, lesion in enumerate(self.lesions):
+                if lesion.id in seen:
+                    issues.append(Issue(f"lesions.{i}.id", "lesion id listed twice", lesion.id))
+                seen.add(lesion.id)
+        if issues:
+            raise_issues(issues)
+        return self
 
 
 class LiverStatus(StrictModel):
     cirrhosis: bool
     r0_resection_feasible: bool
     future_liver_remnant_percent: float | None = Field(default=None, ge=0, le=100)
+    # ---- tumour board (issue 11); optional ----
+    ascites: bool | None = None
+    segment_volumes_ml: dict[Annotated[int, BeforeValidator(_segment_key), Field(ge=1, le=8)],
+                             Annotated[float, Field(gt=0, le=5000)]] | None = None
 
 
 class Biliary(StrictModel):
@@ -472,6 +540,7 @@ class Case(StrictModel):
     def _cross_checks(self) -> Case:
         issues: list[Issue] = []
         proc = self.procedure
+        issues.extend(_board_issues(self))
         for i, rec in enumerate(self.patient.prior_treatments):
             if rec.date > proc.date:
                 issues.append(Issue(f"patient.prior_treatments.{i}.date",
@@ -557,12 +626,54 @@ class Case(StrictModel):
         """The ladder's view of the requested procedure (:func:`embplan.protocols.sequencing.evaluate_sequence`);
         ``options`` pass through (``refractory_responses``, ``intestinal_sites``)."""
         d = self.patient.disease
+        b = self.patient.biliary
         return evaluate_sequence(
-            self.procedure.kind, self.patient.prior_treatments,
-            biliary_enteric_anastomosis=self.patient.biliary.biliary_enteric_anastomosis,
+            self.procedure.kind,
+            territory_records(self.patient.prior_treatments, self.procedure.territory.couinaud_segments),
+            biliary_enteric_anastomosis=b.biliary_enteric_anastomosis,
+            bile_duct_instrumentation=b.biliary_stent or not b.sphincter_of_oddi_intact,
+            portal_vein_thrombosis=d.main_portal_vein_thrombosis,
             grade=d.grade, primary_site=d.primary_site, functional_syndrome=d.functional_syndrome,
             before=self.procedure.date, **options,
         )
+
+
+_DISTRIBUTION_LOBE = {"unilobar_right": "right", "unilobar_left": "left"}
+
+
+def _board_issues(case: Case) -> list[Issue]:
+    """Cross-checks of the tumour-board fields (issue 11): dates not after the procedure, lesions inside the stated
+    liver distribution, segment volumes for every lesion segment when both are given."""
+    from .protocols.territory import LOBE_SEGMENTS
+
+    issues: list[Issue] = []
+    d = case.patient.disease
+    when = case.procedure.date
+    if d.primary_resection_date is not None and d.primary_resection_date > when:
+        issues.append(Issue("patient.disease.primary_resection_date",
+                            f"must not be after the procedure date ({when.isoformat()})",
+                            d.primary_resection_date.isoformat()))
+    lobe = _DISTRIBUTION_LOBE.get(d.liver_distribution)
+    if lobe is not None and d.lesions:
+        other = "left" if lobe == "right" else "right"
+        for i, lesion in enumerate(d.lesions):
+            outside = sorted(set(lesion.segments) & LOBE_SEGMENTS[other])
+            if outside:
+                issues.append(Issue(f"patient.disease.lesions.{i}.segments",
+                                    f"liver_distribution is {d.liver_distribution}, but the lesion lies in segment(s) "
+                                    f"{', '.join(map(str, outside))} of the {other} lobe", lesion.segments))
+    if d.liver_distribution == "bilobar" and d.lesions:
+        lobes = {lb for lesion in d.lesions for lb, segs in LOBE_SEGMENTS.items() if set(lesion.segments) & segs}
+        if lobes and len(lobes) == 1:
+            issues.append(Issue("patient.disease.lesions",
+                                f"liver_distribution is bilobar, but every lesion lies in the {lobes.pop()} lobe"))
+    vols = case.patient.liver.segment_volumes_ml
+    if vols is not None and d.lesions:
+        missing = sorted({s for lesion in d.lesions for s in lesion.segments} - set(vols))
+        if missing:
+            issues.append(Issue("patient.liver.segment_volumes_ml",
+                                f"no volume for segment(s) {', '.join(map(str, missing))} that hold lesions"))
+    return issues
 
 
 def _territory_role_issues(proc: TAREProcedure, roles: StructureRoles) -> list[Issue]:

@@ -176,6 +176,7 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
             "skipped": list(plan.sequence.skipped),
             "suggested_next": plan.sequence.suggested_next,
         },
+        "board_recommendation": None if plan.board is None else plan.board.recommendation.summary,
         "highest_severity": None if plan.highest_severity is None else str(plan.highest_severity.value),
         "flags": [
             {
@@ -270,9 +271,11 @@ def _summary_text(plan: Plan, written: list[Path]) -> str:
     lines.append("deviations: " + ("; ".join(proc.deviations) if proc.deviations else "none"))
     seq = plan.sequence
     lines.append(
-        f"sequence: {'follows the TAE -> TACE -> TARE ladder' if seq.follows_ladder else 'deviates from the ladder'}"
+        f"sequence: {'follows the TAE -> TACE -> TARE ladder' if seq.follows_ladder else 'does not follow the ladder'}"
         f"; suggested next: {seq.suggested_next}"
     )
+    if plan.board is not None:  # issue 11: the tumour board's answer in one line (embplan board for the whole)
+        lines.append(f"tumour board: {plan.board.recommendation.summary}")
     d = plan.dosimetry
     if d is not None:
         rx = d.prescription
@@ -320,6 +323,8 @@ def _summary_rich(plan: Plan, written: list[Path]) -> None:
     t.add_row("protocol", escape(proc.standard_protocol))
     t.add_row("deviations", escape("; ".join(proc.deviations) if proc.deviations else "none"))
     t.add_row("suggested next", escape(plan.sequence.suggested_next))
+    if plan.board is not None:
+        t.add_row("tumour board", escape(plan.board.recommendation.summary))
     d = plan.dosimetry
     if d is not None:
         rx = d.prescription
@@ -701,6 +706,120 @@ def phantom_dicom(
             typer.echo(f"wrote {out}: CT series ct/ ({phantom.grid.shape[0]} slices), SPECT spect/nm.dcm, RTSTRUCT "
                        f"rtstruct.dcm, and the case {case_path}")
             typer.echo("next: " + " && ".join(info["next"]))
+
+
+# ====================================================================================== tumour board (issue 11)
+_MARK = {"met": "[green]met[/]", "unmet": "[red]unmet[/]", "unknown": "[yellow]unknown[/]"}
+_STATUS_STYLE = {"recommended": "bold green", "possible": "green", "not_eligible": "red", "needs_data": "yellow"}
+
+
+def _board_rich(board: Any, plan_flags: list[Any] | None = None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = _stdout_console()
+    if not con.is_terminal or con.width < 140:  # a board reads the table on a wide screen (or a file)
+        con = Console(file=sys.stdout, highlight=False, width=max(con.width, 160))
+    ref = board.reference_date.isoformat() if board.reference_date else "?"
+    con.print(f"[bold]Tumour board review[/]: patient {escape(board.case_id)}, reference date {ref}")
+    rec = board.recommendation
+    con.print(f"\n[bold]Recommendation[/]: {escape(rec.summary)}")
+    for st in rec.steps:
+        con.print(f"  {st.order}. {escape(st.action)}\n     why: {escape(st.reason)}")
+    if rec.would_change:
+        con.print("[bold]Would change it[/] (missing data):")
+        for w in rec.would_change:
+            con.print(f"  - {escape(w)}")
+    t = Table(title="Options, criterion by criterion", show_lines=True, expand=True)
+    t.add_column("Option", ratio=2)
+    t.add_column("Status", min_width=12, no_wrap=True)
+    t.add_column("Criteria (value; requirement)", ratio=5)
+    t.add_column("Why", ratio=3)
+    for o in board.options:
+        crit = "\n".join(f"{_MARK[c.status.value]} {escape(c.label)}: {escape(c.value or 'n/a')}"
+                         + (f" ({escape(c.threshold)})" if c.threshold else "") for c in o.criteria)
+        title = o.title + (f" [{o.procedure}]" if o.procedure else "")
+        t.add_row(escape(title), f"[{_STATUS_STYLE[o.status.value]}]{o.status.value}[/]", crit, escape(o.reason))
+    con.print(t)
+    c = Table(title="Course per lobe", show_lines=True, expand=True)
+    for col, r in (("Territory", 1), ("History", 4), ("Next step", 2), ("Why", 4)):
+        c.add_column(col, ratio=r)
+    for tc in board.course:
+        c.add_row(escape(tc.territory) + ("" if tc.disease_present is None else
+                                          (" (disease)" if tc.disease_present else " (no disease)")),
+                  escape("\n".join(tc.history) or "none"), escape(tc.next_step or "-"), escape(tc.reason))
+    con.print(c)
+    if board.staged_plan:
+        sp = Table(title="Staged plan", expand=True)
+        for col in ("#", "Territory", "Procedure", "Earliest date", "Note / source"):
+            sp.add_column(col)
+        for st in board.staged_plan:
+            sp.add_row(str(st.order), escape(st.territory), escape(st.procedure),
+                       st.earliest_date.isoformat() if st.earliest_date else "-",
+                       escape(st.note or st.source))
+        con.print(sp)
+    lv = board.liver
+    albi = (f"ALBI {lv.albi_score:.2f} (grade {lv.albi_grade})" if lv.albi_score is not None else "ALBI n/a")
+    comp = {True: "compensated", False: "decompensated", None: "compensation undecided"}[lv.compensated]
+    con.print(f"\n[bold]Liver over the years[/]: {albi}; cirrhosis {'yes' if lv.cirrhosis else 'no'}; ascites "
+              f"{'not recorded' if lv.ascites is None else ('yes' if lv.ascites else 'no')}; {comp}")
+    for td in lv.territory_doses:
+        dose = (f"lung {td.cumulative_lung_gy:.1f} Gy" if td.cumulative_lung_gy is not None else
+                f"non-tumour liver {td.cumulative_normal_liver_gy:.1f} Gy" if td.cumulative_normal_liver_gy is not None
+                else "no recorded dose")
+        con.print(f"  {escape(td.territory)}: {dose} ({escape(td.source)})")
+    for n in lv.notes:
+        con.print(f"  - {escape(n)}")
+    if board.consent:
+        ct = Table(title="Consent numbers", show_lines=True, expand=True)
+        for col, r in (("Option", 2), ("Outcome", 3), ("Value", 3), ("Source (caveat)", 5)):
+            ct.add_column(col, ratio=r)
+        for ci in board.consent:
+            ct.add_row(escape(ci.option_key), escape(ci.outcome), escape(ci.value),
+                       escape(ci.source + (f" ({ci.caveat})" if ci.caveat else "")))
+        con.print(ct)
+    ft = Table(title="Follow-up", expand=True)
+    ft.add_column("Date", ratio=1)
+    ft.add_column("What", ratio=6)
+    for fu in board.follow_up:
+        ft.add_row(fu.date.isoformat() if fu.date else "-", escape(fu.what))
+    con.print(ft)
+    if plan_flags:
+        con.print("[bold]Plan flags[/]: " + ", ".join(f"{f.code} ({f.severity})" for f in plan_flags))
+
+
+@app.command()
+def board(
+    case_file: Annotated[Path, typer.Argument(metavar="CASE.json|PLAN.h5",
+                                              help="A case file (JSON), or a plan file written by embplan.")],
+    as_json: JsonOpt = False,
+    with_plan: Annotated[bool, typer.Option("--plan", help="Plan the case first (dosimetry): the review then names "
+                                                          "the tumours the plan leaves untreated.")] = False,
+) -> None:
+    """The tumour board's review: every option with its criteria, the recommendation, the course per lobe, the
+    staged plan, the liver over the years, consent numbers and the follow-up dates."""
+    with _errors():
+        flags = None
+        if case_file.suffix.lower() in (".h5", ".hdf5"):
+            from .io.hdf5 import load_plan
+
+            plan = load_plan(case_file)
+            if plan.board is None:
+                raise _Failure(f"{case_file}: the plan file holds no tumour-board review (written by an older embplan)")
+            review, flags = plan.board, plan.flags
+        elif with_plan:
+            plan = _make_plan(_load_case(case_file))
+            review, flags = plan.board, plan.flags
+        else:
+            from .board import review as make_review
+
+            review = make_review(_load_case(case_file))
+        if as_json:
+            _print_json({"file": str(case_file), "board": review.model_dump(mode="json"),
+                         **({"flags": [f.code for f in flags]} if flags is not None else {})})
+        else:
+            _board_rich(review, flags)
 
 
 def main(argv: list[str] | None = None) -> int:

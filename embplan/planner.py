@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .board.model import BoardReview
+from .board.review import build_review
 from .case import Case
 from .dosimetry import conventions as conv
 from .dosimetry import metrics as _metrics
@@ -70,6 +72,7 @@ from .risk import (
     dose_limits,
     rule_names,
 )
+from .risk.coverage import BoardDoseFacts, TumorDoseFact, untreated_disease_flag
 from .risk.flags import sort_flags
 from .risk.limits import lung_shunt_reduction
 from .thresholds import EANM_2022, VAN_ROEKEL, Thresholds
@@ -187,16 +190,20 @@ def plan(case: Case | Mapping[str, Any], *, options: PlannerOptions | None = Non
             # one lung shunt for dose and flags (issue 13): the case's value was judged by assess(); the images' wins
             flags = [f for f in flags if f.code != "LUNG_SHUNT_HIGH"]
         flags.extend(dose_flags)
+    board_dose = _board_dose_facts(case, dosimetry, voxel, flags)
+    board = build_review(case, th, board_dose)
+    flags = _with_untreated_disease(flags, case, board_dose)
     return Plan(
         case=case,
         case_source=case.source,
         procedure=_procedure_summary(case, th),
-        sequence=_sequence_summary(case),
+        sequence=_sequence_summary(case, board),
         flags=sort_flags(flags),
         thresholds=th,
         dosimetry=dosimetry,
         provenance=_provenance(kernel_params, rules_run, opts),
         voxel=voxel,
+        board=board,
     )
 
 
@@ -215,15 +222,61 @@ def _procedure_summary(case: Case, th: Thresholds) -> ProcedureSummary:
     )
 
 
-def _sequence_summary(case: Case) -> SequenceSummary:
+def _sequence_summary(case: Case, board: BoardReview | None = None) -> SequenceSummary:
     s = case.sequence()
+    suggested = s.suggested_next
+    staged = [st for st in (board.staged_plan if board is not None else []) if st.order > 1]
+    if staged:  # the next step of the patient is the board's staged step, not this territory's next rung
+        st = staged[0]
+        when = f" from {st.earliest_date.isoformat()}" if st.earliest_date else ""
+        suggested = (f"{st.procedure} of the {st.territory} (staged{when}; tumour board); for "
+                     f"{case.procedure.territory.describe()} on progression: {s.suggested_next}")
     return SequenceSummary(
         follows_ladder=s.follows_ladder,
         skipped=list(s.skipped),
         justifications=list(s.justifications),
-        suggested_next=s.suggested_next,
+        suggested_next=suggested,
         explanation=s.explanation,
     )
+
+
+# ================================================================================================== tumour board
+def _board_dose_facts(case: Case, dosimetry: DosimetryResult | None, voxel: VoxelData | None,
+                      flags: list[Flag]) -> BoardDoseFacts | None:
+    """The dose facts the tumour board reads (issue 11): per tumour, the plan's own lesion record (volume, mean dose of
+    the voxel map, fraction inside the perfused territory: the same numbers as ``dosimetry.lesions``); its lobe from
+    the phantom's record when known."""
+    if dosimetry is None:
+        return None
+    lobes: dict[str, str] = {}
+    if voxel is not None:
+        phantom = (voxel.attributes.get("images") or {}).get("phantom") or {}
+        for t in phantom.get("tumors", ()) if isinstance(phantom, Mapping) else ():
+            if isinstance(t, Mapping) and "name" in t and "lobe" in t:
+                lobes[str(t["name"])] = str(t["lobe"])
+    tumors = [TumorDoseFact(name=les.name, volume_ml=les.volume_ml, mean_dose_gy=les.mean_gy,
+                            perfused_fraction=les.perfused_fraction, lobe=lobes.get(les.name))
+              for les in dosimetry.lesions]
+    return BoardDoseFacts(territory=case.procedure.territory.describe(), tumors=tuple(tumors),
+                          normal_liver_dose_gy=dosimetry.normal_liver_dose_gy, lung_dose_gy=dosimetry.lung_dose_gy,
+                          source=dosimetry.source,
+                          contraindications=tuple(f"{f.code}: {f.message}" for f in flags
+                                                  if f.severity == Severity.CONTRAINDICATION
+                                                  and f.code in _DOSE_CONTRAINDICATIONS))
+
+
+#: Dose-side contraindications the board's TARE option of the treated lobe reads (the case-side ones, e.g. bilirubin
+#: or burden, are criteria of their own).
+_DOSE_CONTRAINDICATIONS = frozenset({"LUNG_DOSE_LIMIT", "NON_TUMOR_LIVER_DOSE_HIGH", "LUNG_SHUNT_HIGH"})
+
+
+def _with_untreated_disease(flags: list[Flag], case: Case, dose: BoardDoseFacts | None) -> list[Flag]:
+    """UNTREATED_DISEASE from the dose map's tumours (and the case's lesions) replaces the case-only one."""
+    if dose is None:
+        return flags
+    out = [f for f in flags if f.code != "UNTREATED_DISEASE"]
+    flag = untreated_disease_flag(case, dose)
+    return out + ([flag] if flag is not None else [])
 
 
 def _provenance(kernel: dict[str, Any] | None, rules_run: list[str], opts: PlannerOptions) -> Provenance:

@@ -183,6 +183,98 @@ class Thresholds(BaseModel):
         gt=0, lt=1,
     )
 
+    # ---- tumour board (issue 11: embplan.board) -------------------------------------------------------
+    # Each option's criteria read these; the plan records them with the rest. Comparison: "<= X" / ">= X" inclusive
+    # where the source says "up to"/"at least", "< X" strict where it says "less than".
+    board_resection_ecog_max: int = _field(
+        2, "ECOG grade", "Resection and other surgery: performance status ECOG 0-2 (NCCN Neuroendocrine and Adrenal "
+        "Tumors guideline, surgical candidacy [U: version not retrieved verbatim]).", ge=0, le=4,
+    )
+    board_well_differentiated_ki67_max_percent: float = _field(
+        20.0, "percent", "Well-differentiated G1/G2 NET: Ki-67 <= 20 % (WHO 2019 classification of digestive NEN: G1 "
+        "< 3 %, G2 3-20 %, G3 > 20 %). Above it: NET G3 / NEC, systemic therapy first.", ge=0, le=100,
+    )
+    board_debulking_nccn_min_percent: float = _field(
+        90.0, "percent", "Cytoreductive debulking: >= 90 % of the disease removable (NCCN; classic threshold, "
+        "PMC7423566 via EVIDENCE.md rule 17).", ge=0, le=100,
+    )
+    board_debulking_maxwell_min_percent: float = _field(
+        70.0, "percent", "Cytoreductive debulking: >= 70 % removable is associated with better PFS/OS (Maxwell JE et "
+        "al., Surgery 2016; Graff-Baker AN et al., Surgery 2014).", ge=0, le=100,
+    )
+    board_rapid_progression_months: float = _field(
+        6.0, "months", "Rapid progression (debulking excluded; transplant stability unmet): progression recorded "
+        "within this many months before the review (Milan-NET stability window of 6 months, Mazzaferro J Hepatol "
+        "2007; applied to debulking [U]).", gt=0, le=120,
+    )
+    board_enets_age_max_years: float = _field(
+        60.0, "years", "Transplant (ENETS 2016 liver-metastases guidance, Pavel M et al., Neuroendocrinology 2016): "
+        "age <= 60 years [U: secondary source].", ge=0, le=120,
+    )
+    board_enets_ki67_max_percent: float = _field(
+        10.0, "percent", "Transplant (ENETS 2016; Milan-NET 2016 update): Ki-67 < 10 % [U: secondary source].",
+        ge=0, le=100,
+    )
+    board_unos_age_max_years: float = _field(
+        60.0, "years", "Transplant MELD exception (OPTN/UNOS guidance on MELD/PELD exception review, NET, June 2015): "
+        "candidates over 60 are not eligible [U: criteria not retrieved verbatim].", ge=0, le=120,
+    )
+    board_unos_ki67_max_percent: float = _field(
+        10.0, "percent", "Transplant MELD exception (OPTN/UNOS 2015 NET guidance): low grade, Ki-67 <= 10 % "
+        "[U: not retrieved verbatim].", ge=0, le=100,
+    )
+    board_unos_max_burden_percent: float = _field(
+        50.0, "percent", "Transplant MELD exception (OPTN/UNOS 2015 NET guidance): liver involvement < 50 % "
+        "[U: not retrieved verbatim].", ge=0, le=100,
+    )
+    board_unos_max_burden_refractory_symptoms_percent: float = _field(
+        75.0, "percent", "Transplant: liver involvement < 75 % accepted when hormonal symptoms are refractory (the "
+        "issue's seed; source not retrieved [U]).", ge=0, le=100,
+    )
+    board_transplant_primary_resected_min_months: float = _field(
+        6.0, "months", "Transplant: primary resected at least 6 months before, without recurrence (OPTN/UNOS 2015 "
+        "NET guidance; Milan-NET asks the primary removed in a separate operation) [U].", ge=0, le=600,
+    )
+    board_transplant_bilirubin_max_mg_dl: float = _field(
+        2.0, "mg/dL", "Transplant for NET presumes preserved liver function; here bilirubin <= 2.0 mg/dL, the "
+        "embolization limit of this model [U: no NET transplant source gives a number].", gt=0, le=50,
+    )
+    board_ablation_max_diameter_mm: float = _field(
+        30.0, "mm", "Thermal ablation: lesions up to 3 cm (CIRSE quality-improvement guideline for RFA, Crocetti L et "
+        "al., Cardiovasc Intervent Radiol 2010: best results <= 3 cm [U: NET-specific limit not retrieved]).",
+        gt=0, le=200,
+    )
+    board_ablation_max_lesions: int = _field(
+        5, "lesions", "Thermal ablation: at most 5 lesions (NET series ablated a median of 3 lesions of 1.4 cm, Taner "
+        "T et al., HPB 2013; a limit of 5 is common practice [U]).", ge=1, le=50,
+    )
+    board_ablation_margin_mm: float = _field(
+        5.0, "mm", "Thermal ablation: an ablative margin of 5-10 mm around the tumour (Crocetti L et al., CIRSE RFA "
+        "guideline, Cardiovasc Intervent Radiol 2010).", ge=0, le=50,
+    )
+    board_staged_lobar_interval_days: int = _field(
+        30, "days", "Staged (sequential) lobar treatment: the second lobe at least 30 days after the first, once "
+        "liver function has recovered (for TARE: Kennedy A et al., REBOC consensus, Int J Radiat Oncol Biol Phys 2007: "
+        "30-45 days [U: not retrieved verbatim]; the same interval is used after TAE/TACE [U]).", ge=0, le=730,
+    )
+    board_bilobar_tare_window_days: int = _field(
+        365, "days", "Both lobes treated by TARE within this many days count as whole-liver exposure (Su 2017 grouped "
+        "sequential bilobar with single-session whole-liver treatment; Currie 2019) [U: the window is this model's "
+        "choice].", ge=0, le=3650,
+    )
+    board_followup_imaging_year1_months: int = _field(
+        3, "months", "Follow-up imaging every 3 months in the first year after liver-directed therapy (the seed's "
+        "working approach; RETNET protocol [U]).", ge=1, le=24,
+    )
+    board_followup_imaging_year2_months: int = _field(
+        6, "months", "Follow-up imaging every 6 months in the second year (the seed's working approach [U]).",
+        ge=1, le=24,
+    )
+    board_followup_labs_days: int = _field(
+        30, "days", "Liver function tests (bilirubin, albumin, INR, transaminases) about 4 weeks after the procedure, "
+        "then with each imaging visit (REILD appears 4-8 weeks after TARE; EANM 2022) [U].", ge=1, le=365,
+    )
+
     # ---- standard protocol (PROTOCOL_DEVIATION; the RETNET arms) ---------------------------------------
     protocol_doxorubicin_mg: float = _field(
         50.0, "mg", f"Standard TACE: doxorubicin 50 mg ({RETNET}).", gt=0, le=500
@@ -239,6 +331,9 @@ class Thresholds(BaseModel):
             ("protocol_lipiodol_min_ml", "protocol_lipiodol_max_ml", False),
             ("protocol_particle_min_um", "protocol_particle_max_um", False),
             ("protocol_stasis_min_heartbeats", "protocol_stasis_max_heartbeats", False),
+            ("board_debulking_maxwell_min_percent", "board_debulking_nccn_min_percent", False),
+            ("board_unos_max_burden_percent", "board_unos_max_burden_refractory_symptoms_percent", False),
+            ("board_followup_imaging_year1_months", "board_followup_imaging_year2_months", False),
         ]
         problems = []
         for lower, upper, strict in pairs:

@@ -335,7 +335,10 @@ def test_deviation_uses_case_threshold_overrides(examples: dict[str, dict[str, A
 
 def test_sequence_from_the_case(examples: dict[str, dict[str, Any]]) -> None:
     seq = load_case(examples["tare_lobar_resin.json"]).sequence()
-    assert seq.follows_ladder and seq.suggested_next_code == "SYSTEMIC"
+    # issue 11: the ladder reads the right lobe's own history (TAE, TACE both partial): TARE skips a TACE that still
+    # works there, justified by grade G2 (ENETS 2022); the left lobe's progression after TACE does not count here
+    assert not seq.follows_ladder and seq.skipped == ["TACE"] and seq.expected_step == "TACE"
+    assert not seq.is_deviation and seq.suggested_next_code == "SYSTEMIC"
     deb = load_case(examples["deb_tace.json"]).sequence()
     assert not deb.on_ladder and deb.is_deviation
 

@@ -18,8 +18,10 @@ from .model import (
     TerritoryCourse,
     TerritoryDose,
 )
+from .review import review
 
 __all__ = [
+    "review",
     "BoardOption",
     "BoardReview",
     "ConsentItem",

@@ -18,6 +18,7 @@ from .territory import Territory
 
 __all__ = [
     "PriorTreatment",
+    "TerritoryResponse",
     "TreatmentKind",
     "Response",
     "EMBOLIZATION_KINDS",
@@ -41,6 +42,14 @@ SYSTEMIC_KINDS: frozenset[str] = frozenset({"SSA", "PRRT", "chemotherapy"})
 _TARE_EXTRAS = ("device", "activity_gbq", "lung_dose_gy", "normal_liver_dose_gy")
 
 
+class TerritoryResponse(StrictModel):
+    """The response of one lobe or segment group to a treatment (tumour board, issue 11): a treatment may control
+    one lobe while the other progresses."""
+
+    territory: Territory
+    response: Response
+
+
 class PriorTreatment(StrictModel):
     """One earlier treatment. ``date`` is when it was given (ISO date); ``response`` the best response recorded
     for the treated territory (``None``: not recorded)."""
@@ -57,10 +66,20 @@ class PriorTreatment(StrictModel):
     activity_gbq: float | None = Field(default=None, gt=0, le=30)
     lung_dose_gy: float | None = Field(default=None, ge=0, le=500)
     normal_liver_dose_gy: float | None = Field(default=None, ge=0, le=1000)
+    # response per lobe / segments (optional; issue 11)
+    responses: list[TerritoryResponse] | None = Field(default=None, min_length=1, max_length=16)
 
     @model_validator(mode="after")
     def _fields_fit_kind(self) -> PriorTreatment:
         issues: list[Issue] = []
+        for i, tr in enumerate(self.responses or ()):
+            if tr.territory.is_whole_liver:
+                issues.append(Issue(f"responses.{i}.territory", "a per-territory response names a lobe or segments "
+                                    "(the whole-liver response is 'response')", "whole_liver"))
+            elif (self.territory is not None and self.kind not in SYSTEMIC_KINDS
+                  and not tr.territory.overlaps(self.territory)):
+                issues.append(Issue(f"responses.{i}.territory", f"outside the treated territory "
+                                    f"({self.territory.describe()})", tr.territory.describe()))
         if self.doxorubicin_mg is not None and self.kind not in CHEMOEMBOLIZATION_KINDS:
             issues.append(Issue("doxorubicin_mg", f"only on TACE or DEB_TACE records, not {self.kind}",
                                 self.doxorubicin_mg))
@@ -79,6 +98,14 @@ class PriorTreatment(StrictModel):
     @property
     def is_embolization(self) -> bool:
         return self.kind in EMBOLIZATION_KINDS
+
+    def response_for(self, segments: frozenset[int]) -> str | None:
+        """The response recorded for a territory covering ``segments``: a per-territory response that overlaps it
+        (the first), else ``response``."""
+        for tr in self.responses or ():
+            if tr.territory.couinaud_segments & segments:
+                return tr.response
+        return self.response
 
 
 def of_kind(records: Iterable[PriorTreatment], *kinds: str) -> list[PriorTreatment]:

@@ -224,7 +224,8 @@ def assess_dose(case: Case, facts: DoseFacts, thresholds: Thresholds | None = No
         flags.extend(rule(case, facts, limits, th))
     case_lsf = case.dosimetry.lung_shunt_fraction if case.dosimetry is not None else None
     if case_lsf is None and facts.lung_shunt_fraction is not None:
-        _, flag = lung_shunt_reduction(facts.lung_shunt_fraction, facts.device, th)
+        _, flag = lung_shunt_reduction(facts.lung_shunt_fraction, facts.device, th,
+                                       method=proc.prescription.method)
         if flag is not None:
             flags.append(flag)
     if case_hepatic_reserve_fraction(case) is None and facts.hepatic_reserve_fraction is not None:

@@ -34,6 +34,10 @@ ALL_CODES: tuple[str, ...] = (
     "PRIOR_RADIOEMBOLIZATION",
     "PROTOCOL_DEVIATION",
     "HEPATIC_RESERVE_LOW",
+    # tumour board (issue 11): tumours or lesions outside the treated territory
+    "UNTREATED_DISEASE",
+    # tumour board (issue 11): earlier PRRT or liver EBRT before radioembolization
+    "PRIOR_LIVER_RADIATION",
     # issue 13 (dose meaning): the delivered activity departs from the prescription beyond the vial tolerance; the
     # case's lung shunt and the images' differ beyond the discrepancy threshold
     "DELIVERED_ACTIVITY_DEVIATION",

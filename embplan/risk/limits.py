@@ -154,7 +154,8 @@ def dose_limits(
 
 
 def lung_shunt_reduction(
-    case_or_lsf: Case | float, device: Literal["resin", "glass"] | None = None, thresholds: Thresholds | None = None
+    case_or_lsf: Case | float, device: Literal["resin", "glass"] | None = None, thresholds: Thresholds | None = None,
+    method: str | None = None,
 ) -> tuple[float, Flag | None]:
     """Activity reduction for a lung shunt fraction, and the LUNG_SHUNT_HIGH flag (None when it does not fire).
 
@@ -165,6 +166,8 @@ def lung_shunt_reduction(
     15 % < LSF <= 20 % -> caution, reduce 40 %; LSF > 20 % -> contraindication, returned reduction 1.0 (do not
     treat). Glass: LSF > 10 % -> caution with no reduction (0.0): the lung dose limit decides.
     Returns (0.0, None) when a case has no lung shunt fraction (the planner may know it from images).
+    ``method`` (the prescription method; taken from the case when a case is given) words the message: the
+    reduction is the BSA method's, applied by a BSA plan and not by a partition or MIRD one.
     """
     if isinstance(case_or_lsf, int | float) and not isinstance(case_or_lsf, bool):
         lsf = float(case_or_lsf)
@@ -184,6 +187,23 @@ def lung_shunt_reduction(
         lsf = float(case.dosimetry.lung_shunt_fraction)
 
     ctx = {"lung_shunt_fraction": lsf, "device": device}
+    # issue 11: the 20/40 % reduction is a rule of the BSA method; a partition or MIRD prescription limits the lung
+    # dose instead, and a BSA plan has already applied the reduction (the message says so, not "reduce").
+    if not (isinstance(case_or_lsf, int | float) and not isinstance(case_or_lsf, bool)):
+        method = case_or_lsf.procedure.prescription.method  # type: ignore[union-attr]
+        ctx["prescription_method"] = method
+
+    def _band(reduction: float) -> str:
+        if method == "bsa":
+            return (f"the BSA activity of this plan is reduced by {reduction:.0%} (applied); check the lung dose "
+                    f"(<= {th.lung_dose_session_limit_gy:g} Gy).")
+        if method is None:
+            return (f"with the BSA method reduce the activity by {reduction:.0%}; with the partition or MIRD method "
+                    f"the lung dose limit (<= {th.lung_dose_session_limit_gy:g} Gy) decides.")
+        return (f"the {method} prescription keeps the lung dose within its limit (<= "
+                f"{th.lung_dose_session_limit_gy:g} Gy per session); the {reduction:.0%} reduction is a rule of the "
+                "BSA method and is not applied.")
+
     if device == "resin":
         ctx.update(
             lsf_resin_reduce_low_fraction=th.lsf_resin_reduce_low_fraction,
@@ -200,15 +220,13 @@ def lung_shunt_reduction(
             reduction, sev = th.resin_activity_reduction_high_fraction, Severity.CAUTION
             msg = (
                 f"Lung shunt {lsf:.1%} in the {th.lsf_resin_reduce_high_fraction:.0%}-"
-                f"{th.lsf_resin_contraindication_fraction:.0%} band with resin: reduce the activity by "
-                f"{reduction:.0%}; check the lung dose."
+                f"{th.lsf_resin_contraindication_fraction:.0%} band with resin: " + _band(reduction)
             )
         elif lsf >= th.lsf_resin_reduce_low_fraction:
             reduction, sev = th.resin_activity_reduction_low_fraction, Severity.CAUTION
             msg = (
                 f"Lung shunt {lsf:.1%} in the {th.lsf_resin_reduce_low_fraction:.0%}-"
-                f"{th.lsf_resin_reduce_high_fraction:.0%} band with resin: reduce the activity by {reduction:.0%}; "
-                "check the lung dose."
+                f"{th.lsf_resin_reduce_high_fraction:.0%} band with resin: " + _band(reduction)
             )
         else:
             return 0.0, None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols import standards_from_thresholds
 from ..protocols.history import cumulative_doxorubicin_mg
-from ..protocols.sequencing import SOULEN_CIRSE_2019, evaluate_sequence
+from ..protocols.sequencing import SOULEN_CIRSE_2019
 from ..thresholds import EANM_2022, MEZHIR_2011, RETNET, VAN_ROEKEL, Thresholds
 from . import evidence as ev
 from .case_facts import (
@@ -27,6 +27,17 @@ from .case_facts import (
     effective_thresholds,
     portal_drainage,
     prior_tare,
+)
+from .coverage import untreated_disease_flag
+from .eligibility import (
+    ENETS_2016,
+    FLR_SOURCE,
+    MAZZAFERRO_2007_2016,
+    NCCN_NET,
+    all_met,
+    milan_criteria,
+    resection_criteria,
+    staged_bilobar_tare,
 )
 from .flags import Flag, Severity, sort_flags
 from .limits import lung_shunt_reduction
@@ -40,6 +51,7 @@ __all__ = ["Rule", "CASE_RULES", "assess", "rule_names"] + [
     "rule_portal_vein_thrombosis", "rule_performance_status", "rule_lab_limits", "rule_doxorubicin_cumulative",
     "rule_lung_shunt_high", "rule_sequence_deviation", "rule_resection_candidate", "rule_transplant_candidate",
     "rule_prior_radioembolization", "rule_protocol_deviation", "rule_hepatic_reserve_low",
+    "rule_untreated_disease", "rule_prior_liver_radiation",
 ]
 
 Rule = Callable[["Case", Thresholds], list[Flag]]
@@ -128,10 +140,35 @@ def rule_deb_tace_in_net(case: Case, th: Thresholds) -> list[Flag]:
 
 
 def rule_whole_liver_tare(case: Case, th: Thresholds) -> list[Flag]:
-    """TARE with whole-liver scope -> warning: long-term cirrhosis-like morphology and portal hypertension."""
+    """TARE with whole-liver scope -> warning: long-term cirrhosis-like morphology and portal hypertension.
+
+    Staged bilobar TARE (issue 11): a lobar or segmental TARE that, with an earlier TARE of the other lobe within
+    ``board_bilobar_tare_window_days``, exposes the whole liver -> the same warning, naming the earlier session and
+    its recorded liver dose (the board's liver section sums the doses per territory)."""
     proc = case.procedure
-    if proc.kind != "TARE" or proc.territory.scope != "whole_liver":
+    if proc.kind != "TARE":
         return []
+    if proc.territory.scope != "whole_liver":
+        staged = staged_bilobar_tare(case, th)
+        if not staged:
+            return []
+        earlier = "; ".join(
+            f"{r.territory.describe() if r.territory else '?'} TARE on {r.date.isoformat()} "
+            f"({(proc.date - r.date).days} days before"
+            + (f", non-tumour liver {r.normal_liver_dose_gy:g} Gy" if r.normal_liver_dose_gy is not None else
+               ", liver dose not recorded") + ")" for r in staged)
+        return _flag(
+            "WHOLE_LIVER_TARE", Severity.WARNING,
+            f"Staged bilobar TARE: this {proc.territory.describe()} TARE follows {earlier}, within "
+            f"{th.board_bilobar_tare_window_days} days: the whole liver is exposed, as after whole-liver TARE "
+            "(cirrhosis-like morphology 56% after whole-liver vs 27% after one lobe, Su 2017; chronic hepatotoxicity "
+            "13%, Currie 2019). Weigh the interval, the cumulative liver dose and a non-radiation option for this lobe.",
+            f"{ev.SU_2017}; {ev.CURRIE_2019}; {ev.ROBERSON_REILD}",
+            procedure_kind="TARE", scope=proc.territory.scope, staged_bilobar=True, device=proc.device,
+            earlier_tare_dates=[r.date.isoformat() for r in staged],
+            earlier_normal_liver_doses_gy=[r.normal_liver_dose_gy for r in staged],
+            bilobar_tare_window_days=th.board_bilobar_tare_window_days,
+        )
     return _flag(
         "WHOLE_LIVER_TARE", Severity.WARNING,
         "Whole-liver TARE in a single session: cirrhosis-like morphology in 56% of NET patients after whole-liver "
@@ -427,19 +464,21 @@ def hepatic_reserve_flag(case: Case, reserve: float, th: Thresholds) -> Flag:
 def rule_sequence_deviation(case: Case, th: Thresholds) -> list[Flag]:
     """The request skips a step of the TAE -> TACE -> TARE ladder without a justification (or is off the ladder:
     DEB-TACE) -> info. The ladder and its accepted justifications live in :mod:`embplan.protocols.sequencing`."""
-    d = case.patient.disease
-    result = evaluate_sequence(
-        case.procedure.kind, case.patient.prior_treatments,
-        biliary_enteric_anastomosis=case.patient.biliary.biliary_enteric_anastomosis,
-        grade=d.grade, primary_site=d.primary_site, functional_syndrome=d.functional_syndrome,
-    )
+    result = case.sequence()  # the requested territory's own records (issue 11), biliary risks included
     if not result.is_deviation:
         return []
     kind = case.procedure.kind
-    head = "" if not result.on_ladder else (
-        f"{_KIND_TEXT[kind]} skips {', '.join(result.skipped)} of the TAE -> TACE -> TARE ladder without a "
-        "recognised justification: document the reason. "
-    )
+    if not result.on_ladder:
+        head = ""
+    elif result.below_biliary_step:
+        why = ("main portal vein thrombosis (see PORTAL_VEIN_THROMBOSIS)"
+               if case.patient.disease.main_portal_vein_thrombosis else
+               "a biliary-enteric anastomosis or bile-duct instrumentation (see BILIARY_ENTERIC_ANASTOMOSIS / "
+               "INCOMPETENT_SPHINCTER)")
+        head = f"{_KIND_TEXT[kind]} with {why}: the ladder's step is TARE; document the reason. "
+    else:
+        head = (f"{_KIND_TEXT[kind]} skips {', '.join(result.skipped)} of the TAE -> TACE -> TARE ladder without a "
+                "recognised justification: document the reason. ")
     return _flag(
         "SEQUENCE_DEVIATION", Severity.INFO,
         f"{head}{result.explanation}",
@@ -472,49 +511,40 @@ def rule_protocol_deviation(case: Case, th: Thresholds) -> list[Flag]:
 # candidates for curative treatment
 # ---------------------------------------------------------------------------------------------------------------
 def rule_resection_candidate(case: Case, th: Thresholds) -> list[Flag]:
-    """R0 resection feasible, future liver remnant >= 30 % (given), well differentiated -> info.
-
-    An unknown remnant (None) does not qualify: the flag says what is known, not what might be.
-    """
-    liver = case.patient.liver
-    d = case.patient.disease
-    flr = liver.future_liver_remnant_percent
-    if not liver.r0_resection_feasible or flr is None or flr < th.flr_min_percent or d.differentiation != "well":
+    """Every curative-resection criterion met (:func:`embplan.risk.eligibility.resection_criteria`: R0 feasible,
+    future liver remnant >= 30 %, ECOG 0-2, no unresectable extrahepatic disease, well differentiated G1/G2 with
+    the Ki-67 read) -> info. An unknown criterion (e.g. no remnant given) does not qualify: the flag says what is
+    known, and the tumour board's resection option (the same criteria) says what is missing."""
+    crits = resection_criteria(case, th)
+    if not all_met(crits):
         return []
+    by = {c.key: c for c in crits}
     return _flag(
         "RESECTION_CANDIDATE", Severity.INFO,
-        f"R0 resection is feasible with a future liver remnant of {flr}% (>= {th.flr_min_percent:g}%) in a "
-        "well-differentiated NET: surgery is the only curative option; discuss at the tumour board before "
-        "liver-directed therapy.",
-        "ENETS guidance; future liver remnant >= 30% (the brief's value [U])",
-        r0_resection_feasible=True, future_liver_remnant_percent=flr, flr_min_percent=th.flr_min_percent,
-        differentiation=d.differentiation,
+        f"Every curative-resection criterion is met (R0 feasible, future liver remnant "
+        f"{by['future_liver_remnant'].value} >= {th.flr_min_percent:g}%, {by['performance_status'].value}, "
+        f"{by['extrahepatic_disease'].value} extrahepatic disease, {by['grade'].value}): surgery is the option that "
+        "can cure; discuss at the tumour board before liver-directed therapy.",
+        f"{NCCN_NET}; {ENETS_2016}; {FLR_SOURCE}",
+        r0_resection_feasible=True, future_liver_remnant=by["future_liver_remnant"].value,
+        future_liver_remnant_how=by["future_liver_remnant"].note, flr_min_percent=th.flr_min_percent,
+        differentiation=case.patient.disease.differentiation, ecog=case.patient.ecog,
+        criteria={c.key: c.status for c in crits},
     )
 
 
 def rule_transplant_candidate(case: Case, th: Thresholds) -> list[Flag]:
-    """Milan-NET: age < 55 (parameter; 60 in some sources), G1/G2, primary resected and drained by the portal
-    system (given, or inferred from the primary site), liver involvement < 50 %, no extrahepatic disease, stable
-    >= 6 months when the stability is given -> info. With TARE the message notes the long-term liver injury."""
+    """Every Milan-NET criterion met (:func:`embplan.risk.eligibility.milan_criteria`: age, G1/G2 with Ki-67,
+    primary resected and portally drained, involvement < 50 %, stable >= 6 months from the history, no extrahepatic
+    disease, no carcinoid heart disease) -> info. Unknown stability does not qualify. With TARE the message notes the
+    long-term liver injury. The tumour board's Milan option is built from the same criteria."""
     p = case.patient
     d = p.disease
-    drainage, how = portal_drainage(case)
-    stable = getattr(d, "stable_disease_months", None)
-    criteria = {
-        "age": p.age_years < th.transplant_age_limit_years,
-        "grade": d.grade in ("G1", "G2"),
-        "primary_resected": bool(d.primary_resected),
-        "portal_drainage": drainage is True,
-        "liver_involvement": d.liver_tumor_burden_percent < th.transplant_max_burden_percent,
-        "no_extrahepatic_disease": not d.extrahepatic_disease,
-        "stable_disease": stable is None or stable >= th.transplant_min_stable_months,
-    }
-    if not all(criteria.values()):
+    crits = milan_criteria(case, th)
+    if not all_met(crits):
         return []
-    stability = (
-        f"stable for {stable:g} months" if stable is not None
-        else f"stability not documented (Milan-NET asks for >= {th.transplant_min_stable_months:g} months)"
-    )
+    by = {c.key: c for c in crits}
+    drainage, how = portal_drainage(case)
     tare = (
         " TARE may cause long-term liver injury (cirrhosis-like morphology, portal hypertension: Su 2017, Currie "
         "2019) that can compromise a later transplant: weigh this before radioembolization."
@@ -522,16 +552,55 @@ def rule_transplant_candidate(case: Case, th: Thresholds) -> list[Flag]:
     )
     return _flag(
         "TRANSPLANT_CANDIDATE", Severity.INFO,
-        f"Meets the Milan-NET criteria (age {p.age_years} < {th.transplant_age_limit_years:g}, {d.grade}, primary "
-        f"resected and portally drained ({how}), liver involvement {d.liver_tumor_burden_percent}% < "
-        f"{th.transplant_max_burden_percent:g}%, no extrahepatic disease, {stability}): refer for a transplant "
-        f"evaluation.{tare}",
-        ev.MAZZAFERRO_2007 + (f"; {ev.SU_2017}; {ev.CURRIE_2019}" if tare else ""),
+        f"Meets every Milan-NET criterion (age {p.age_years} < {th.transplant_age_limit_years:g}, {by['grade'].value}, "
+        f"primary resected and portally drained ({how}), liver involvement {d.liver_tumor_burden_percent}% < "
+        f"{th.transplant_max_burden_percent:g}%, no extrahepatic disease, {by['stable_disease'].value}, no carcinoid "
+        f"heart disease): refer for a transplant evaluation (see the board's ENETS and UNOS criteria).{tare}",
+        MAZZAFERRO_2007_2016 + (f"; {ev.SU_2017}; {ev.CURRIE_2019}" if tare else ""),
         age_years=p.age_years, transplant_age_limit_years=th.transplant_age_limit_years, grade=d.grade,
         portal_drainage=how, liver_tumor_burden_percent=d.liver_tumor_burden_percent,
-        transplant_max_burden_percent=th.transplant_max_burden_percent, stable_disease_months=stable,
+        transplant_max_burden_percent=th.transplant_max_burden_percent,
+        stable_disease_months=d.stable_disease_months, stability=by["stable_disease"].value,
         transplant_min_stable_months=th.transplant_min_stable_months, procedure_kind=case.procedure.kind,
     )
+
+
+def rule_untreated_disease(case: Case, th: Thresholds) -> list[Flag]:
+    """Case lesions wholly outside the requested procedure's territory -> caution, naming them (the planner adds
+    the tumours its dose map finds outside the perfused territory: :func:`embplan.risk.coverage.untreated_disease_flag`)."""
+    flag = untreated_disease_flag(case, None)
+    return [flag] if flag is not None else []
+
+
+def rule_prior_liver_radiation(case: Case, th: Thresholds) -> list[Flag]:
+    """Earlier PRRT (systemic: the whole liver) or external-beam radiotherapy of the liver (an EBRT record with a
+    liver territory) + TARE -> caution: both reduce the liver's reserve and are REILD risk factors; TARE combined with
+    PRRT has no evidence for or against it (the seed); fatal REILD 2 % after PRRT (Braat 2019)."""
+    if case.procedure.kind != "TARE":
+        return []
+    prior = case.patient.prior_treatments
+    prrt = sorted((r for r in prior if r.kind == "PRRT"), key=lambda r: r.date)
+    ebrt = sorted((r for r in prior if r.kind == "EBRT" and r.territory is not None), key=lambda r: r.date)
+    if not prrt and not ebrt:
+        return []
+    parts = []
+    if prrt:
+        parts.append(f"PRRT on {', '.join(r.date.isoformat() for r in prrt)}")
+    if ebrt:
+        parts.append("liver EBRT on " + ", ".join(f"{r.date.isoformat()} ({r.territory.describe()})"  # type: ignore[union-attr]
+                                                 for r in ebrt))
+    return _flag(
+        "PRIOR_LIVER_RADIATION", Severity.CAUTION,
+        f"Earlier liver radiation ({'; '.join(parts)}) before TARE: reduced liver reserve and a risk factor for "
+        "radioembolization-induced liver disease (fatal REILD 2% after PRRT, Braat 2019). TARE combined with PRRT: no "
+        "evidence for or against. Keep the treated territory lobar or smaller and the non-tumour liver dose low.",
+        f"{_BRAAT_2019}; {ev.ROBERSON_REILD}",
+        prior_prrt_dates=[r.date.isoformat() for r in prrt], prior_liver_ebrt_dates=[r.date.isoformat() for r in ebrt],
+    )
+
+
+_BRAAT_2019 = ("Braat AJAT et al., Eur J Nucl Med Mol Imaging 2019 (radioembolization after PRRT, n=44: fatal REILD "
+               "2%; grade 3-4 laboratory toxicity <= 10%)")
 
 
 #: Every case-level rule, in the order they run (the plan records their names).
@@ -554,6 +623,8 @@ CASE_RULES: tuple[Rule, ...] = (
     rule_protocol_deviation,
     rule_resection_candidate,
     rule_transplant_candidate,
+    rule_untreated_disease,
+    rule_prior_liver_radiation,
 )
 
 

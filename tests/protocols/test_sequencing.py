@@ -106,12 +106,34 @@ def test_biliary_enteric_anastomosis_justifies_tare_first_only() -> None:
     tace = _eval("TACE", [], bea=True, **G1_SI)
     assert tace.is_deviation and "TARE first" in tace.explanation
     tae = _eval("TAE", [], bea=True, **G1_SI)
-    assert tae.follows_ladder and tae.expected_step == "TARE" and tae.suggested_next_code == "TARE"
+    # issue 11: "follows the ladder" must agree with "the ladder suggests TARE"
+    assert not tae.follows_ladder and tae.expected_step == "TARE" and tae.suggested_next_code == "TARE"
+    assert tae.below_biliary_step and "does not follow the ladder" in tae.explanation
 
 
-def test_step_back_follows() -> None:
+def test_tace_after_whipple_does_not_follow_the_ladder() -> None:
+    """The shared example tace_after_whipple: TAE progressed, TACE requested, biliary-enteric anastomosis."""
+    s = _eval("TACE", [_rec("TAE", "2024-09-10", "progression")], bea=True, **G1_SI)
+    assert s.expected_step == "TARE" and not s.follows_ladder and s.is_deviation
+    assert "follows the TAE -> TACE -> TARE ladder" not in s.explanation
+
+
+def test_step_back_is_accepted_but_does_not_follow() -> None:
+    """Issue 11: "follows the ladder" beside "the ladder suggests TARE" was a contradiction."""
     s = _eval("TAE", [_rec("TARE", "2022-01-01", "partial")])
-    assert s.follows_ladder and not s.is_deviation and "steps back" in s.explanation
+    assert not s.follows_ladder and s.below_expected and not s.is_deviation and "steps back" in s.explanation
+    assert s.expected_step == "TARE"
+
+
+def test_repeat_of_a_refractory_rung_is_below_the_ladder() -> None:
+    s = _eval("TARE", [_rec("TARE", "2022-01-01", "progression")])
+    assert s.expected_step == "SYSTEMIC" and not s.follows_ladder and s.below_expected and not s.is_deviation
+    assert "follows the TAE" not in s.explanation
+
+
+def test_repeat_of_a_responding_rung_follows() -> None:
+    s = _eval("TACE", [_rec("TACE", "2022-01-01", "partial")])
+    assert s.expected_step == "TACE" and s.follows_ladder
 
 
 def test_deb_tace_is_never_a_ladder_step() -> None:

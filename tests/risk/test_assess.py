@@ -67,7 +67,8 @@ def test_case_threshold_override_changes_the_outcome(case_dict):
 
 
 def test_site_thresholds_as_base_and_case_on_top(case_dict):
-    data = case_dict("tae", {"patient.age_years": 58})
+    data = case_dict("tae", {"patient.age_years": 58, "patient.disease.stable_disease_months": 12.0,
+                             "patient.disease.carcinoid_heart_disease": False})
     case = embplan.load_case(data)
     assert "TRANSPLANT_CANDIDATE" not in {f.code for f in assess(case)}
     site = Thresholds.with_overrides({"transplant_age_limit_years": 60})

@@ -504,15 +504,35 @@ def test_resection_candidate(make_case, r0, flr, diff, severity):
         assert "curative" in f.message and "tumour board" in f.message
 
 
+#: A Milan-NET patient: the tae example with documented stability and no carcinoid heart disease (issue 11: unknown
+#: stability and carcinoid heart disease no longer qualify).
+MILAN = {"patient.disease.stable_disease_months": 12.0, "patient.disease.carcinoid_heart_disease": False}
+
+
+def milan(edits=None):
+    return {**MILAN, **(edits or {})}
+
+
 def test_transplant_candidate_fires_for_milan_patient(make_case):
-    f = check(R.rule_transplant_candidate, make_case("tae"), "TRANSPLANT_CANDIDATE", Severity.INFO)
-    assert "stability not documented" in f.message
+    f = check(R.rule_transplant_candidate, make_case("tae", milan()), "TRANSPLANT_CANDIDATE", Severity.INFO)
+    assert "stable 12 months" in f.message
     assert "long-term liver injury" not in f.message
     assert "Milan" in f.evidence
 
 
+def test_transplant_candidate_silent_without_documented_stability(make_case):
+    """Issue 11: 'meets the Milan criteria' beside 'stability not documented' was a contradiction."""
+    check(R.rule_transplant_candidate, make_case("tae", {"patient.disease.carcinoid_heart_disease": False}),
+          "TRANSPLANT_CANDIDATE", None)
+
+
+def test_transplant_candidate_silent_with_carcinoid_heart_disease(make_case):
+    check(R.rule_transplant_candidate, make_case("tae", {"patient.disease.stable_disease_months": 12.0}),
+          "TRANSPLANT_CANDIDATE", None)
+
+
 def test_transplant_candidate_with_tare_notes_liver_injury(make_case):
-    f = check(R.rule_transplant_candidate, make_case("resin"), "TRANSPLANT_CANDIDATE", Severity.INFO)
+    f = check(R.rule_transplant_candidate, make_case("resin", milan()), "TRANSPLANT_CANDIDATE", Severity.INFO)
     assert "long-term liver injury" in f.message and "Su" in f.evidence
 
 
@@ -538,11 +558,11 @@ def test_transplant_candidate_with_tare_notes_liver_injury(make_case):
     ],
 )
 def test_transplant_criteria_boundaries(make_case, edits, severity):
-    check(R.rule_transplant_candidate, make_case("tae", edits), "TRANSPLANT_CANDIDATE", severity)
+    check(R.rule_transplant_candidate, make_case("tae", milan(edits)), "TRANSPLANT_CANDIDATE", severity)
 
 
 def test_transplant_age_limit_is_a_parameter(make_case):
-    case = make_case("tae", {"patient.age_years": 58})
+    case = make_case("tae", milan({"patient.age_years": 58}))
     check(R.rule_transplant_candidate, case, "TRANSPLANT_CANDIDATE", None)
     f = check(R.rule_transplant_candidate, case, "TRANSPLANT_CANDIDATE", Severity.INFO,
               th=Thresholds.with_overrides({"transplant_age_limit_years": 60}))
