@@ -707,6 +707,43 @@ def phantom_dicom(
                        f"rtstruct.dcm, and the case {case_path}")
             typer.echo("next: " + " && ".join(info["next"]))
 
+# ---------------------------------------------------------------------------------------------- export (issue 15)
+@app.command("export")
+def export_cmd(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.h5", help="A plan file written by embplan.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="rtdose | seg | nrrd | nifti.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="File (rtdose, seg) or folder (nrrd, nifti).")],
+    method: Annotated[
+        str | None, typer.Option("--method", help="Dose map for rtdose (default: the plan's dose method).")
+    ] = None,
+    reference_ct: Annotated[
+        Path | None,
+        typer.Option("--reference-ct", help="CT file or series folder of the plan (patient, study, frame of "
+                                             "reference) for rtdose and seg."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a plan for other tools: the dose as DICOM RT Dose, the structures (embplan's own masks included) as
+    DICOM SEG, or dose, CT and masks as NRRD / NIfTI files (LPS / RAS geometry via ITK) in a folder."""
+    with _errors():
+        from .io.export import EXPORT_FORMATS, export_plan
+        from .io.hdf5 import load_plan
+
+        if fmt not in EXPORT_FORMATS:
+            raise _Failure(f"--format: {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+        if fmt in ("rtdose", "seg"):
+            _check_output(output, "export")
+        elif output.exists() and not output.is_dir():
+            raise _Failure(f"{output}: -o must be a folder for --format {fmt}")
+        elif not output.parent.is_dir():
+            raise _Failure(f"{output}: folder {output.parent} does not exist")
+        plan = load_plan(plan_file)
+        info = export_plan(plan, output, fmt, method=method, reference_ct=reference_ct)
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(f"wrote {fmt}: " + ", ".join(info["written"]))
+
 
 # ====================================================================================== tumour board (issue 11)
 _MARK = {"met": "[green]met[/]", "unmet": "[red]unmet[/]", "unknown": "[yellow]unknown[/]"}

@@ -301,8 +301,8 @@ def test_demo_end_to_end(demo_run):
     assert plan.dosimetry.source == "compartment" and plan.dosimetry.voxel is not None and plan.dosimetry.dvh
     assert summary["dosimetry"]["activity_gbq"] == plan.dosimetry.activity_gbq
     html = report_path.read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 2  # DVH and dose slices
-    assert 'id="slices"' in html and 'id="dvh"' in html
+    assert html.count("data:image/png;base64,") == 1  # the DVH; the slices are the embedded viewer (issue 15)
+    assert 'id="slices"' in html and 'id="dvh"' in html and 'id="viewer-data"' in html
     # the demo plan equals a fresh plan of the packaged case (deterministic), apart from its creation time
     fresh = embplan.plan(embplan.load_case(demo_case_dict()))
     assert fresh.model_copy(update={"provenance": plan.provenance}) == plan

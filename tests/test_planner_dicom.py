@@ -168,6 +168,32 @@ def test_rt_dose_export_reads_back_on_the_ct_geometry(dicom_dir, dicom_plan, tmp
     assert np.abs(dose - ref).max() <= 1e-5 * ref.max()
 
 
+# ------------------------------------------------------------------------------------------------ exports (issue 15)
+def test_seg_export_in_the_ct_frame_and_back_into_a_plan(dicom_dir, dicom_plan, tmp_path):
+    """`embplan export --format seg` of a DICOM plan: the CT's patient, study and frame of reference; every mask
+    (embplan's own perfused and non-tumour masks included) read back by highdicom equal to the plan's."""
+    from tests.io.test_export import _highdicom_masks
+
+    plan_path, seg_path = tmp_path / "plan.h5", tmp_path / "structures.dcm"
+    save_plan(dicom_plan, plan_path)
+    r = run("export", plan_path, "--format", "seg", "-o", seg_path, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["reference"] == "stored"
+    ct = read_ct_series(dicom_dir / "ct")
+    ct_header = read_header(sorted((dicom_dir / "ct").iterdir())[0])
+    ds = pydicom.dcmread(seg_path)
+    assert ds.FrameOfReferenceUID == ct.frame_of_reference_uid
+    assert ds.PatientID == ct_header.PatientID and ds.StudyInstanceUID == ct_header.StudyInstanceUID
+    refs = {i.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
+    assert refs <= set(ct.meta["sop_instance_uids"]) and refs
+    masks = _highdicom_masks(seg_path, dicom_plan.voxel.grid)
+    plan_masks = dicom_plan.voxel.masks()
+    assert {"perfused", "normal_liver", "perfused_normal_liver"} <= set(plan_masks)
+    for name, m in plan_masks.items():
+        np.testing.assert_array_equal(masks[name.replace("_", " ")], m)
+
+
+
 # ------------------------------------------------------------------------------------------------ other inputs
 def test_feet_first_set_gives_the_same_plan(phantom, dicom_plan, tmp_path):
     """The same patient written feet first (rows along -x, slices along -z): another grid, the same plan."""
