@@ -109,3 +109,17 @@ def test_export_dicom_conservative_cli(tmp_path):
     assert info["dose_summation_type"] == "PLAN" == ds.DoseSummationType
     assert info["referenced_rt_plan_uid"] == ds.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID
     assert "PlanOverviewSequence" not in ds
+
+
+def test_seg_export_conforms(phantom_set, tmp_path):
+    """The structures as DICOM SEG (embplan.imaging.seg.write_seg, issue 15) on the phantom CT's frame of reference."""
+    pytest.importorskip("embplan.imaging.seg", reason="the SEG export (issue 15) is not in this build")
+    from embplan.imaging.seg import write_seg
+
+    ct = read_ct_series(phantom_set["ct"])
+    phantom = make_phantom("net_liver", 7, 8.0)
+    masks = {k: phantom.masks[k] for k in ("liver", "lungs") if k in phantom.masks}
+    assert masks
+    path = write_seg(masks, ct.grid, tmp_path / "seg.dcm", reference_ct=ct)
+    errors = iod_errors(path)
+    assert errors == [], errors
