@@ -27,6 +27,9 @@ _LAZY: dict[str, str] = {
     "Grid": "embplan.grid",
     "review": "embplan.board",
     "BoardReview": "embplan.board",
+    # post-treatment verification (issue 14): plan file + post.json -> Verification (and its archive)
+    "verify_files": "embplan.io.verification",
+    "load_verification": "embplan.io.verification",
 }
 
 __all__ = ["__version__", "EmbplanError", "CaseError", "PlanFileError", "ImagingError", *_LAZY]
@@ -36,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .case import Case, load_case  # noqa: F401
     from .grid import Grid  # noqa: F401
     from .io.hdf5 import load_plan, save_plan  # noqa: F401
+    from .io.verification import load_verification, verify_files  # noqa: F401
     from .planner import Plan, plan  # noqa: F401
     from .risk import Flag, Severity, assess  # noqa: F401
     from .thresholds import Thresholds  # noqa: F401

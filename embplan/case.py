@@ -368,6 +368,9 @@ class DicomImages(StrictModel):
     ct_series_instance_uid: DicomUID | None = None
     spect_series_instance_uid: DicomUID | None = None
     pet_series_instance_uid: DicomUID | None = None
+    # frames of reference (issue 14): an ITK transform file (fixed = the SPECT/PET frame, moving = the CT frame)
+    # aligning an activity image in another frame of reference than the CT; without it such a pair is registered
+    transform: ImagePath | None = None
 
     @model_validator(mode="after")
     def _one_of_each(self) -> DicomImages:

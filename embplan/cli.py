@@ -2,7 +2,8 @@
 
 ``embplan demo``, ``embplan plan CASE.json -o plan.h5``, ``embplan validate CASE.json``, ``embplan show plan.h5``,
 ``embplan kernel --voxel-mm 4.42 -o kernel.csv``, ``embplan export-dicom plan.h5 -o dose.dcm``,
-``embplan phantom-dicom --out DIR``, ``embplan --version``.
+``embplan phantom-dicom --out DIR``, ``embplan verify plan.h5 post.json -o verification.h5``,
+``embplan phantom-post plan.h5 --out DIR``, ``embplan --version``.
 
 Exit codes: 0 done; 1 invalid input or unreadable file (one line on stderr, ``embplan: error: <reason>``, and
 nothing written); 2 usage. Summaries are rich tables on a terminal, plain text otherwise; ``--json`` prints one
@@ -857,6 +858,119 @@ def board(
                          **({"flags": [f.code for f in flags]} if flags is not None else {})})
         else:
             _board_rich(review, flags)
+
+
+# ---- post-treatment verification (issue 14): embplan verify, embplan phantom-post
+def _verification_summary(v: Any, written: list[Path]) -> dict[str, Any]:
+    r = v.result
+    return {
+        "patient_id": r.patient_id,
+        "delivered_activity_gbq": r.delivered.delivered_activity_gbq,
+        "planned_activity_gbq": r.delivered.planned_activity_gbq,
+        "registration": {"source": r.registration["source"], "quality": r.registration["quality"],
+                         "transform": r.registration["transform"]},
+        "structures": [s.model_dump(mode="json") for s in r.structures],
+        "lung_shunt": {"planned": r.lung_shunt_planned_fraction, "delivered": r.lung_shunt_delivered_fraction},
+        "activity_outside_fraction": r.activity_outside_fraction,
+        "deposits": [d.model_dump(mode="json") for d in r.deposits],
+        "flags": [f.model_dump(mode="json") for f in r.flags],
+        "gamma": r.gamma.model_dump(mode="json") if r.gamma is not None else None,
+        "prior_treatment": r.prior_treatment,
+        "written": [str(p) for p in written],
+    }
+
+
+@app.command("verify")
+def verify_cmd(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.h5", help="The plan file (with voxel data).")],
+    post_file: Annotated[Path, typer.Argument(metavar="POST.json", help="The post-treatment images and times.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The verification file to write (HDF5).")],
+    report: Annotated[Path | None, typer.Option("--report", help="Also write an HTML report here.")] = None,
+    prior_out: Annotated[
+        Path | None, typer.Option("--prior-out", help="Also write the prior-treatment record (JSON) for the next case.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify a delivered Y-90 treatment: the delivered dose (post-treatment PET or bremsstrahlung SPECT) beside
+    the plan, per structure, with the registration quality, extrahepatic deposits and flags as delivered."""
+    with _errors():
+        from .io import atomic_write_text
+        from .io.verification import save_verification, verify_files
+
+        outs = [p for p in (output, report, prior_out) if p is not None]
+        for p, what in ((output, "verification"), (report, "report"), (prior_out, "prior-treatment record")):
+            if p is not None:
+                _check_output(p, what)
+        if len({p.resolve() for p in outs}) != len(outs):
+            raise _Failure("-o, --report and --prior-out must name different files")
+        with _progress("Verifying (registration, delivered dose) ..."):
+            v = verify_files(plan_file, post_file)
+        html_text = None
+        if report is not None:
+            from .verify_report import render_verification_report
+
+            html_text = render_verification_report(v)
+        save_verification(v, output)
+        if report is not None and html_text is not None:
+            atomic_write_text(report, html_text, error=EmbplanError, what="report")
+        if prior_out is not None:
+            atomic_write_text(prior_out, json.dumps(v.result.prior_treatment, indent=2) + "\n", error=EmbplanError,
+                              what="prior-treatment record")
+        if as_json:
+            _print_json(_verification_summary(v, outs))
+            return
+        r = v.result
+        q = r.registration["quality"]
+        lines = [
+            f"verified {plan_file} with {post_file}: delivered {r.delivered.delivered_activity_gbq:.3f} GBq "
+            f"(planned {r.delivered.planned_activity_gbq:.3f} GBq)",
+            f"registration ({r.registration['source']}): rotation {q['rotation_deg']:.2f} deg, translation "
+            f"{q['translation_mm']:.1f} mm, Mattes MI {q['mattes_mi_before']:.3f} -> {q['mattes_mi_after']:.3f}",
+            f"{'structure':24s} {'planned Gy':>11s} {'delivered Gy':>13s} {'diff':>8s}",
+        ]
+        for s in r.structures:
+            pct = "-" if s.difference_percent is None else f"{s.difference_percent:+.1f}%"
+            lines.append(f"{s.structure:24s} {s.planned_mean_gy:11.1f} {s.delivered_mean_gy:13.1f} {pct:>8s}")
+        lines.append(f"lung shunt: planned {r.lung_shunt_planned_fraction:.1%}, delivered "
+                     f"{r.lung_shunt_delivered_fraction:.1%}; outside liver and lungs {r.activity_outside_fraction:.1%}")
+        for f in r.flags:
+            lines.append(f"[{f.severity}] {f.code}: {f.message}")
+        lines.append("wrote " + ", ".join(str(p) for p in outs))
+        typer.echo("\n".join(lines))
+
+
+@app.command("phantom-post")
+def phantom_post(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.h5", help="A plan with voxel data (e.g. embplan demo).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the simulated PET/CT, post.json and truth.json.")],
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the simulated CT noise.")] = 2026,
+    spect: Annotated[bool, typer.Option("--spect", help="A bremsstrahlung SPECT instead of a Y-90 PET.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate the post-treatment Y-90 PET/CT of a plan (rotated and shifted frame, one tumour under-perfused, gut
+    deposition) and write OUT/post.json for embplan verify. Synthetic data for demos and tests."""
+    with _errors():
+        from .io.hdf5 import load_plan
+        from .synthetic import PostSimulation, simulate_post_treatment
+
+        plan = load_plan(plan_file)
+        if out.exists() and not out.is_dir():
+            raise _Failure(f"{out}: --out must be a folder")
+        if not out.parent.is_dir() and str(out.parent):
+            raise _Failure(f"{out}: cannot create the output folder: {out.parent} does not exist")
+        with _progress("Simulating the post-treatment PET/CT ..."):
+            sim = simulate_post_treatment(plan, out, PostSimulation(seed=seed, modality="spect" if spect else "pet"))
+        info = {"written": {k: str(v) for k, v in sim.paths.items()},
+                "truth": {k: sim.truth[k] for k in ("delivered_activity_gbq", "under_perfused_tumor",
+                                                    "under_perfusion_fraction", "gut_fraction", "transform")},
+                "next": f"embplan verify {plan_file} {sim.paths['post']} -o verification.h5 --report verification.html"}
+        if as_json:
+            _print_json(info)
+        else:
+            emission = "bremsstrahlung SPECT spect/bremss.dcm" if spect else "Y-90 PET pet/"
+            typer.echo(f"wrote {out}: post-treatment CT ct/, {emission}, rtstruct.dcm, post.json, truth.json "
+                       f"(delivered {sim.truth['delivered_activity_gbq']:.3f} GBq)")
+            typer.echo("next: " + info["next"])
 
 
 def main(argv: list[str] | None = None) -> int:

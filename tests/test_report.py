@@ -371,7 +371,7 @@ def test_board_on_page_one_and_in_detail():
     assert "Radioembolization of the right lobe now; the left lobe after 6-8 weeks." in one
     assert one.index("TARE right lobe") < one.index("TAE left lobe")
     assert "Disease left untreated: left lobe." in one
-    assert "Staged plan TARE right lobe, from 2026-12-20 TAE left lobe (42 days after the previous)" in one
+    assert "Staged plan TARE right lobe, from 2026-12-20 TAE left lobe (42 days after the previous step)" in one
     assert "Would change with: future liver remnant volumetry" in one
     assert "No tumour-board review" not in one
     assert "Other options: 1 not eligible (each with its criteria under Tumour board )." in one  # recommended: steps

@@ -79,8 +79,8 @@ def dicom_input_paths(case: Case) -> dict[str, Path]:
         return {}
     paths: dict[str, Path] = {}
     missing: list[str] = []
-    for name in ("ct", "spect", "pet", "rtstruct", "seg"):
-        given = getattr(spec, name)
+    for name in ("ct", "spect", "pet", "rtstruct", "seg", "transform"):
+        given = getattr(spec, name, None)
         if given is None:
             continue
         path = case.resolve_path(given)
@@ -229,11 +229,16 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
             act_array = np.asarray(act_vol.array, dtype=np.float64) * act_vol.grid.voxel_volume_ml * 1.0e-6
             act_attrs.update(calibration=f"Bq/mL x voxel volume, not decay-corrected ({exc})")
             notes.append(f"PET timing incomplete ({exc}): concentration x voxel volume used as the distribution.")
-    for_uid = dcm.require_same_frame_of_reference(ct=ct.frame_of_reference_uid,
-                                                  **{spec.activity_source: act_vol.frame_of_reference_uid})
+    # frames of reference (issue 14): an activity image in another frame than the CT is registered to it (or
+    # aligned by dosimetry.images.dicom.transform); act_grid is its grid in the CT's frame
+    from .registration import align_activity_to_ct
+
+    act_grid, for_uid, registration, reg_notes = align_activity_to_ct(
+        ct, act_vol, activity_name=spec.activity_source, transform_path=paths.get("transform"))
+    notes.extend(reg_notes)
 
     # ---- the dosimetry grid
-    grid = act_vol.grid if spec.grid == "activity" else ct.grid
+    grid = act_grid if spec.grid == "activity" else ct.grid
     if ct.grid == grid:
         ct_hu = np.asarray(ct.array, dtype=np.float32)
     else:
@@ -244,10 +249,10 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         if outside > 0:
             notes.append(f"{outside:.1%} of the dosimetry grid lies outside the CT: taken as air ({HU_OUTSIDE_CT:g} HU).")
     density = hu_to_density_g_cm3(ct_hu).astype(np.float32)
-    if act_vol.grid == grid:
+    if act_grid == grid:
         activity = act_array
     else:
-        activity = np.asarray(resample_to_grid(act_array, act_vol.grid, grid, "activity"), dtype=np.float64)
+        activity = np.asarray(resample_to_grid(act_array, act_grid, grid, "activity"), dtype=np.float64)
     n_neg = int(np.count_nonzero(activity < 0))
     if n_neg:
         activity = np.clip(activity, 0.0, None)
@@ -345,6 +350,8 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         "rt_dose_reference": rt_dose_reference(ct),
         "notes": notes,
     }
+    if registration is not None:
+        attributes["registration"] = registration
     return ImageSet(
         grid=grid,
         density_g_cm3=density,

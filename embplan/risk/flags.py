@@ -42,6 +42,8 @@ ALL_CODES: tuple[str, ...] = (
     # case's lung shunt and the images' differ beyond the discrepancy threshold
     "DELIVERED_ACTIVITY_DEVIATION",
     "LUNG_SHUNT_DISCREPANCY",
+    # post-treatment verification (embplan.verify): activity outside the liver and lungs as delivered
+    "EXTRAHEPATIC_DEPOSITION",
 )
 
 _RANK = {"info": 0, "caution": 1, "warning": 2, "contraindication": 3}
