@@ -691,7 +691,9 @@ def _require_pet_corrections(src: Any, corrected: tuple[str, ...] | None, decay_
             "pass require_quantitative_corrections=False to read it anyway"
         )
     if "DECY" in corrected and decay_correction == "NONE":
-        raise ImagingError(f"{src}: CorrectedImage (0028,0051) has DECY but DecayCorrection (0054,1102) is NONE")
+        # contradictory; Decay Correction is the attribute that says what the values refer to, and it is followed
+        log.warning("%s: CorrectedImage (0028,0051) has DECY but DecayCorrection (0054,1102) is NONE: the values are "
+                    "taken as not decay corrected, as DecayCorrection says", src)
 
 
 def _single_frame_dose_thickness(ds: Dataset, src: Any, given: float | None) -> tuple[float, str]:

@@ -143,6 +143,14 @@ def _tumor_keys(rois: list[str]) -> list[str]:
     return keys
 
 
+def _single_nm_file(folder: Path) -> Path:
+    """The reconstructed SPECT file of a folder (kept for embplan.verify): the one RECON TOMO series,
+    :func:`embplan.imaging.series.choose_nm_file` (projections and other NM series beside it are set aside)."""
+    from .series import choose_nm_file
+
+    return choose_nm_file(folder)[0]
+
+
 def _reader_notes(vol: Any) -> list[str]:
     """The notes a reader left in ``Volume.meta`` (issue 17: series selection, resampled irregular geometry)."""
     return [str(vol.meta[k]) for k in ("series_selection", "geometry_note") if vol.meta.get(k)]
