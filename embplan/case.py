@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
@@ -38,12 +39,14 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .anthropometry import body_surface_area_m2
 from .errors import CaseError, EmbplanError
+from .plausibility import DEFAULT_BOUNDS, PlausibilityBounds, bound_problem, control_character_problem
 from .protocols import Procedure, standards_from_thresholds
 from .protocols.base import (
     MISSING,
@@ -85,6 +88,9 @@ __all__ = [
     "DicomImages",
     "StructureRoles",
     "load_case",
+    "CASE_FILE_MAX_BYTES",
+    "CASE_NUMBER_MAX_DIGITS",
+    "CASE_MAX_NESTING",
     "du_bois_bsa_m2",
     "SCHEMA_VERSION",
     "SUPPORTED_SCHEMA_VERSIONS",
@@ -223,8 +229,9 @@ class Patient(StrictModel):
     id: str = Field(min_length=1, max_length=128, pattern=r"\S")
     age_years: Int = Field(ge=0, le=120)
     sex: Literal["female", "male", "other", "unknown"]
-    weight_kg: float = Field(gt=0, le=400)
-    height_cm: float = Field(ge=30, le=250)
+    # physical bounds wide enough for unit slips to reach the plausibility check and its hint (plausibility.py)
+    weight_kg: float = Field(gt=0, le=1e6)
+    height_cm: float = Field(gt=0, le=1e5)
     ecog: Int = Field(ge=0, le=4)
     labs: Labs
     disease: Disease
@@ -445,7 +452,7 @@ class DosimetryInputs(StrictModel):
     """TARE dosimetry inputs: compartment values (from MAA SPECT/CT and CT volumetry) and/or images."""
 
     lung_shunt_fraction: float | None = Field(default=None, ge=0, lt=1)
-    lung_mass_kg: float | None = Field(default=None, gt=0, le=5)
+    lung_mass_kg: float | None = Field(default=None, gt=0, le=1e4)  # plausible range: plausibility.py
     liver_volume_ml: float | None = _VOLUME
     tumor_volume_ml: float | None = Field(default=None, ge=0, le=10000)
     perfused_volume_ml: float | None = _VOLUME
@@ -524,7 +531,15 @@ class Case(StrictModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _keep_source(cls, data: Any, handler: Any) -> Case:
+    def _keep_source(cls, data: Any, handler: Any, info: ValidationInfo) -> Case:
+        # new input (a mapping, not a Case instance nor a stored plan's case): no control characters, and today's
+        # plausibility bounds; a stored plan's case loads as it was planned
+        if isinstance(data, Mapping) and not _stored(info):
+            issues = _text_issues(data)
+            if not issues:
+                issues = _plausibility_issues(data, (info.context or {}).get("plausibility", DEFAULT_BOUNDS))
+            if issues:
+                raise_issues(issues)
         case = handler(data)
         if isinstance(data, Mapping) and case._source_json is None:
             case._source_json = _canonical_json(data)
@@ -540,7 +555,7 @@ class Case(StrictModel):
         return overrides
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> Case:
+    def _cross_checks(self, info: ValidationInfo) -> Case:
         issues: list[Issue] = []
         proc = self.procedure
         issues.extend(_board_issues(self))
@@ -559,6 +574,7 @@ class Case(StrictModel):
                     if getattr(dos, name) is None:
                         issues.append(Issue(f"dosimetry.{name}",
                                             f"required for the {method} method without images"))
+                issues.extend(_compartment_issues(method, dos))
             elif dos.images.dicom is not None:
                 issues.extend(_territory_role_issues(proc, dos.images.dicom.structures))
         if issues:
@@ -641,6 +657,102 @@ class Case(StrictModel):
         )
 
 
+def _stored(info: ValidationInfo) -> bool:
+    """True when the case is validated as part of a stored plan (``context={"stored_plan": True}``, see
+    :func:`embplan.io.hdf5.document_to_plan`): the plausibility and text checks of new input are not applied
+    again, so a plan file stays loadable when the bounds change."""
+    return bool((info.context or {}).get("stored_plan"))
+
+
+#: Nesting deeper than this is not a case (a case is about 6 levels deep): refused before it can exhaust the stack.
+CASE_MAX_NESTING = 64
+#: At most this many text problems are reported (a file full of control characters would otherwise flood).
+_TEXT_ISSUES_MAX = 20
+
+
+def _text_issues(data: Mapping[str, Any]) -> list[Issue]:
+    """Every string (value or key) of the raw case that holds a control, bidi or separator character, and any
+    nesting deeper than :data:`CASE_MAX_NESTING`; iterative, so no input can exhaust the stack."""
+    issues: list[Issue] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack and len(issues) < _TEXT_ISSUES_MAX:
+        node, loc = stack.pop()
+        if len(loc) > CASE_MAX_NESTING:
+            issues.append(Issue(".".join(map(str, loc[:CASE_MAX_NESTING])),
+                                f"nested deeper than {CASE_MAX_NESTING} levels: not a case"))
+            continue
+        if isinstance(node, str):
+            problem = control_character_problem(node)
+            if problem:
+                issues.append(Issue(".".join(map(str, loc)), problem))
+        elif isinstance(node, Mapping):
+            for key, value in node.items():
+                if isinstance(key, str):
+                    problem = control_character_problem(key)
+                    if problem:
+                        issues.append(Issue(".".join(map(str, loc)), f"a key {problem}"))
+                        continue
+                stack.append((value, (*loc, key)))
+        elif isinstance(node, list | tuple):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(node))
+    return sorted(issues, key=lambda i: i.path)
+
+
+def _plausibility_issues(data: Mapping[str, Any], bounds: PlausibilityBounds) -> list[Issue]:
+    """Values inside their physical range but absurd for an adult patient (see :mod:`embplan.plausibility`),
+    read from the raw input before validation, so that a unit slip is reported with its hint even when it also
+    breaks a cross-field check (a liver of 1.65 "mL" is smaller than its tumours)."""
+    issues: list[Issue] = []
+
+    def at(path: str) -> Any:
+        node: Any = data
+        for key in path.split("."):
+            if not isinstance(node, Mapping) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    def check(path: str, bound: Any, zero_allowed: bool = False) -> None:
+        value = at(path)
+        if type(value) not in (int, float) or not math.isfinite(value) or value <= 0:
+            return  # wrong types, NaN, zero and negatives: the model's own errors ("must be > 0")
+        problem = bound_problem(float(value), bound, zero_allowed=zero_allowed)
+        if problem:
+            issues.append(Issue(path, problem, value))
+
+    check("patient.weight_kg", bounds.weight_kg)
+    check("patient.height_cm", bounds.height_cm)
+    check("dosimetry.liver_volume_ml", bounds.liver_volume_ml)
+    check("dosimetry.perfused_volume_ml", bounds.perfused_volume_ml)
+    check("dosimetry.tumor_volume_ml", bounds.tumor_volume_ml, zero_allowed=True)
+    check("dosimetry.perfused_tumor_volume_ml", bounds.perfused_tumor_volume_ml, zero_allowed=True)
+    check("dosimetry.lung_mass_kg", bounds.lung_mass_kg)
+    check("dosimetry.tumor_to_normal_ratio", bounds.tumor_to_normal_ratio)
+    if at("procedure.drug.name") == "doxorubicin":
+        check("procedure.drug.dose_mg", bounds.doxorubicin_session_mg)
+    # prior records are not bounded per session: a history record may sum up a course of several sessions
+    return issues
+
+
+def _compartment_issues(method: str, dos: DosimetryInputs) -> list[Issue]:
+    """The compartment inputs the planner divides by, checked here so that the error names the case field (and
+    ``embplan validate`` finds it): the partition model divides by the perfused tumour mass and by the perfused
+    non-tumour mass; BSA by the liver volume (checked > 0 by the model)."""
+    if method != "partition":
+        return []
+    issues: list[Issue] = []
+    ptumor, perfused = dos.perfused_tumor_volume_ml, dos.perfused_volume_ml
+    if ptumor is not None and ptumor == 0:
+        issues.append(Issue("dosimetry.perfused_tumor_volume_ml",
+                            "must be > 0 for the partition method (the tumour compartment's mass divides the "
+                            "tumour dose; without tumour in the territory, use the mird method)", ptumor))
+    if ptumor is not None and perfused is not None and ptumor >= perfused:
+        issues.append(Issue("dosimetry.perfused_tumor_volume_ml",
+                            f"must be < perfused_volume_ml ({perfused:g}) for the partition method (the perfused "
+                            "non-tumour liver's mass divides its dose)", ptumor))
+    return issues
+
+
 _DISTRIBUTION_LOBE = {"unilobar_right": "right", "unilobar_left": "left"}
 
 
@@ -667,9 +779,18 @@ def _board_issues(case: Case) -> list[Issue]:
                                     f"{', '.join(map(str, outside))} of the {other} lobe", lesion.segments))
     if d.liver_distribution == "bilobar" and d.lesions:
         lobes = {lb for lesion in d.lesions for lb, segs in LOBE_SEGMENTS.items() if set(lesion.segments) & segs}
-        if lobes and len(lobes) == 1:
+        caudate = any(1 in lesion.segments for lesion in d.lesions)  # segment 1 is in neither lobe
+        if lobes and len(lobes) == 1 and not caudate:
             issues.append(Issue("patient.disease.lesions",
                                 f"liver_distribution is bilobar, but every lesion lies in the {lobes.pop()} lobe"))
+    # an earlier session's dose map is summed on this plan's DICOM images (same frame of reference)
+    dicom = getattr(getattr(case.dosimetry, "images", None), "dicom", None)
+    for i, r in enumerate(case.patient.prior_treatments):
+        if r.dose_file is not None and case.procedure.kind == "TARE" and dicom is None:
+            issues.append(Issue(f"patient.prior_treatments.{i}.dose_file", "an earlier dose map is summed with this "
+                                "TARE's dose on its DICOM images (same frame of reference): this case has none "
+                                "(give dosimetry.images.dicom, or keep the record's normal_liver_dose_gy only)",
+                                r.dose_file))
     vols = case.patient.liver.segment_volumes_ml
     if vols is not None and d.lesions:
         missing = sorted({s for lesion in d.lesions for s in lesion.segments} - set(vols))
@@ -731,7 +852,15 @@ def _threshold_issues(overrides: dict[str, float]) -> list[Issue]:
 # load_case
 
 
-def load_case(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | Case) -> Case:
+#: Largest case file read (bytes). A case is a few kB; 500 prior treatments and 500 tumour ROIs stay below 1 MB.
+CASE_FILE_MAX_BYTES = 8 * 1024 * 1024
+#: Longest integer literal accepted (digits): a case's integers are at most 10 digits; Python refuses to convert
+#: more than 4300 digits (a ValueError outside embplan's control) and a long one costs quadratic time.
+CASE_NUMBER_MAX_DIGITS = 100
+
+
+def load_case(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | Case, *,
+              max_bytes: int = CASE_FILE_MAX_BYTES, plausibility: PlausibilityBounds | None = None) -> Case:
     """Load and validate a case from a JSON file (path) or a mapping; a :class:`Case` passes through.
 
     Any problem raises one :class:`~embplan.errors.CaseError` whose message has one line per problem,
@@ -743,6 +872,12 @@ def load_case(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | Case) -
     Relative paths in the case (``dosimetry.images.dicom``) are relative to the case file's folder, or to the current
     folder for a mapping (:meth:`Case.resolve_path`); the files they name are not opened here, only when the case is
     planned (a missing file is then an :class:`~embplan.errors.ImagingError` naming it).
+
+    A file must be a regular file (not a FIFO, a device or a folder) of at most ``max_bytes``
+    (:data:`CASE_FILE_MAX_BYTES`); numbers longer than :data:`CASE_NUMBER_MAX_DIGITS` digits, nesting deeper than
+    :data:`CASE_MAX_NESTING` and control or bidirectional characters in any text are errors naming the field.
+    Values that are physically possible but absurd for an adult (unit slips: a liver of 1.65 mL) are errors with a
+    hint; the bounds are ``plausibility`` (default :data:`embplan.plausibility.DEFAULT_BOUNDS`).
     """
     if isinstance(path_or_dict, Case):
         return path_or_dict
@@ -753,7 +888,7 @@ def load_case(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | Case) -
     elif isinstance(path_or_dict, str | os.PathLike):
         path = Path(path_or_dict)
         where = f"case file {path}"
-        data = _read_json(path, where)
+        data = _read_json(path, where, max_bytes)
         base_dir = os.path.dirname(os.path.abspath(path))
     else:
         raise CaseError(f"load_case: expected a path to a JSON case file or a mapping, got "
@@ -764,9 +899,12 @@ def load_case(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | Case) -
     if problem:  # reported alone: a case of another version would raise nothing but noise
         raise case_error(where, [make_problem(("schema_version",), problem, version)])
     try:
-        case = Case.model_validate(data)
+        context = {"plausibility": plausibility} if plausibility is not None else None
+        case = Case.model_validate(data, context=context)
     except ValidationError as exc:
         raise case_error(where, validation_problems(exc, data, Case)) from None
+    except RecursionError:  # a mapping nested beyond the interpreter's stack (a file is checked before)
+        raise CaseError(f"{where}: nested too deeply to be a case") from None
     case._base_dir = base_dir  # from a file: relative paths in the case are relative to its folder
     return case
 
@@ -801,23 +939,69 @@ def _parse_float(text: str) -> Any:
     return value if math.isfinite(value) else _NonFinite(text)
 
 
-def _read_json(path: Path, where: str) -> dict[str, Any]:
+
+
+class _TooLong:
+    """Stands in for an integer literal longer than :data:`CASE_NUMBER_MAX_DIGITS` digits."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _parse_int(text: str) -> Any:
+    return int(text) if len(text) <= CASE_NUMBER_MAX_DIGITS else _TooLong(len(text))
+
+
+def _read_bytes(path: Path, where: str, max_bytes: int) -> bytes:
+    """The file's bytes: a regular file only (a FIFO would block, /dev/zero never end), at most ``max_bytes``."""
     try:
-        raw = path.read_bytes()
+        st = os.stat(path)
     except FileNotFoundError:
         raise CaseError(f"{where}: not found") from None
     except OSError as exc:
         raise CaseError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CaseError(f"{where}: cannot be read (it is a folder, not a case file)")
+    if not stat.S_ISREG(st.st_mode):
+        raise CaseError(f"{where}: not a regular file (a pipe, device or socket): refused")
+    if st.st_size > max_bytes:
+        raise CaseError(f"{where}: {st.st_size} bytes, larger than a case file can be ({max_bytes} bytes, "
+                        "load_case(max_bytes=...))")
+    try:  # O_NONBLOCK: should the path have become a FIFO since the stat, opening it does not block
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise CaseError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CaseError(f"{where}: not a regular file (a pipe, device or socket): refused")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise CaseError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if len(raw) > max_bytes:
+        raise CaseError(f"{where}: larger than a case file can be ({max_bytes} bytes, load_case(max_bytes=...))")
+    return raw
+
+
+def _read_json(path: Path, where: str, max_bytes: int = CASE_FILE_MAX_BYTES) -> dict[str, Any]:
+    raw = _read_bytes(path, where, max_bytes)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CaseError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        parsed = json.loads(text, parse_constant=_NonFinite, parse_float=_parse_float, object_pairs_hook=_pairs_hook)
+        parsed = json.loads(text, parse_constant=_NonFinite, parse_float=_parse_float, parse_int=_parse_int,
+                            object_pairs_hook=_pairs_hook)
     except json.JSONDecodeError as exc:
         raise CaseError(f"{where}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise CaseError(f"{where}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # anything else the parser refuses (e.g. a limit of the int conversion)
+        raise CaseError(f"{where}: not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise CaseError(f"{where}: must hold a JSON object (the case), got {_json_type(parsed)}")
     problems: list[dict[str, Any]] = []
@@ -828,9 +1012,16 @@ def _read_json(path: Path, where: str) -> dict[str, Any]:
 
 
 def _plain(node: Any, loc: tuple[str | int, ...], problems: list[dict[str, Any]]) -> Any:
-    """Plain dicts and lists again; NaN/Infinity and duplicate keys reported with their path."""
+    """Plain dicts and lists again; NaN/Infinity, too-long numbers, duplicate keys and nesting deeper than
+    :data:`CASE_MAX_NESTING` reported with their path."""
     if isinstance(node, _NonFinite):
         problems.append(make_problem(loc, "NaN and Infinity are not numbers a case may hold", node.text, shown=node.text))
+        return None
+    if isinstance(node, _TooLong):
+        problems.append(make_problem(loc, f"a number of {node.digits} digits (at most {CASE_NUMBER_MAX_DIGITS})"))
+        return None
+    if isinstance(node, dict | list) and len(loc) >= CASE_MAX_NESTING:
+        problems.append(make_problem(loc, f"nested deeper than {CASE_MAX_NESTING} levels: not a case"))
         return None
     if isinstance(node, dict):
         for key in getattr(node, "duplicates", ()):

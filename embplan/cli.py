@@ -57,25 +57,77 @@ app = typer.Typer(
 
 
 # ====================================================================================== plumbing
+# Shared by every command (add a command as a thin function near the end of the file and use these):
+# - ``with _errors(as_json):`` around the command's body: an EmbplanError, an OSError, any other exception becomes
+#   ``embplan: error: ...`` on stderr (one line per problem; with --json also one JSON object on stdout), exit 1,
+#   never a traceback;
+# - ``_load_case(path, allow_outside_paths)``: load and validate a case, with its paths confined to its folder;
+# - ``_check_output(path, what)``: fail before long work when an output cannot be written there;
+# - ``_write_files([(path, what, writer), ...])``: write several outputs all or nothing (``writer(fh)`` writes
+#   a binary file object); ``_write_outputs(plan, plan_path, report_path)`` for a plan and its report.
 class _Failure(Exception):
-    """Internal: stop with exit status 1 and this one-line reason."""
+    """Internal: stop with exit status 1 and this reason."""
 
 
-def _fail(message: str) -> None:
-    text = " ".join(str(message).split())  # one line
-    typer.echo(f"embplan: error: {text}", err=True)
+#: Environment variable: folders (os.pathsep-separated) where the paths in a case may point besides the case's
+#: own folder (a site's data root), without --allow-outside-paths.
+DATA_ROOT_ENV = "EMBPLAN_DATA_ROOT"
+
+
+def _problems(exc: BaseException) -> tuple[str, list[str]]:
+    """The error as a header and one line per problem (a CaseError's structured list when it has one)."""
+    from .plausibility import printable
+
+    lines = [printable(line) for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    header, problems = lines[0], lines[1:]
+    if len(problems) == 1 and header.endswith(": 1 problem"):  # one problem: one line
+        return f"{header.removesuffix(': 1 problem')}: {problems[0]}", problems
+    return header, problems
+
+
+def _fail(message: str | BaseException, as_json: bool = False, kind: str | None = None) -> None:
+    header, problems = _problems(message) if isinstance(message, BaseException) else _problems(_Failure(message))
+    if as_json:
+        obj: dict[str, Any] = {"ok": False, "error": header, "problems": problems}
+        if kind:
+            obj["type"] = kind
+        errors = getattr(message, "errors", None)
+        if isinstance(errors, list):
+            obj["fields"] = [{"path": e.get("path", ""), "message": e.get("msg", "")} for e in errors
+                             if isinstance(e, dict)]
+        _print_json(obj)  # for scripts, on stdout; the lines below stay on stderr for people
+    shown = [header] if len(problems) == 1 and problems[0] in header else [header, *problems]
+    for line in shown:
+        typer.echo(f"embplan: error: {line}", err=True)
     raise typer.Exit(code=1)
 
 
+def _os_error_text(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else None
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{where}: {reason}" if where is not None else reason
+
+
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Turn every EmbplanError into one line on stderr and exit status 1."""
+def _errors(as_json: bool = False) -> Iterator[None]:
+    """Turn every failure into exit status 1 and a message, never a traceback: an EmbplanError as it is (one
+    line per problem), an OSError naming its path, a MemoryError, and (as "internal error") anything else."""
     try:
         yield
+    except typer.Exit:
+        raise
     except EmbplanError as exc:
-        _fail(str(exc))
+        _fail(exc, as_json, type(exc).__name__)
     except _Failure as exc:
-        _fail(str(exc))
+        _fail(str(exc), as_json, "EmbplanError")
+    except OSError as exc:
+        _fail(_os_error_text(exc), as_json, "OSError")
+    except MemoryError:
+        _fail("out of memory", as_json, "MemoryError")
+    except RecursionError:
+        _fail("input nested too deeply", as_json, "RecursionError")
+    except Exception as exc:  # noqa: BLE001 - a bug must not print a traceback either
+        _fail(f"internal error ({type(exc).__name__}: {exc}); please report it", as_json, "InternalError")
 
 
 @contextlib.contextmanager
@@ -98,7 +150,16 @@ def _stdout_console() -> Any:
 
 
 def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default))
+    text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default)
+    # json.dumps escapes C0 characters; C1, bidi and separator characters (inside strings only) become \uXXXX
+    typer.echo("\n".join(_printable(line, json_escapes=True) for line in text.split("\n")))
+
+
+def _printable(text: str, json_escapes: bool = False) -> str:
+    """``text`` with control, bidi and separator characters escaped (see embplan.plausibility.printable)."""
+    from .plausibility import printable
+
+    return printable(text, json_escapes=json_escapes)
 
 
 def _json_default(obj: Any) -> Any:
@@ -117,10 +178,83 @@ def _check_output(path: Path, what: str) -> None:
     check_output_path(path, error=EmbplanError, what=f"the {what}")
 
 
-def _load_case(path: Path) -> Case:
+def _check_output_folder(out: Path) -> None:
+    """Fail early when ``out`` cannot be (or become) the output folder."""
+    if out.exists() and not out.is_dir():
+        raise _Failure(f"{out}: --out must be a folder")
+    parent = out.parent
+    if not out.exists():
+        if not parent.is_dir():
+            raise _Failure(f"{out}: cannot create the output folder: {parent} does not exist")
+        import os
+
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise _Failure(f"{out}: cannot create the output folder: {parent} is not writable")
+
+
+def _make_output_folder(out: Path) -> None:
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise _Failure(f"{out}: cannot create the output folder: {exc.strerror or exc}") from None
+
+
+def _data_roots() -> list[Path]:
+    import os
+
+    value = os.environ.get(DATA_ROOT_ENV, "")
+    return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+def _case_paths(case: Case) -> dict[str, str]:
+    """The paths a case names, by field (dosimetry.images.dicom.*)."""
+    d = case.dosimetry
+    spec = getattr(d.images, "dicom", None) if d is not None and d.images is not None else None
+    if spec is None:
+        return {}
+    return {f"dosimetry.images.dicom.{name}": getattr(spec, name) for name in ("ct", "spect", "pet", "rtstruct", "seg")
+            if getattr(spec, name) is not None}
+
+
+def _confine_paths(case: Case, allow_outside_paths: bool) -> None:
+    """Every path of a case must lie inside the case's folder (or a data root of EMBPLAN_DATA_ROOT), after
+    symbolic links are followed, unless --allow-outside-paths: a case must not make embplan read elsewhere."""
+    if allow_outside_paths:
+        return
+    base = case.base_dir
+    roots = [base, *_data_roots()]
+    bad = [f"{field}: {given!r} lies outside the case's folder (use --allow-outside-paths, or set {DATA_ROOT_ENV})"
+           for field, given in _case_paths(case).items()
+           if not any(_inside(case.resolve_path(given), root) for root in roots)]
+    if bad:
+        from .errors import CaseError
+
+        n = len(bad)
+        raise CaseError("\n".join([f"invalid case: {n} path{'s' if n != 1 else ''} outside its folder", *bad]))
+
+
+def _shown_path(path: Path, case: Case) -> str:
+    """A path as printed: relative to the case's folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(case.base_dir.resolve()))
+    except (ValueError, OSError, RuntimeError):
+        return str(path)
+
+
+def _load_case(path: Path, allow_outside_paths: bool = False) -> Case:
     from .case import load_case
 
-    return load_case(path)
+    case = load_case(path)
+    _confine_paths(case, allow_outside_paths)
+    return case
 
 
 def _make_plan(case: Case) -> Plan:
@@ -137,18 +271,30 @@ def _render_report(plan: Plan) -> str:
         return render_report(plan)
 
 
+def _write_files(outputs: list[tuple[Path, str, Callable[[Any], None]]]) -> None:
+    """Write several outputs all or nothing: ``writer(fh)`` fills a binary file object for each ``(path, what,
+    writer)``; if any writer or any commit fails, no output is written (earlier files are kept)."""
+    from .io import atomic_files
+
+    with atomic_files([(path, what) for path, what, _ in outputs], error=EmbplanError) as handles:
+        for (_, _, writer), fh in zip(outputs, handles, strict=True):
+            writer(fh)
+
+
 def _write_outputs(plan: Plan, plan_path: Path | None, report_path: Path | None) -> None:
-    """Render first, then write: a failure while rendering writes nothing."""
+    """Render first, then write the plan and the report all or nothing."""
     html = _render_report(plan) if report_path is not None else None
+    outputs: list[tuple[Path, str, Callable[[Any], None]]] = []
     if plan_path is not None:
-        from .io.hdf5 import save_plan
+        from .io.hdf5 import write_plan_file
 
-        with _progress(f"Writing {plan_path} ..."):
-            save_plan(plan, plan_path)
+        outputs.append((plan_path, "plan", lambda fh: write_plan_file(plan, fh)))
     if report_path is not None and html is not None:
-        from .io import atomic_write_text
-
-        atomic_write_text(report_path, html, error=EmbplanError, what="report")
+        data = html.encode("utf-8")
+        outputs.append((report_path, "report", lambda fh: fh.write(data)))
+    if outputs:
+        with _progress(f"Writing {', '.join(str(p) for p, _, _ in outputs)} ..."):
+            _write_files(outputs)
 
 
 # ====================================================================================== summaries
@@ -305,12 +451,15 @@ def _summary_text(plan: Plan, written: list[Path]) -> str:
         lines.append(f"      evidence: {f.evidence}")
     for path in written:
         lines.append(f"wrote {path}")
-    return "\n".join(lines)
+    return "\n".join(_printable(line) for line in lines)  # a line break inside a value cannot start a line
 
 
 def _summary_rich(plan: Plan, written: list[Path]) -> None:
-    from rich.markup import escape
+    from rich.markup import escape as _markup_escape
     from rich.table import Table
+
+    def escape(text: str) -> str:
+        return _markup_escape(_printable(text))
 
     console = _stdout_console()
     proc = plan.procedure
@@ -422,7 +571,12 @@ def _main(
     """Plan liver-directed embolization for NET liver metastases, with Y-90 radioembolization dosimetry."""
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (errors too).")]
+OutsidePathsOpt = Annotated[
+    bool,
+    typer.Option("--allow-outside-paths",
+                 help=f"Let the case name files outside its own folder (absolute paths, '..'); or set {DATA_ROOT_ENV}."),
+]
 
 
 @app.command()
@@ -431,18 +585,15 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Plan the packaged phantom TARE case end to end: writes OUT/plan.h5 and OUT/report.html."""
-    with _errors():
+    with _errors(as_json):
         from .case import load_case
 
         text = resources.files("embplan").joinpath(DEMO_CASE_RESOURCE).read_text(encoding="utf-8")
         case = load_case(json.loads(text))
-        if out.exists() and not out.is_dir():
-            raise _Failure(f"{out}: --out must be a folder")
-        if not out.parent.is_dir() and str(out.parent):
-            raise _Failure(f"{out}: cannot create the output folder: {out.parent} does not exist")
+        _check_output_folder(out)
         plan = _make_plan(case)
-        out.mkdir(exist_ok=True)
         plan_path, report_path = out / "plan.h5", out / "report.html"
+        _make_output_folder(out)
         _write_outputs(plan, plan_path, report_path)
         _print_summary(plan, [plan_path, report_path], as_json)
 
@@ -453,14 +604,15 @@ def plan_cmd(
     output: Annotated[Path, typer.Option("-o", "--output", help="The plan file to write (HDF5).")],
     report: Annotated[Path | None, typer.Option("--report", help="Also write an HTML report here.")] = None,
     as_json: JsonOpt = False,
+    allow_outside_paths: OutsidePathsOpt = False,
 ) -> None:
-    """Plan a case: validate it, plan it, write the plan (HDF5) and optionally the report (HTML)."""
-    with _errors():
-        case = _load_case(case_file)
+    """Plan a case: validate it, plan it, write the plan (HDF5) and optionally the report (HTML), all or nothing."""
+    with _errors(as_json):
+        case = _load_case(case_file, allow_outside_paths)
         _check_output(output, "plan")
         if report is not None:
             _check_output(report, "report")
-            if report.resolve() == output.resolve():
+            if report.absolute() == output.absolute():
                 raise _Failure(f"{report}: --report must differ from -o")
         plan = _make_plan(case)
         _write_outputs(plan, output, report)
@@ -471,14 +623,18 @@ def plan_cmd(
 def validate(
     case_file: Annotated[Path, typer.Argument(metavar="CASE.json", help="The case file (JSON).")],
     as_json: JsonOpt = False,
+    allow_outside_paths: OutsidePathsOpt = False,
 ) -> None:
     """Check a case file: exit 0 when it is valid, else 1 with the field and the reason. The DICOM files and
-    folders a case names must exist (they are read when the case is planned)."""
-    with _errors():
+    folders a case names must exist (they are read when the case is planned) and lie in the case's folder."""
+    with _errors(as_json):
         from .imaging.image_set import dicom_input_paths
 
-        case = _load_case(case_file)
+        case = _load_case(case_file, allow_outside_paths)
         dicom = dicom_input_paths(case)
+        from .board.cumulative import dose_file_paths  # issue 11: earlier dose maps must exist too
+
+        dicom.update(dose_file_paths(case))
         proc = case.procedure
         info = {
             "valid": True,
@@ -488,12 +644,12 @@ def validate(
             "procedure_date": str(proc.date),
         }
         if dicom:
-            info["dicom_inputs"] = {name: str(path) for name, path in dicom.items()}
+            info["dicom_inputs"] = {name: _shown_path(path, case) for name, path in dicom.items()}
         if as_json:
             _print_json(info)
         else:
             found = f"; DICOM inputs found: {', '.join(dicom)}" if dicom else ""
-            typer.echo(f"{case_file}: valid (patient {case.patient.id}, {proc.kind} on {proc.date}{found})")
+            typer.echo(f"{case_file}: valid (patient {_printable(case.patient.id)}, {proc.kind} on {proc.date}{found})")
 
 
 @app.command()
@@ -502,7 +658,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Print a saved plan: procedure, activity, doses, DVH points, flags by severity with evidence."""
-    with _errors():
+    with _errors(as_json):
         from .io.hdf5 import load_plan
 
         plan = load_plan(plan_file)
@@ -562,7 +718,7 @@ def kernel(
 ) -> None:
     """Export a Y-90 voxel S-value kernel (mGy per MBq s) as CSV: i,j,k,S_mGy_per_MBq_s."""
     voxel = _parse_voxel_mm(voxel_mm)
-    with _errors():
+    with _errors(as_json):
         from .dosimetry.kernels import y90_voxel_kernel
         from .io import atomic_write_text
 
@@ -611,7 +767,7 @@ def export_dicom(
 ) -> None:
     """Export a plan's dose map as a DICOM RT Dose file (in the CT's frame of reference for a DICOM case, or of
     --reference-ct)."""
-    with _errors():
+    with _errors(as_json):
         from .imaging.rtdose import write_rt_dose
         from .io.hdf5 import load_plan
 
@@ -641,10 +797,11 @@ def export_dicom(
             reference_source = "new"
         activity = plan.dosimetry.activity_gbq if plan.dosimetry is not None else None
         comment = f"embplan {__version__}; {method}" + (f"; {activity:.3f} GBq" if activity is not None else "")
-        write_rt_dose(
-            maps[method], plan.voxel.grid, output, reference_ct=reference, dose_comment=comment,
+        dose_map, grid = maps[method], plan.voxel.grid
+        _write_files([(output, "RT Dose", lambda fh: write_rt_dose(
+            dose_map, grid, fh, reference_ct=reference, dose_comment=comment,
             tissue_heterogeneity_correction=_HETEROGENEITY.get(method), conservative=conservative,
-        )
+        ))])
         info = {"written": str(output), "method": method, "max_gy": float(maps[method].max()),
                 "reference": reference_source}
         if conservative:  # issue 17
@@ -670,7 +827,7 @@ def phantom_dicom(
 ) -> None:
     """Write the synthetic phantom as DICOM (OUT/ct/, OUT/spect/nm.dcm, OUT/rtstruct.dcm) and a case that uses it,
     OUT/tare_dicom.json (glass TARE of the right lobe); then: embplan plan OUT/tare_dicom.json -o OUT/plan.h5."""
-    with _errors():
+    with _errors(as_json):
         import numpy as np
 
         from .case import load_case
@@ -679,10 +836,7 @@ def phantom_dicom(
         from .imaging.phantom_dicom import structure_roles, write_phantom_dicom
         from .io import atomic_write_text
 
-        if out.exists() and not out.is_dir():
-            raise _Failure(f"{out}: --out must be a folder")
-        if not out.parent.is_dir() and str(out.parent):
-            raise _Failure(f"{out}: cannot create the output folder: {out.parent} does not exist")
+        _check_output_folder(out)
         case_path = out / "tare_dicom.json"
         data = json.loads(resources.files("embplan").joinpath(DICOM_TEMPLATE_RESOURCE).read_text(encoding="utf-8"))
         phantom = make_phantom("net_liver", seed, voxel_mm)
@@ -726,7 +880,7 @@ def export_cmd(
 ) -> None:
     """Export a plan for other tools: the dose as DICOM RT Dose, the structures (embplan's own masks included) as
     DICOM SEG, or dose, CT and masks as NRRD / NIfTI files (LPS / RAS geometry via ITK) in a folder."""
-    with _errors():
+    with _errors(as_json):
         from .io.export import EXPORT_FORMATS, export_plan
         from .io.hdf5 import load_plan
 
@@ -780,7 +934,7 @@ def _board_rich(board: Any, plan_flags: list[Any] | None = None) -> None:
         title = o.title + (f" [{o.procedure}]" if o.procedure else "")
         t.add_row(escape(title), f"[{_STATUS_STYLE[o.status.value]}]{o.status.value}[/]", crit, escape(o.reason))
     con.print(t)
-    c = Table(title="Course per lobe", show_lines=True, expand=True)
+    c = Table(title="Course per lobe and segment", show_lines=True, expand=True)
     for col, r in (("Territory", 1), ("History", 4), ("Next step", 2), ("Why", 4)):
         c.add_column(col, ratio=r)
     for tc in board.course:
@@ -834,10 +988,11 @@ def board(
     as_json: JsonOpt = False,
     with_plan: Annotated[bool, typer.Option("--plan", help="Plan the case first (dosimetry): the review then names "
                                                           "the tumours the plan leaves untreated.")] = False,
+    allow_outside_paths: OutsidePathsOpt = False,
 ) -> None:
     """The tumour board's review: every option with its criteria, the recommendation, the course per lobe, the
     staged plan, the liver over the years, consent numbers and the follow-up dates."""
-    with _errors():
+    with _errors(as_json):
         flags = None
         if case_file.suffix.lower() in (".h5", ".hdf5"):
             from .io.hdf5 import load_plan
@@ -847,12 +1002,12 @@ def board(
                 raise _Failure(f"{case_file}: the plan file holds no tumour-board review (written by an older embplan)")
             review, flags = plan.board, plan.flags
         elif with_plan:
-            plan = _make_plan(_load_case(case_file))
+            plan = _make_plan(_load_case(case_file, allow_outside_paths))
             review, flags = plan.board, plan.flags
         else:
             from .board import review as make_review
 
-            review = make_review(_load_case(case_file))
+            review = make_review(_load_case(case_file, allow_outside_paths))
         if as_json:
             _print_json({"file": str(case_file), "board": review.model_dump(mode="json"),
                          **({"flags": [f.code for f in flags]} if flags is not None else {})})
@@ -893,7 +1048,7 @@ def verify_cmd(
 ) -> None:
     """Verify a delivered Y-90 treatment: the delivered dose (post-treatment PET or bremsstrahlung SPECT) beside
     the plan, per structure, with the registration quality, extrahepatic deposits and flags as delivered."""
-    with _errors():
+    with _errors(as_json):
         from .io import atomic_write_text
         from .io.verification import save_verification, verify_files
 
@@ -949,7 +1104,7 @@ def phantom_post(
 ) -> None:
     """Simulate the post-treatment Y-90 PET/CT of a plan (rotated and shifted frame, one tumour under-perfused, gut
     deposition) and write OUT/post.json for embplan verify. Synthetic data for demos and tests."""
-    with _errors():
+    with _errors(as_json):
         from .io.hdf5 import load_plan
         from .synthetic import PostSimulation, simulate_post_treatment
 

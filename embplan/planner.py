@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .board.model import BoardReview
+from .board.cumulative import CUMULATIVE_DVH_KEY, PlacedPriors, cumulative_voxel_dose, place_prior_dose_maps
+from .board.model import BoardReview, CumulativeVoxelDose
 from .board.review import build_review
 from .case import Case
 from .dosimetry import conventions as conv
@@ -191,7 +192,7 @@ def plan(case: Case | Mapping[str, Any], *, options: PlannerOptions | None = Non
             flags = [f for f in flags if f.code != "LUNG_SHUNT_HIGH"]
         flags.extend(dose_flags)
     board_dose = _board_dose_facts(case, dosimetry, voxel, flags)
-    board = build_review(case, th, board_dose)
+    board = build_review(case, th, board_dose, cumulative=_cumulative_record(voxel))
     flags = _with_untreated_disease(flags, case, board_dose)
     return Plan(
         case=case,
@@ -279,6 +280,37 @@ def _with_untreated_disease(flags: list[Flag], case: Case, dose: BoardDoseFacts 
     return out + ([flag] if flag is not None else [])
 
 
+def _cumulative_dose(case: Case, th: Thresholds, img: ImageSet, voxel: VoxelData, method: str,
+                     rho: np.ndarray, limits: DoseLimits, opts: PlannerOptions,
+                     dvhs: dict[str, DVHRecord], placed: PlacedPriors | None) -> tuple[VoxelData, list[Flag]]:
+    """The voxel sum of the earlier TARE dose maps and this plan's (:mod:`embplan.board.cumulative`): the cumulative
+    maps join the voxel data (``cumulative_dose_gy``, ``cumulative_bed_gy``, ``prior_dose_gy``), the record its
+    attributes (``cumulative_dose``, read back by the board), the cumulative non-tumour liver DVH ``dvhs``."""
+    maps = voxel.dose_maps()
+    res = cumulative_voxel_dose(
+        case, th, grid=img.grid, masks=img.masks, dose_gy=maps[method],
+        lung_dose_gy=maps["ldm"] if method == "vsv" else maps[method], density_g_cm3=rho,
+        frame_of_reference_uid=img.attributes.get("frame_of_reference_uid"), dose_method=method,
+        normal_liver_limit_gy=limits.applicable_normal_liver_limit_gy,
+        normal_liver_limit_source=limits.normal_liver_limit_source, dvh_bin_width_gy=opts.dvh_bin_width_gy,
+        placed=placed)
+    if res is None:
+        return voxel, []
+    dvhs[CUMULATIVE_DVH_KEY] = _dvh_record(
+        CUMULATIVE_DVH_KEY, res.arrays["cumulative_dose_gy"], res.normal_liver.astype(np.float64),
+        rho.astype(np.float64), img.grid.voxel_volume_ml, opts,
+        "mass-weighted cumulative DVH of the non-tumour liver over the plain voxelwise sum of the earlier TARE dose "
+        f"maps and this plan's {method} map (board.liver.cumulative_voxel)")
+    out = VoxelData(grid=voxel.grid, arrays={**voxel.arrays, **res.arrays}, units={**voxel.units, **res.units},
+                    attributes={**voxel.attributes, "cumulative_dose": res.record.model_dump(mode="json")})
+    return out, res.flags
+
+
+def _cumulative_record(voxel: VoxelData | None) -> CumulativeVoxelDose | None:
+    rec = voxel.attributes.get("cumulative_dose") if voxel is not None else None
+    return CumulativeVoxelDose.model_validate(rec) if isinstance(rec, Mapping) else None
+
+
 def _provenance(kernel: dict[str, Any] | None, rules_run: list[str], opts: PlannerOptions) -> Provenance:
     import h5py
     import numba
@@ -309,6 +341,9 @@ def _tare(
     if d is None:  # the case model forbids it; defend the invariant anyway
         raise CaseError("dosimetry: required for TARE")
     img = build_image_set(case)
+    # issue 11 (tumour board): earlier TARE dose maps read and placed before any dose is computed
+    placed = (place_prior_dose_maps(case, img.grid, img.masks, img.attributes.get("frame_of_reference_uid"))
+              if img is not None else None)
     notes: list[str] = []
     dose_rho: np.ndarray | None = None
     if img is not None:
@@ -369,6 +404,12 @@ def _tare(
         (voxel_data, voxel_doses, structures, dvhs, lesions, kernel_params,
          vnotes) = _voxel_workflow(case, img, activity_gbq, opts, method, dose_rho, th)
         notes.extend(vnotes)
+        # issue 11 (tumour board): earlier TARE dose maps of the case summed with this plan's
+        voxel_data, cumulative_flags = _cumulative_dose(case, th, img, voxel_data, method, dose_rho, limits, opts,
+                                                        dvhs, placed)
+    elif case.procedure.kind == "TARE" and any(r.dose_file for r in case.patient.prior_treatments):
+        raise CaseError("patient.prior_treatments: a dose_file (earlier dose map) is summed on this plan's DICOM "
+                        "images; this TARE has no images: give dosimetry.images.dicom or remove dose_file")
 
     lsf = comp.lung_shunt_fraction if comp.lung_shunt_fraction is not None else 0.0
     definition = _definition(compartment, delivery)
@@ -390,6 +431,8 @@ def _tare(
         dose_flags = [f for f in dose_flags if f.code != "LUNG_SHUNT_HIGH"] + lsf_flags
     dose_flags.extend(_no_safe_activity_flag(record, limits, dose_flags))
     dose_flags.extend(_delivery_flags(delivery))
+    if img is not None:
+        dose_flags.extend(cumulative_flags)
     if comp.source == "case" and comp.lung_shunt_fraction is None:
         notes.append("No lung shunt fraction given: the lung dose assumes none.")
 

@@ -160,6 +160,14 @@ class Thresholds(BaseModel):
         "Cancer 2003) [U: not in EVIDENCE.md].", gt=0, le=2000,
     )
 
+    # ---- one session's doxorubicin (issue 12; the absurd bound, an error, is embplan.plausibility) -----
+    doxorubicin_session_limit_mg: float = _field(
+        150.0, "mg", "Doxorubicin of one TACE / DEB-TACE session > 150 mg -> warning: the highest per-session dose "
+        "in practice (DC Bead: at most 150 mg per procedure, Lammer et al., PRECISION V, Cardiovasc Intervent "
+        "Radiol 2010;33:41; systemic single dose at most 75 mg/m2, doxorubicin prescribing information) "
+        "[U: not in EVIDENCE.md].", gt=0, le=300,
+    )
+
     # ---- surgery, transplant, hepatic reserve ------------------------------------------------------
     flr_min_percent: float = _field(
         30.0, "percent", "Resection candidate: future liver remnant >= 30 % (the brief's value; 20/30/40 % tiers "
@@ -273,6 +281,17 @@ class Thresholds(BaseModel):
     board_followup_labs_days: int = _field(
         30, "days", "Liver function tests (bilirubin, albumin, INR, transaminases) about 4 weeks after the procedure, "
         "then with each imaging visit (REILD appears 4-8 weeks after TARE; EANM 2022) [U].", ge=1, le=365,
+    )
+
+    # ---- tumour board (issue 11): the liver over the years from voxel maps (BED sum of the sessions) ----------
+    liver_alpha_beta_gy: float = _field(
+        2.5, "Gy", "Normal liver alpha/beta for the BED of a Y-90 permanent implant, used for the cumulative BED of "
+        "earlier and current TARE sessions (Strigari L et al., J Nucl Med 51:1377, 2010, as collected in EVIDENCE.md "
+        "2.2; the same value as embplan.dosimetry.metrics.LIVER_RADIOBIOLOGY) [U].", gt=0, le=100,
+    )
+    liver_repair_half_time_h: float = _field(
+        2.5, "h", "Normal liver sublethal-damage repair half-time for the same BED (Strigari 2010, EVIDENCE.md 2.2; "
+        "as LIVER_RADIOBIOLOGY) [U].", gt=0, le=100,
     )
 
     # ---- standard protocol (PROTOCOL_DEVIATION; the RETNET arms) ---------------------------------------

@@ -338,7 +338,7 @@ def test_validate_checks_that_the_dicom_inputs_exist(dicom_dir):
     assert r.exit_code == 0, r.output
     found = json.loads(r.stdout)["dicom_inputs"]
     assert set(found) == {"ct", "spect", "rtstruct"}
-    assert all(Path(p).exists() for p in found.values())
+    assert all((dicom_dir / p).exists() for p in found.values())  # printed relative to the case folder
     assert "DICOM inputs found: ct, spect, rtstruct" in run("validate", dicom_dir / "tare_dicom.json").stdout
     raw = _case_json(dicom_dir)
     _dicom(raw)["spect"] = "spect/missing.dcm"

@@ -28,6 +28,11 @@ __all__ = [
     "TumorDoseFact",
     "BoardDoseFacts",
     "LOBES",
+    "CAUDATE",
+    "CAUDATE_NOTE",
+    "CAUDATE_SOURCE",
+    "TERRITORY_SEGMENTS",
+    "board_territories",
     "lobe_name",
     "criterion",
     "lobe_has_disease",
@@ -38,10 +43,40 @@ __all__ = [
 ]
 
 LOBES: tuple[str, ...] = ("right", "left")
+#: The caudate lobe (Couinaud segment 1) is in neither functional lobe (LOBE_SEGMENTS): it has its own arteries and
+#: drains to both sides (Couinaud 1957). The board follows it as a territory of its own when the case puts disease or
+#: a segmental treatment there (see :func:`board_territories`).
+CAUDATE = "caudate"
+TERRITORY_SEGMENTS: dict[str, frozenset[int]] = {**LOBE_SEGMENTS, CAUDATE: frozenset({1})}
+#: What the board reads about the caudate lobe's supply, and its sources.
+CAUDATE_SOURCE = (
+    "Furuta T et al., RadioGraphics 2009;29:e37 (the caudate lobe receives an artery from both the right and the left "
+    "hepatic artery in 53 %, from the right only in 35 %, from the left only in 12 %); Miyayama S et al., Cardiovasc "
+    "Intervent Radiol 2010 (feeders of caudate tumours: mostly the right hepatic artery, then the left, the anterior "
+    "and the posterior segmental arteries; selective caudate-branch embolization); van Roekel C, PhD thesis "
+    "(Utrecht), 2.3.2 (1-5 caudate arteries, most often two, from the RHA and the LHA)")
+CAUDATE_NOTE = (
+    "segment 1 (caudate lobe) belongs to neither lobe: its own arteries arise from the right hepatic artery, the "
+    "left or both (both 53 %, right only 35 %, left only 12 %), so a lobar injection treats it only where its branch "
+    "arises from that lobar artery; it is treated selectively through its caudate branch(es), identified on "
+    "angiography / cone-beam CT")
 
 
 def lobe_name(lobe: str) -> str:
+    if lobe == CAUDATE:
+        return "caudate lobe (segment 1)"
     return f"{lobe} lobe"
+
+
+def board_territories(case: Case) -> tuple[str, ...]:
+    """The territories the board follows: the right and left lobes, and the caudate lobe when a lesion lies in
+    segment 1 or a segmental treatment (prior or requested) includes it."""
+    d = case.patient.disease
+    caudate = any(1 in lesion.segments for lesion in d.lesions or ())
+    terr = [r.territory for r in case.patient.prior_treatments if r.territory is not None]
+    terr.append(case.procedure.territory)
+    caudate = caudate or any(t.scope == "segmental" and 1 in t.couinaud_segments for t in terr)
+    return (*LOBES, CAUDATE) if caudate else LOBES
 
 
 def criterion(c: CriterionResult) -> Criterion:
@@ -56,7 +91,9 @@ def lobe_has_disease(case: Case, lobe: str, dose: BoardDoseFacts | None = None) 
     if dose is not None and any(t.lobe == lobe for t in dose.tumors):
         return True
     if d.lesions:
-        return any(set(lesion.segments) & LOBE_SEGMENTS[lobe] for lesion in d.lesions)
+        return any(set(lesion.segments) & TERRITORY_SEGMENTS[lobe] for lesion in d.lesions)
+    if lobe == CAUDATE:
+        return None  # the liver distribution names lobes, not the caudate
     if d.liver_distribution == "bilobar":
         return True
     return d.liver_distribution == f"unilobar_{lobe}"

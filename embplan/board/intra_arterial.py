@@ -20,12 +20,21 @@ from ..protocols.sequencing import (
     expected_step,
     territory_records,
 )
-from ..protocols.territory import LOBE_SEGMENTS
 from ..risk import evidence as ev
 from ..risk.case_facts import body_surface_area_m2, prior_tare
 from ..risk.eligibility import WHO_2019, CriterionResult
 from ..thresholds import MEZHIR_2011, RETNET, VAN_ROEKEL, Thresholds
-from .facts import BoardDoseFacts, biliary_risk, lobe_has_disease, lobe_name, untreated_tumors
+from .facts import (
+    CAUDATE,
+    CAUDATE_NOTE,
+    CAUDATE_SOURCE,
+    TERRITORY_SEGMENTS,
+    BoardDoseFacts,
+    biliary_risk,
+    lobe_has_disease,
+    lobe_name,
+    untreated_tumors,
+)
 from .liver import compensated
 from .model import BoardOption
 from .surgery import option_from
@@ -81,7 +90,7 @@ def _need(records: list[PriorTreatment], treated_now: bool, untreated: tuple[str
 
 
 def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | None) -> LobeState:
-    segs = LOBE_SEGMENTS[lobe]
+    segs = TERRITORY_SEGMENTS[lobe]
     bil = biliary_risk(case)
     records = territory_records(case.patient.prior_treatments, segs)
     step: str
@@ -94,7 +103,8 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
     names = tuple(t.name for t in untreated if t.lobe == lobe)
     if names:
         disease = True
-    if not treated_now and untreated and not names and proc.territory.scope == "lobar" and lobe != proc.territory.lobe:
+    if (not treated_now and untreated and not names and proc.territory.scope == "lobar" and lobe != CAUDATE
+            and lobe != proc.territory.lobe):
         names = tuple(t.name for t in untreated if t.lobe is None)  # outside a lobar territory: the other lobe
         disease = True if names else disease
     where = position.describe()
@@ -111,6 +121,8 @@ def lobe_state(case: Case, th: Thresholds, lobe: str, dose: BoardDoseFacts | Non
                          f"NEC / G3 / Ki-67 > {th.board_well_differentiated_ki67_max_percent:g}%: systemic therapy "
                          f"first; TARE not offered ({why})", names)
     why = f"{where}; the lobe's ladder step is {step}"
+    if lobe == CAUDATE:
+        why = f"{where}; the ladder step of segment 1 is {step}, via its own caudate branch(es): {CAUDATE_NOTE}"
     if bil and step == "TARE" and position.step in ("none", "TAE"):
         why += f" ({', '.join(bil)}: TARE first, Mezhir 2011)"
     elif pvt and step == "TARE" and position.step in ("none", "TAE"):
@@ -219,7 +231,7 @@ def _liver_criteria(case: Case, th: Thresholds, procedure: str) -> list[Criterio
 def _option(case: Case, th: Thresholds, st: LobeState, dose: BoardDoseFacts | None = None) -> BoardOption:
     key = f"intra_arterial_{st.lobe}_lobe"
     title = f"Intra-arterial therapy, {lobe_name(st.lobe)}"
-    cites = [SOULEN_CIRSE_2019, ENETS_2022, MEZHIR_2011, RETNET]
+    cites = [SOULEN_CIRSE_2019, ENETS_2022, MEZHIR_2011, RETNET] + ([CAUDATE_SOURCE] if st.lobe == CAUDATE else [])
     disease = CriterionResult("disease_in_lobe", "Disease in this lobe",
                               "met" if st.disease else ("unknown" if st.disease is None else "unmet"),
                               ("yes" + (f" ({', '.join(st.untreated)} untreated by this plan)" if st.untreated else ""))

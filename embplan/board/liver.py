@@ -10,6 +10,7 @@ ALBI (Johnson PJ et al., J Clin Oncol 2015;33:550-8): ``ALBI = 0.66 x log10(bili
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..protocols.territory import LOBE_SEGMENTS
@@ -17,7 +18,7 @@ from ..risk import evidence as ev
 from ..risk.eligibility import staged_bilobar_tare
 from ..thresholds import Thresholds
 from .facts import LOBES, BoardDoseFacts, lobe_name
-from .model import LiverReserve, TerritoryDose
+from .model import CumulativeVoxelDose, LiverReserve, TerritoryDose
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..case import Case
@@ -93,8 +94,11 @@ def _territory_doses(case: Case, dose: BoardDoseFacts | None) -> list[TerritoryD
         missing = len(recs) - len(liver)
         planned = (proc.kind == "TARE" and bool(proc.territory.couinaud_segments & segs))
         total = sum(liver) if liver else None
+        mapped = sum(1 for r in recs if r.normal_liver_dose_gy is None and r.dose_file is not None)
         parts = [f"{len(recs)} earlier TARE session(s)" + (f", {missing} without a recorded liver dose (sum is a lower "
-                                                            "bound)" if missing else "")]
+                                                            "bound)" if missing else "")
+                 + (f"; {mapped} of them name a dose map (summed in the voxel records of a plan on DICOM images)"
+                    if mapped else "")]
         if unterritoried:
             parts.append(f"{len(unterritoried)} TARE record(s) without a territory not counted")
         if planned and dose is not None and dose.normal_liver_dose_gy is not None:
@@ -117,7 +121,47 @@ def _territory_doses(case: Case, dose: BoardDoseFacts | None) -> list[TerritoryD
     return out
 
 
-def liver_reserve(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None) -> LiverReserve:
+def _voxel_territory_doses(case: Case, cum: CumulativeVoxelDose) -> list[TerritoryDose]:
+    """The voxel sum as territory records: the whole non-tumour liver, each lobe (and segment) the images outline,
+    the lungs; source 'voxel maps of plan files ...'."""
+    files = ", ".join(f"{Path(f.path).name} ({f.date.isoformat()}, {f.territory or 'territory not recorded'})"
+                      for f in cum.files)
+    src = (f"voxel maps of plan files: {files} + this plan's {cum.dose_method} map, plain sum on the current grid "
+           "(liver.cumulative_voxel)")
+    out = []
+    for row in cum.structures:
+        if row.structure.startswith("segment "):
+            continue  # segments: in liver.cumulative_voxel and the note
+        lung = row.structure == "lungs"
+        out.append(TerritoryDose(
+            territory=f"{row.structure} (voxel maps)", prior_sessions=len(cum.files),
+            cumulative_normal_liver_gy=None if lung else row.cumulative_gy,
+            cumulative_lung_gy=row.cumulative_gy if lung else None, source=src,
+            prior_normal_liver_gy=None if lung else row.prior_gy,
+            this_plan_normal_liver_gy=None if lung else row.this_plan_gy,
+            cumulative_normal_liver_bed_gy=None if lung else row.cumulative_bed_gy, volume_ml=row.volume_ml,
+        ))
+    return out
+
+
+def _cumulative_notes(cum: CumulativeVoxelDose) -> list[str]:
+    whole = cum.structure("non-tumour liver")
+    lobes = "; ".join(f"{r.structure} {r.prior_gy:.1f} + {r.this_plan_gy:.1f} = {r.cumulative_gy:.1f} Gy"
+                      for r in cum.structures if r.structure not in ("non-tumour liver", "lungs"))
+    limit = ""
+    if cum.normal_liver_limit_gy is not None:
+        verdict = "ABOVE" if cum.exceeds_limit else "within"
+        limit = (f" {verdict} the non-tumour liver limit in force {cum.normal_liver_limit_gy:g} Gy"
+                 + (" (CUMULATIVE_LIVER_DOSE_HIGH)" if cum.exceeds_limit else "") + ".")
+    v = ", ".join(f"{k} {val:.0f} %" for k, val in cum.v_percent.items() if k in ("V40Gy", "V70Gy"))
+    return [f"Liver over the years (voxel maps of {len(cum.files)} earlier plan file(s) + this plan): whole non-tumour "
+            f"liver {whole.prior_gy:.1f} + {whole.this_plan_gy:.1f} = {whole.cumulative_gy:.1f} Gy (plain sum; BED sum "
+            f"{whole.cumulative_bed_gy or 0.0:.1f} Gy at alpha/beta {cum.bed_alpha_beta_gy:g} Gy)"
+            + (f"; {lobes}" if lobes else "") + (f"; cumulative DVH {v}" if v else "") + "." + limit]
+
+
+def liver_reserve(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None,
+                  cumulative: CumulativeVoxelDose | None = None) -> LiverReserve:
     labs = case.patient.labs
     score = albi_score(labs.bilirubin_mg_dl, labs.albumin_g_dl)
     comp, comp_why = compensated(case, th)
@@ -142,11 +186,18 @@ def liver_reserve(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None
             + ", ".join(f"{r.territory.describe() if r.territory else '?'} on {r.date.isoformat()}" for r in staged)
             + f" within {th.board_bilobar_tare_window_days} days: whole-liver exposure (WHOLE_LIVER_TARE; "
             f"{ev.SU_2017}; {ev.CURRIE_2019}).")
+    if cumulative is not None:
+        notes.extend(_cumulative_notes(cumulative))
+    elif any(r.kind == "TARE" and r.dose_file for r in prior):
+        notes.append("Earlier dose map(s) named (prior_treatments[].dose_file) are summed voxel by voxel only when "
+                     "this case plans a TARE on DICOM images of the same frame of reference (embplan plan); here the "
+                     "compartment values of the history are summed.")
     if case.procedure.kind == "TARE" and case.procedure.territory.is_whole_liver:
         notes.append(f"Whole-liver TARE in one session: avoid; prefer staged lobar treatment ({ev.SU_2017}).")
     return LiverReserve(
         albi_score=score, albi_grade=albi_grade(score),
         albi_source=ALBI_SOURCE + ("" if score is not None else "; not computable: bilirubin 0"),
         cirrhosis=case.patient.liver.cirrhosis, ascites=case.patient.liver.ascites, compensated=comp,
-        territory_doses=_territory_doses(case, dose), prior_prrt=bool(prrt), prior_ebrt=bool(ebrt), notes=notes,
+        territory_doses=_territory_doses(case, dose) + (_voxel_territory_doses(case, cumulative) if cumulative else []),
+        cumulative_voxel=cumulative, prior_prrt=bool(prrt), prior_ebrt=bool(ebrt), notes=notes,
     )

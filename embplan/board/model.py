@@ -30,6 +30,9 @@ __all__ = [
     "TerritoryCourse",
     "StagedStep",
     "TerritoryDose",
+    "PriorDoseFile",
+    "CumulativeStructure",
+    "CumulativeVoxelDose",
     "LiverReserve",
     "ConsentItem",
     "FollowUpItem",
@@ -123,6 +126,63 @@ class TerritoryDose(_Result):
     cumulative_normal_liver_gy: float | None = Field(default=None, ge=0)
     cumulative_lung_gy: float | None = Field(default=None, ge=0)
     source: str = Field(default="", description="compartment values from the history, or voxel maps of plan files")
+    # ---- voxel maps of plan files (issue 11): mass-weighted means of the summed maps over the territory ----
+    prior_normal_liver_gy: float | None = Field(default=None, ge=0, description="earlier sessions' voxel maps")
+    this_plan_normal_liver_gy: float | None = Field(default=None, ge=0, description="this plan's voxel map")
+    cumulative_normal_liver_bed_gy: float | None = Field(default=None, ge=0,
+                                                         description="sum of the sessions' BED (liver alpha/beta)")
+    volume_ml: float | None = Field(default=None, ge=0, description="the territory's non-tumour liver (or lung) volume")
+
+
+class PriorDoseFile(_Result):
+    """One earlier TARE session's dose map read for the voxel sum."""
+
+    record: int = Field(ge=0, description="index in patient.prior_treatments")
+    date: _dt.date
+    territory: str | None = None
+    path: str
+    description: str
+    placement: str = Field(description="how it was put on the current grid (same grid, or resampled)")
+
+
+class CumulativeStructure(_Result):
+    """Mass-weighted mean doses over one structure of the current images: earlier sessions, this plan, the plain
+    sum, and the BED sum."""
+
+    structure: str
+    volume_ml: float = Field(ge=0)
+    prior_gy: float = Field(ge=0)
+    this_plan_gy: float = Field(ge=0)
+    cumulative_gy: float = Field(ge=0)
+    cumulative_bed_gy: float | None = Field(default=None, ge=0)
+
+
+class CumulativeVoxelDose(_Result):
+    """The liver over the years from voxel maps: every earlier TARE dose map of the case summed with this plan's on
+    the current grid (plain physical sum, and the sum of the sessions' BED), with the means per structure and lobe,
+    the cumulative DVH of the non-tumour liver (``dosimetry.dvh[dvh_key]``) and the limit it is compared with."""
+
+    files: list[PriorDoseFile]
+    frame_of_reference_uid: str
+    dose_method: str = Field(description="this plan's dose map that is summed")
+    definition: str
+    bed_alpha_beta_gy: float = Field(gt=0)
+    bed_repair_half_time_h: float = Field(gt=0)
+    bed_source: str
+    structures: list[CumulativeStructure] = Field(default_factory=list)
+    dvh_key: str | None = Field(default=None, description="key of the cumulative non-tumour liver DVH in dosimetry.dvh")
+    d_gy: dict[str, float] = Field(default_factory=dict, description="Dx of the cumulative non-tumour liver DVH")
+    v_percent: dict[str, float] = Field(default_factory=dict, description="Vx of the cumulative non-tumour liver DVH")
+    normal_liver_limit_gy: float | None = Field(default=None, gt=0)
+    normal_liver_limit_source: str = ""
+    exceeds_limit: bool = False
+    notes: list[str] = Field(default_factory=list)
+
+    def structure(self, name: str) -> CumulativeStructure:
+        for s in self.structures:
+            if s.structure == name:
+                return s
+        raise KeyError(name)
 
 
 class LiverReserve(_Result):
@@ -136,6 +196,8 @@ class LiverReserve(_Result):
     prior_prrt: bool = False
     prior_ebrt: bool = False
     notes: list[str] = Field(default_factory=list)
+    #: issue 11: earlier TARE dose maps summed with this plan's (only in a plan with DICOM images; None otherwise)
+    cumulative_voxel: CumulativeVoxelDose | None = None
 
 
 class ConsentItem(_Result):

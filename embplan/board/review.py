@@ -20,18 +20,27 @@ from ..protocols.sequencing import next_step
 from ..risk import evidence as ev
 from ..thresholds import Thresholds
 from .consent import consent_items, follow_up
-from .facts import LOBES, BoardDoseFacts, biliary_risk, lobe_name, untreated_tumors
+from .facts import (
+    TERRITORY_SEGMENTS,
+    BoardDoseFacts,
+    biliary_risk,
+    board_territories,
+    lobe_name,
+    untreated_tumors,
+)
 from .intra_arterial import LobeState, intra_arterial_options, is_nec, lobe_state
 from .liver import liver_reserve
 from .model import (
     BoardOption,
     BoardReview,
+    CumulativeVoxelDose,
     OptionStatus,
     Recommendation,
     RecommendationStep,
     StagedStep,
     TerritoryCourse,
 )
+from .segments import segment_courses
 from .surgery import ablation, ablation_with_resection, debulking, repeat_resection, resection
 from .systemic import systemic_option
 from .transplant import transplant_options
@@ -67,6 +76,8 @@ def _history_line(r: PriorTreatment, lobe_segs: frozenset[int] | None = None) ->
     extra = ""
     if r.kind == "TARE" and r.normal_liver_dose_gy is not None:
         extra = f", non-tumour liver {r.normal_liver_dose_gy:g} Gy"
+    if r.kind == "TARE" and r.dose_file is not None:
+        extra += f", dose map {os.path.basename(r.dose_file)}"
     if r.kind in ("TACE", "DEB_TACE") and r.doxorubicin_mg is not None:
         extra = f", doxorubicin {r.doxorubicin_mg:g} mg"
     return (f"{r.date.isoformat()}: {r.kind.replace('_', '-')}{where}{extra}: "
@@ -82,13 +93,11 @@ def _after_text(case: Case, kind: str) -> str:
 
 def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDoseFacts | None,
             staged: list[StagedStep], options: dict[str, BoardOption]) -> list[TerritoryCourse]:
-    from ..protocols.territory import LOBE_SEGMENTS
-
     proc = case.procedure
     out = []
     untreated, partial = untreated_tumors(dose)
     for st in states:
-        segs = LOBE_SEGMENTS[st.lobe]
+        segs = TERRITORY_SEGMENTS[st.lobe]
         dated = [(r.date, _history_line(r, segs)) for r in case.patient.prior_treatments
                  if r.territory is not None and r.territory.couinaud_segments & segs]
         dated += [(r.date, f"{r.date.isoformat()}: {r.kind} (systemic)"
@@ -158,7 +167,7 @@ def _course(case: Case, th: Thresholds, states: list[LobeState], dose: BoardDose
                            if stg[0].earliest_date else "")
         out.append(TerritoryCourse(territory=lobe_name(st.lobe), disease_present=st.disease, history=hist,
                                    last_response=last, next_step=nxt, reason=reason))
-    return out
+    return out + segment_courses(case, out, _history_line, _RESP)
 
 
 def _staged(case: Case, th: Thresholds, states: list[LobeState], options: dict[str, BoardOption]) -> list[StagedStep]:
@@ -324,8 +333,9 @@ def _recommend(case: Case, th: Thresholds, options: dict[str, BoardOption], stat
     return Recommendation(summary=summary, steps=out, would_change=would), {s.option_key for s in out}
 
 
-def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None) -> BoardReview:
-    states = [lobe_state(case, th, lobe, dose) for lobe in LOBES]
+def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None, *,
+                 cumulative: CumulativeVoxelDose | None = None) -> BoardReview:
+    states = [lobe_state(case, th, lobe, dose) for lobe in board_territories(case)]
     option_list: list[BoardOption] = [
         resection(case, th), repeat_resection(case, th), debulking(case, th),
         *transplant_options(case, th),
@@ -352,7 +362,7 @@ def build_review(case: Case, th: Thresholds, dose: BoardDoseFacts | None = None)
                 gaps.append(f"{o.title}: {c.label}" + (f" ({c.note})" if c.note else ""))
     return BoardReview(
         case_id=case.patient.id, reference_date=case.procedure.date, options=final, recommendation=rec,
-        course=_course(case, th, states, dose, staged, options), staged_plan=staged, liver=liver_reserve(case, th, dose),
+        course=_course(case, th, states, dose, staged, options), staged_plan=staged, liver=liver_reserve(case, th, dose, cumulative),
         consent=consent_items(case, final), follow_up=follow_up(case, th, staged),
         data_gaps=list(dict.fromkeys(gaps)),
     )

@@ -148,6 +148,14 @@ QUADRATURE_NODES_PER_CELL: int = 4
 #: Largest kernel half-width in voxels (a (2n+1)^3 array); smaller voxels, lower densities or longer truncation
 #: radii that would need more are refused (the kernel would be larger than the images it is convolved with).
 MAX_HALF_WIDTH_VOXELS: int = 64
+# --- input bounds of kernel building (issue 12: a 1e6 mm voxel or an absurd density ran for minutes, since the
+# quadrature's cell count grows with (voxel size x density / QUADRATURE_CELL_WATER_MM)^3)
+#: Largest voxel side, mm. Emission images have 2-10 mm voxels; Y-90's maximum beta range in water is 11 mm, so at
+#: 50 mm the kernel is the centre voxel and its neighbours (building it takes ~0.1 s; 1000 mm took 60 s).
+KERNEL_VOXEL_MM_MAX: float = 50.0
+#: Largest medium density, g/cm3: osmium, the densest element, is 22.59 g/cm3 (CRC Handbook); tissues are <= 3
+#: (tooth enamel), implants <= 21.5 (platinum).
+KERNEL_DENSITY_G_CM3_MAX: float = 25.0
 
 # S [mGy/(MBq s)] = E [MeV/decay] * MEV_TO_J [J/MeV] * 1e6 [decays/(MBq s)] * 1e3 [mGy/Gy] / m [kg],
 # m = rho [g/cm3] * V [mm3] * 1e-3 [cm3/mm3] * 1e-3 [kg/g]   =>   S = E * MEV_TO_J * 1e15 / (rho * V_mm3).
@@ -327,6 +335,7 @@ def y90_voxel_kernel(
     """
     voxel = _voxel_mm_tuple(voxel_mm)
     density = _positive_float("density_g_cm3", density_g_cm3)
+    _check_kernel_bounds(voxel, density)
     k = _positive_float("k_gy_kg_per_gbq", k_gy_kg_per_gbq)
     trunc = _positive_float("truncation_mm", truncation_mm)
     t_half = _positive_float("half_life_h", half_life_h)
@@ -363,6 +372,7 @@ def voxel_kernel_from_point_kernel(
         raise DosimetryError(f"point_kernel: must be a PointKernel, got {type(point_kernel).__name__}")
     voxel = _voxel_mm_tuple(voxel_mm)
     density = _positive_float("density_g_cm3", density_g_cm3)
+    _check_kernel_bounds(voxel, density)
     trunc = _positive_float("truncation_mm", truncation_mm)
     if trunc > point_kernel.max_radius_mm * (1.0 + 1.0e-12):
         raise DosimetryError(
@@ -826,6 +836,16 @@ def _positive_float(name: str, value: Any) -> float:
     if not (math.isfinite(x) and x > 0.0):
         raise DosimetryError(f"{name}: must be a finite number > 0, got {value!r}")
     return x
+
+
+def _check_kernel_bounds(voxel: tuple[float, float, float], density: float) -> None:
+    """Refuse inputs that would make kernel building run for minutes (see KERNEL_VOXEL_MM_MAX)."""
+    if max(voxel) > KERNEL_VOXEL_MM_MAX:
+        raise DosimetryError(f"voxel_mm: at most {KERNEL_VOXEL_MM_MAX:g} mm per side (KERNEL_VOXEL_MM_MAX), got "
+                             f"{max(voxel):g}")
+    if density > KERNEL_DENSITY_G_CM3_MAX:
+        raise DosimetryError(f"density_g_cm3: at most {KERNEL_DENSITY_G_CM3_MAX:g} g/cm3 (KERNEL_DENSITY_G_CM3_MAX), "
+                             f"got {density:g}")
 
 
 def _voxel_mm_tuple(voxel_mm: Any) -> tuple[float, float, float]:

@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
@@ -197,7 +197,7 @@ def _latin1_or_utf8(ds: Dataset) -> str:
 def write_rt_dose(
     dose_gy: np.ndarray,
     grid: Grid,
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
     *,
     reference_ct: Dataset | Volume | str | os.PathLike | Mapping[str, Any] | None = None,
     dose_summation_type: str = DEFAULT_DOSE_SUMMATION_TYPE,
@@ -219,7 +219,9 @@ def write_rt_dose(
     frame of reference; without it a new study and frame of reference are made and the patient is left empty
     (logged). The grid must be in the reference CT's frame of reference (the caller's responsibility: the dose is
     computed on CT-derived geometry). The file is written to a temporary file in the same folder and moved into
-    place with ``os.replace``: an existing file is replaced whole or not at all.
+    place with ``os.replace``: an existing file is replaced whole or not at all; it gets the mode a plain ``open()``
+    would give it. ``path`` may also be a binary file object (e.g. from :func:`embplan.io.atomic_file`): the
+    dataset is written to it and committing it is the caller's.
 
     ``tissue_heterogeneity_correction``: optional Tissue Heterogeneity Correction (3004,0014) value, e.g. IMAGE
     for a density-corrected dose, WATER for a water kernel.
@@ -246,9 +248,13 @@ def write_rt_dose(
     info = _reference_info(reference_ct)
     if not info:
         log.warning("write_rt_dose: no reference CT; writing a new study and frame of reference without patient data")
-    out = Path(path)
-    if not out.parent.is_dir():
-        raise ImagingError(f"{out}: folder {out.parent} does not exist")
+    fileobj = path if hasattr(path, "write") else None
+    if fileobj is None:
+        out = Path(path)  # type: ignore[arg-type]
+        if not out.parent.is_dir():
+            raise ImagingError(f"{out}: folder {out.parent} does not exist")
+    else:
+        out = Path(str(getattr(fileobj, "name", "<file object>")))
 
     # geometry: frames along the slice normal n = i x j
     d = np.asarray(grid.direction, dtype=float).reshape(3, 3)
@@ -361,8 +367,14 @@ def write_rt_dose(
         ds.PlanOverviewSequence = Sequence([overview])
     ds.PixelData = pixels.astype("<u4", copy=False).tobytes()
 
+    if fileobj is not None:
+        ds.save_as(fileobj, enforce_file_format=True)
+        return out
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600: the mode a plain open() would give
         with os.fdopen(fd, "wb") as fh:
             ds.save_as(fh, enforce_file_format=True)
             fh.flush()

@@ -1,4 +1,4 @@
-"""The plan archive: one HDF5 file per plan (format ``embplan.plan``, version ``1.1``).
+"""The plan archive: one HDF5 file per plan (format ``embplan.plan``, version ``1.2``).
 
 :func:`save_plan` writes a :class:`~embplan.plan_model.Plan` atomically; :func:`load_plan` reads it back
 exactly (arrays bitwise equal, models equal). The layout is documented in ``docs/plan-format.md`` so that a plan
@@ -18,6 +18,12 @@ What is stored
   ``/thresholds``, ``/provenance``, ``/grid``, ``/dosimetry``, ``/dvh/<structure>/{dose_gy, volume_fraction}``.
 - root attribute ``content_sha256``: SHA-256 of the plan JSON, the voxel JSON and every array (recipe in
   :func:`content_sha256`), verified on load.
+- (1.2) a 512-byte user block with the SHA-256 of every byte after it (:func:`seal_file`), verified first, before
+  libhdf5 parses the file: the views, ``units`` attributes and every other byte are covered, and a damaged file
+  never reaches the library. Then, before any array is read, the structure is checked (hard links only, no
+  external or virtual storage, stored sizes within the file, declared sizes within what gzip can hold, shapes equal
+  to the grid, the grid within :data:`PLAN_MAX_VOXELS`): a file cannot make the reader allocate what it merely
+  declares.
 
 Versions are ``"major.minor"``: a newer major is refused, an older minor is migrated (:data:`MIGRATIONS`), a
 newer minor of the same major is read (minor versions only add).
@@ -32,6 +38,7 @@ import logging
 import os
 import platform
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +48,7 @@ import h5py
 import numpy as np
 
 from ..errors import EmbplanError, PlanFileError
-from . import atomic_output
+from . import atomic_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan_model import Plan
@@ -52,10 +59,14 @@ __all__ = [
     "MIGRATIONS",
     "PlanDocument",
     "save_plan",
+    "write_plan_file",
     "load_plan",
     "read_document",
     "write_document",
     "content_sha256",
+    "seal_file",
+    "USERBLOCK_BYTES",
+    "PLAN_MAX_VOXELS",
     "compact_json_bytes",
     "plan_to_document",
     "document_to_plan",
@@ -65,8 +76,36 @@ log = logging.getLogger(__name__)
 
 #: Root attribute ``format`` of every plan file.
 FORMAT_NAME = "embplan.plan"
-#: Current format version, ``"major.minor"``. 1.0 stored masks as uint8 0/1; 1.1 stores them as bool.
-FORMAT_VERSION = "1.1"
+#: Current format version, ``"major.minor"``. 1.0 stored masks as uint8 0/1; 1.1 stores them as bool; 1.2 starts
+#: with a 512-byte user block holding the SHA-256 of every byte after it (:func:`seal_file`).
+FORMAT_VERSION = "1.2"
+#: The first version whose files carry the user-block checksum (older files load; their views are not covered).
+_RAW_HASH_SINCE = (1, 2)
+#: Size of the user block (HDF5 ignores it; the HDF5 signature follows at byte 512).
+USERBLOCK_BYTES = 512
+#: How the user block starts: this line, then ``sha256=<64 hex>\n``, then NUL bytes.
+USERBLOCK_MAGIC = b"embplan.plan user block\n"
+
+# ---- what a reader allocates, bounded before anything is read (issue 12) --------------------------------------
+#: Largest plan file opened, bytes.
+PLAN_FILE_MAX_BYTES = 16 * 1024**3
+#: Largest voxel grid of a plan (voxels): 2**29 = 537 M, e.g. a 1024 x 1024 x 512 CT grid (grid "ct" of a
+#: thin-slice CT), checked before any array is read; override with load_plan(max_voxels=...).
+PLAN_MAX_VOXELS = 2**29
+#: Largest total of the declared (uncompressed) sizes of a plan's voxel arrays, bytes. Independently, the total
+#: may not exceed _GZIP_MAX_RATIO times the file's size (what the file could inflate to).
+PLAN_MAX_ARRAY_BYTES = 64 * 1024**3
+#: Largest dataset outside the voxel arrays (JSON text, DVH axes, grid, scalars), declared bytes.
+PLAN_VIEW_MAX_BYTES = 64 * 1024**2
+#: Most objects (groups and datasets) a plan file may hold; a plan has a few hundred.
+PLAN_MAX_OBJECTS = 100_000
+#: deflate (gzip) cannot compress better than 1032:1 (RFC 1951: at most 258 bytes per 2-bit code); shuffle and
+#: Fletcher32 do not change that. A dataset that declares more than this times its stored size is not gzip data.
+_GZIP_MAX_RATIO = 1100
+#: Groups that hold the voxel arrays (every dataset there must be an array the metadata names).
+_ARRAY_GROUPS = ("images", "masks", "dose")
+#: dtypes a voxel array may have (numbers and booleans, at most 16 bytes).
+_ARRAY_KINDS = "biufc"
 
 #: Filters on every non-empty array dataset.
 _ARRAY_FILTERS: dict[str, Any] = {"compression": "gzip", "shuffle": True, "fletcher32": True}
@@ -300,7 +339,7 @@ def document_to_plan(doc: PlanDocument, *, source: str = "plan") -> Plan:
     elif doc.arrays:
         raise PlanFileError(f"{source}: arrays present but /meta_json has no voxel metadata")
     try:
-        plan = Plan.model_validate(doc.plan)
+        plan = Plan.model_validate(doc.plan, context={"stored_plan": True})  # the case as planned (case.py)
     except ValidationError as exc:
         e = exc.errors()[0]
         loc = ".".join(str(p) for p in e.get("loc", ())) or "(root)"
@@ -339,8 +378,14 @@ def _migrate_1_0_to_1_1(doc: PlanDocument) -> PlanDocument:
 
 
 #: (major, minor) -> function migrating a document of that version to the next minor.
+def _migrate_1_1_to_1_2(doc: PlanDocument) -> PlanDocument:
+    """1.1 -> 1.2: the content is the same (1.2 only adds the user-block checksum)."""
+    return PlanDocument(plan=doc.plan, meta=doc.meta, arrays=doc.arrays, format_version="1.2", attrs=doc.attrs)
+
+
 MIGRATIONS: dict[tuple[int, int], Callable[[PlanDocument], PlanDocument]] = {
     (1, 0): _migrate_1_0_to_1_1,
+    (1, 1): _migrate_1_1_to_1_2,
 }
 
 
@@ -553,11 +598,125 @@ def save_plan(plan: Plan, path: str | os.PathLike[str], *, gzip_level: int = _GZ
     if isinstance(gzip_level, bool) or not isinstance(gzip_level, int) or not 0 <= gzip_level <= 9:
         raise PlanFileError(f"gzip_level: must be an integer 0..9, got {gzip_level!r}")
     doc = plan_to_document(plan)
-    with atomic_output(path, error=PlanFileError, what="plan") as tmp:
-        with h5py.File(tmp, "w", libver=("earliest", "latest")) as h5:
-            write_document(h5, doc, gzip_level=gzip_level)
-            _write_views(h5, plan, doc, gzip_level)
+    with atomic_file(path, error=PlanFileError, what="plan") as fh:
+        _write_plan_h5(fh, plan, doc, gzip_level)
     return Path(path)
+
+
+def write_plan_file(plan: Plan, fh: Any, *, gzip_level: int = _GZIP_LEVEL_DEFAULT) -> None:
+    """Write ``plan`` as a plan file into the open binary file object ``fh`` (readable, writable, seekable, e.g.
+    from :func:`embplan.io.atomic_file`); committing it is the caller's. :func:`save_plan` is this plus the atomic
+    file."""
+    from ..plan_model import Plan
+
+    if not isinstance(plan, Plan):
+        raise PlanFileError(f"plan: expected an embplan Plan, got {type(plan).__name__}")
+    _write_plan_h5(fh, plan, plan_to_document(plan), gzip_level)
+
+
+def _write_plan_h5(fh: Any, plan: Plan, doc: PlanDocument, gzip_level: int) -> None:
+    with h5py.File(fh, "w", libver=("earliest", "latest"), userblock_size=USERBLOCK_BYTES) as h5:
+        write_document(h5, doc, gzip_level=gzip_level)
+        _write_views(h5, plan, doc, gzip_level)
+    seal_file(fh)
+
+
+# ====================================================================================== the whole file's checksum
+def _raw_sha256(fh: Any) -> str:
+    """SHA-256 (hex) of every byte of an open file after the user block, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    fh.seek(USERBLOCK_BYTES)
+    while True:
+        piece = fh.read(1024 * 1024)
+        if not piece:
+            break
+        h.update(piece)
+    return h.hexdigest()
+
+
+def seal_file(target: str | os.PathLike[str] | Any) -> str:
+    """Write the user block of a plan file written with ``userblock_size=USERBLOCK_BYTES`` (a path, or an open
+    binary file object): :data:`USERBLOCK_MAGIC`, ``sha256=<hex>`` of every byte after the block, NUL padding.
+    Returns the checksum. :func:`save_plan` seals every file it writes."""
+    if isinstance(target, str | os.PathLike):
+        with open(target, "r+b") as fh:
+            return seal_file(fh)
+    digest = _raw_sha256(target)
+    block = USERBLOCK_MAGIC + b"sha256=" + digest.encode("ascii") + b"\n"
+    target.seek(0)
+    target.write(block.ljust(USERBLOCK_BYTES, b"\0"))
+    target.flush()
+    return digest
+
+
+def _check_raw(path: Path, source: str) -> bool:
+    """Verify the user-block checksum (before libhdf5 parses a byte: a damaged file is refused before a damaged
+    heap or B-tree can make the library spin or crash). False when the file has no embplan user block."""
+    with open(path, "rb") as fh:
+        head = fh.read(USERBLOCK_BYTES)
+        if not head.startswith(USERBLOCK_MAGIC):
+            return False
+        line = head[len(USERBLOCK_MAGIC):].split(b"\n", 1)[0]
+        stored = line.removeprefix(b"sha256=").decode("ascii", "replace")
+        if not line.startswith(b"sha256=") or not re.fullmatch(r"[0-9a-f]{64}", stored):
+            raise PlanFileError(f"{source}: damaged user block (no sha256=<hex> line)")
+        actual = _raw_sha256(fh)
+    if actual != stored:
+        raise PlanFileError(f"{source}: checksum mismatch: file SHA-256 {actual[:16]}... != stored {stored[:16]}... "
+                            "(the file was altered or damaged: a view, an attribute or the plan itself)")
+    return True
+
+
+def _is_array_path(path: str) -> bool:
+    parts = path.strip("/").split("/")
+    return len(parts) >= 2 and parts[0] in _ARRAY_GROUPS
+
+
+def _walk(h5: h5py.File, source: str, file_size: int | None) -> list[tuple[str, Any]]:
+    """Every group and dataset of the file with its path (sorted), checking what could make a reader allocate,
+    wait or read elsewhere: only hard links (no soft or external links), no external storage, no virtual
+    datasets, no committed datatypes, at most :data:`PLAN_MAX_OBJECTS` objects; a dataset's stored size within the
+    file and its declared size within what its compression can hold."""
+    out: list[tuple[str, Any]] = [("/", h5)]
+    stack = [("/", h5)]
+    while stack:
+        path, group = stack.pop()
+        for name in group:
+            child = f"{path.rstrip('/')}/{name}"
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+                raise PlanFileError(f"{source}: {child} is {kind}: plan files hold hard links only")
+            obj = group.get(name)
+            if isinstance(obj, h5py.Group):
+                stack.append((child, obj))
+            elif isinstance(obj, h5py.Dataset):
+                _check_storage(obj, child, source, file_size)
+            else:
+                raise PlanFileError(f"{source}: {child} is a {type(obj).__name__}: not part of a plan file")
+            out.append((child, obj))
+            if len(out) > PLAN_MAX_OBJECTS:
+                raise PlanFileError(f"{source}: more than {PLAN_MAX_OBJECTS} objects: not a plan file")
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def _check_storage(dset: h5py.Dataset, path: str, source: str, file_size: int | None) -> None:
+    if dset.is_virtual:
+        raise PlanFileError(f"{source}: {path} is a virtual dataset (data from other files): refused")
+    if dset.external:
+        raise PlanFileError(f"{source}: {path} stores its data in external files: refused")
+    if dset.dtype.kind == "O" and h5py.check_string_dtype(dset.dtype) is None:
+        raise PlanFileError(f"{source}: {path} has a variable-length type that is not text: refused")
+    if file_size is None:
+        return
+    declared = int(dset.size or 0) * int(dset.dtype.itemsize)
+    stored = int(dset.id.get_storage_size())
+    if stored > file_size:
+        raise PlanFileError(f"{source}: {path} declares {stored} stored bytes, more than the file's {file_size}")
+    if dset.dtype.kind != "O" and declared > 1024 * 1024 and declared > _GZIP_MAX_RATIO * max(stored, 1):
+        raise PlanFileError(f"{source}: {path} declares {declared} bytes from {stored} stored bytes: more than "
+                            f"compression can hold ({_GZIP_MAX_RATIO}:1); damaged or crafted file")
 
 
 # ====================================================================================== reading
@@ -596,20 +755,34 @@ def _parse_json(data: bytes, name: str, source: str) -> Any:
         raise PlanFileError(f"{source}: /{name} is not valid UTF-8 JSON ({exc})") from exc
 
 
-def read_document(path: str | os.PathLike[str], *, verify: bool = True) -> PlanDocument:
+def read_document(path: str | os.PathLike[str], *, verify: bool = True,
+                  max_voxels: int = PLAN_MAX_VOXELS) -> PlanDocument:
     """Read the source of truth of a plan file (no migration, no Plan validation).
 
-    Checks the root attributes and the format version (a newer major is refused), reads the plan JSON, the
-    voxel JSON and every array, and, with ``verify``, checks ``content_sha256``. Every problem is a
-    :class:`~embplan.errors.PlanFileError` with the reason.
+    Before reading any data: the file must be a regular file of at most :data:`PLAN_FILE_MAX_BYTES`; its objects
+    hard-linked groups and datasets only (no external links, external storage or virtual datasets), none storing
+    more than the file holds or declaring more than its compression can hold; with ``verify``, the user-block
+    checksum (format >= 1.2; every byte after the block, so the plan JSON, the metadata, the views and every
+    attribute) must match before libhdf5 parses the file; each array must have the grid's shape, a numeric dtype, and the grid at most
+    ``max_voxels`` voxels. Then the arrays are read and, with ``verify``, ``content_sha256`` is checked. Every
+    problem is a :class:`~embplan.errors.PlanFileError` with the reason.
     """
     p = Path(path)
     source = str(p)
-    if not p.exists():
-        raise PlanFileError(f"{source}: no such file")
-    if p.is_dir():
-        raise PlanFileError(f"{source}: is a folder, not a plan file")
     try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise PlanFileError(f"{source}: no such file") from None
+    except OSError as exc:
+        raise PlanFileError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise PlanFileError(f"{source}: is a folder, not a plan file")
+    if not stat.S_ISREG(st.st_mode):
+        raise PlanFileError(f"{source}: not a regular file (a pipe, device or socket): not a plan file")
+    if st.st_size > PLAN_FILE_MAX_BYTES:
+        raise PlanFileError(f"{source}: {st.st_size} bytes, larger than a plan file may be ({PLAN_FILE_MAX_BYTES})")
+    try:
+        sealed = _check_raw(p, source) if verify else False
         is_hdf5 = h5py.is_hdf5(p)
     except OSError as exc:
         raise PlanFileError(f"{source}: cannot read ({exc.strerror or exc})") from exc
@@ -621,15 +794,19 @@ def read_document(path: str | os.PathLike[str], *, verify: bool = True) -> PlanD
         raise PlanFileError(f"{source}: cannot open as HDF5 (truncated or damaged file?): {exc}") from exc
     try:
         with h5:
-            return _read_open(h5, source, verify)
+            return _read_open(h5, source, verify, st.st_size, max_voxels, sealed)
     except PlanFileError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+    except MemoryError as exc:
+        raise PlanFileError(f"{source}: damaged plan file: reading it would exhaust memory") from exc
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError,
+            UnicodeError, OverflowError) as exc:
         # h5py raises these for damaged metadata (bad B-tree, heap, object header, ...)
         raise PlanFileError(f"{source}: damaged plan file: {type(exc).__name__}: {exc}") from exc
 
 
-def _read_open(h5: h5py.File, source: str, verify: bool) -> PlanDocument:
+def _read_open(h5: h5py.File, source: str, verify: bool, file_size: int | None = None,
+               max_voxels: int = PLAN_MAX_VOXELS, sealed: bool = False) -> PlanDocument:
     fmt = _attr_str(h5.attrs, "format")
     if fmt is None:
         raise PlanFileError(f"{source}: not an embplan plan file (HDF5 without the root attribute 'format')")
@@ -647,6 +824,10 @@ def _read_open(h5: h5py.File, source: str, verify: bool) -> PlanDocument:
         )
     if version[0] < current[0]:
         raise PlanFileError(f"{source}: format {version_text} is older than any this embplan can migrate")
+    if verify and version >= _RAW_HASH_SINCE and not sealed:
+        raise PlanFileError(f"{source}: format {version_text} file without its user-block checksum: altered or "
+                            "damaged")
+    objects = _walk(h5, source, file_size)
     plan_json = _read_text(h5, "plan_json", source)
     meta_json = _read_text(h5, "meta_json", source)
     plan_obj = _parse_json(plan_json, "plan_json", source)
@@ -661,21 +842,39 @@ def _read_open(h5: h5py.File, source: str, verify: bool) -> PlanDocument:
         raise PlanFileError(f"{source}: /meta_json is not a metadata object")
     arrays: dict[str, np.ndarray] = {}
     voxel_obj = meta_obj.get("voxel")
+    array_paths = {path for path, obj in objects if isinstance(obj, h5py.Dataset) and _is_array_path(path)}
     if voxel_obj is not None:
         if not isinstance(voxel_obj, dict) or not isinstance(voxel_obj.get("paths"), dict):
             raise PlanFileError(f"{source}: /meta_json voxel has no 'paths' object")
+        shape = _grid_shape(voxel_obj, source, max_voxels)
+        planned: list[tuple[str, str, h5py.Dataset]] = []
+        total = 0
         for name, dpath in voxel_obj["paths"].items():
-            if dpath not in h5 or not isinstance(h5[dpath], h5py.Dataset):
+            if not isinstance(dpath, str) or dpath not in array_paths:
                 raise PlanFileError(f"{source}: missing dataset {dpath} (array {name!r})")
             dset = h5[dpath]
+            if dset.dtype.kind not in _ARRAY_KINDS or dset.dtype.itemsize > 16:
+                raise PlanFileError(f"{source}: {dpath} has dtype {dset.dtype}, not a voxel array's")
+            if tuple(dset.shape or ()) != shape:
+                raise PlanFileError(f"{source}: {dpath} has shape {dset.shape}, not the grid's {shape}")
+            total += int(dset.size) * int(dset.dtype.itemsize)
+            planned.append((name, dpath, dset))
+        if total > PLAN_MAX_ARRAY_BYTES:
+            raise PlanFileError(f"{source}: the voxel arrays declare {total} bytes, more than "
+                                f"PLAN_MAX_ARRAY_BYTES ({PLAN_MAX_ARRAY_BYTES})")
+        if file_size is not None and total > _GZIP_MAX_RATIO * file_size + 1024 * 1024:
+            raise PlanFileError(f"{source}: the voxel arrays declare {total} bytes, more than a {file_size}-byte "
+                                f"file can inflate to ({_GZIP_MAX_RATIO}:1): damaged or crafted file")
+        array_paths -= {dpath for _, dpath, _ in planned}
+        for name, dpath, dset in planned:
             try:
-                arrays[name] = dset[()]
+                arrays[name] = np.asarray(dset[()])
             except OSError as exc:
                 raise PlanFileError(
                     f"{source}: dataset {dpath} is corrupted (checksum or decompression failure): {exc}"
                 ) from exc
-            if not isinstance(arrays[name], np.ndarray):
-                arrays[name] = np.asarray(arrays[name])
+    if array_paths:
+        raise PlanFileError(f"{source}: {sorted(array_paths)[0]} is not an array of the plan: altered file")
     stored = _attr_str(h5.attrs, "content_sha256")
     if verify:
         if stored is None:
@@ -690,13 +889,27 @@ def _read_open(h5: h5py.File, source: str, verify: bool) -> PlanDocument:
     return PlanDocument(plan=plan_obj, meta=meta_obj, arrays=arrays, format_version=version_text, attrs=attrs)
 
 
-def load_plan(path: str | os.PathLike[str]) -> Plan:
+def _grid_shape(voxel_obj: Mapping[str, Any], source: str, max_voxels: int) -> tuple[int, ...]:
+    """The grid shape of the voxel metadata, checked against the voxel budget."""
+    grid = voxel_obj.get("grid")
+    shape = grid.get("shape") if isinstance(grid, Mapping) else None
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(type(n) is int and 0 < n <= 2**31 for n in shape)):
+        raise PlanFileError(f"{source}: /meta_json voxel grid has no valid shape (3 positive integers)")
+    voxels = shape[0] * shape[1] * shape[2]
+    if voxels > max_voxels:
+        raise PlanFileError(f"{source}: grid {shape[0]}x{shape[1]}x{shape[2]} has {voxels} voxels, more than "
+                            f"{max_voxels} (PLAN_MAX_VOXELS; load_plan(max_voxels=...))")
+    return tuple(shape)
+
+
+def load_plan(path: str | os.PathLike[str], *, max_voxels: int = PLAN_MAX_VOXELS) -> Plan:
     """Read a plan written by :func:`save_plan` (verifying its checksum, migrating an older minor version).
 
     Raises :class:`~embplan.errors.PlanFileError` naming the file and the reason when the file is missing,
     not HDF5, foreign, truncated, corrupted, altered, or written by a newer major version.
     """
     source = str(path)
-    doc = read_document(path, verify=True)
+    doc = read_document(path, verify=True, max_voxels=max_voxels)
     doc = _migrate(doc, source)
     return document_to_plan(doc, source=source)

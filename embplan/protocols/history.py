@@ -2,8 +2,9 @@
 
 One flat model, :class:`PriorTreatment`, for every kind; the kind decides which extra fields are allowed:
 ``doxorubicin_mg`` only on TACE and DEB-TACE records; ``device``, ``activity_gbq``, ``lung_dose_gy`` and
-``normal_liver_dose_gy`` only on TARE records; a ``territory`` only on liver-directed treatments (not on SSA,
-PRRT or chemotherapy, which are systemic). A misplaced field is an error naming it.
+``normal_liver_dose_gy`` (and ``dose_file``, the earlier plan's dose map) only on TARE records; a ``territory``
+only on liver-directed treatments (not on SSA, PRRT or chemotherapy, which are systemic). A misplaced field is an
+error naming it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ EMBOLIZATION_KINDS: frozenset[str] = frozenset({"TAE", "TACE", "DEB_TACE", "TARE
 CHEMOEMBOLIZATION_KINDS: frozenset[str] = frozenset({"TACE", "DEB_TACE"})
 SYSTEMIC_KINDS: frozenset[str] = frozenset({"SSA", "PRRT", "chemotherapy"})
 
-_TARE_EXTRAS = ("device", "activity_gbq", "lung_dose_gy", "normal_liver_dose_gy")
+_TARE_EXTRAS = ("device", "activity_gbq", "lung_dose_gy", "normal_liver_dose_gy", "dose_file")
 
 
 class TerritoryResponse(StrictModel):
@@ -66,6 +67,10 @@ class PriorTreatment(StrictModel):
     activity_gbq: float | None = Field(default=None, gt=0, le=30)
     lung_dose_gy: float | None = Field(default=None, ge=0, le=500)
     normal_liver_dose_gy: float | None = Field(default=None, ge=0, le=1000)
+    # the earlier session's dose map (tumour board, issue 11): an RT Dose file (``embplan export-dicom``) or an embplan
+    # plan file (.h5); a relative path is relative to the case file's folder (Case.resolve_path). Read when this
+    # case plans a TARE on DICOM images of the same frame of reference: the voxel maps are summed (docs/board.md).
+    dose_file: str | None = Field(default=None, min_length=1, max_length=4096, pattern=r"\S")
     # response per lobe / segments (optional; issue 11)
     responses: list[TerritoryResponse] | None = Field(default=None, min_length=1, max_length=16)
 

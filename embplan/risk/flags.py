@@ -34,6 +34,8 @@ ALL_CODES: tuple[str, ...] = (
     "PRIOR_RADIOEMBOLIZATION",
     "PROTOCOL_DEVIATION",
     "HEPATIC_RESERVE_LOW",
+    # issue 12 (input plausibility): one session's doxorubicin above the highest per-session dose in practice
+    "DOXORUBICIN_SESSION_HIGH",
     # tumour board (issue 11): tumours or lesions outside the treated territory
     "UNTREATED_DISEASE",
     # tumour board (issue 11): earlier PRRT or liver EBRT before radioembolization
@@ -42,6 +44,8 @@ ALL_CODES: tuple[str, ...] = (
     # case's lung shunt and the images' differ beyond the discrepancy threshold
     "DELIVERED_ACTIVITY_DEVIATION",
     "LUNG_SHUNT_DISCREPANCY",
+    # tumour board (issue 11): earlier TARE dose maps + this plan's over the non-tumour liver limit
+    "CUMULATIVE_LIVER_DOSE_HIGH",
     # post-treatment verification (embplan.verify): activity outside the liver and lungs as delivered
     "EXTRAHEPATIC_DEPOSITION",
 )

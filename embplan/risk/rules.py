@@ -49,6 +49,7 @@ __all__ = ["Rule", "CASE_RULES", "assess", "rule_names"] + [
     "rule_biliary_enteric_anastomosis", "rule_incompetent_sphincter", "rule_deb_tace_in_net",
     "rule_whole_liver_tare", "rule_carcinoid_crisis_risk", "rule_bilirubin_high", "rule_tumor_burden_high",
     "rule_portal_vein_thrombosis", "rule_performance_status", "rule_lab_limits", "rule_doxorubicin_cumulative",
+    "rule_doxorubicin_session_high",
     "rule_lung_shunt_high", "rule_sequence_deviation", "rule_resection_candidate", "rule_transplant_candidate",
     "rule_prior_radioembolization", "rule_protocol_deviation", "rule_hepatic_reserve_low",
     "rule_untreated_disease", "rule_prior_liver_radiation",
@@ -156,6 +157,7 @@ def rule_whole_liver_tare(case: Case, th: Thresholds) -> list[Flag]:
             f"{r.territory.describe() if r.territory else '?'} TARE on {r.date.isoformat()} "
             f"({(proc.date - r.date).days} days before"
             + (f", non-tumour liver {r.normal_liver_dose_gy:g} Gy" if r.normal_liver_dose_gy is not None else
+               ", dose map given (summed in the plan)" if r.dose_file is not None else
                ", liver dose not recorded") + ")" for r in staged)
         return _flag(
             "WHOLE_LIVER_TARE", Severity.WARNING,
@@ -383,6 +385,24 @@ def rule_doxorubicin_cumulative(case: Case, th: Thresholds) -> list[Flag]:
         prior_doxorubicin_mg=prior_mg, planned_doxorubicin_mg=planned_mg, total_doxorubicin_mg=total_mg,
         body_surface_area_m2=round(bsa, 4), doxorubicin_mg_m2=per_m2, records_without_dose=unknown,
         doxorubicin_lifetime_limit_mg_m2=th.doxorubicin_lifetime_limit_mg_m2,
+    )
+
+
+def rule_doxorubicin_session_high(case: Case, th: Thresholds) -> list[Flag]:
+    """One session's doxorubicin above ``doxorubicin_session_limit_mg`` (150 mg) -> warning (issue 12: a tenfold
+    slip such as 500 for 50 is refused by :mod:`embplan.plausibility` above 300 mg; between the two it is flagged,
+    beyond the caution of PROTOCOL_DEVIATION)."""
+    drug = getattr(case.procedure, "drug", None)
+    if drug is None or drug.name != "doxorubicin" or drug.dose_mg <= th.doxorubicin_session_limit_mg:
+        return []
+    return _flag(
+        "DOXORUBICIN_SESSION_HIGH", Severity.WARNING,
+        f"Doxorubicin {drug.dose_mg:g} mg in one session > {th.doxorubicin_session_limit_mg:g} mg, the highest "
+        f"per-session dose in practice (standard {th.protocol_doxorubicin_mg:g} mg): check the dose (a slip of "
+        "units or digits?) and the cardiotoxicity budget.",
+        ev.DOXORUBICIN_LABEL + "; Lammer et al., PRECISION V, Cardiovasc Intervent Radiol 2010 (at most 150 mg per "
+        "procedure) [U: not in EVIDENCE.md]",
+        doxorubicin_mg=float(drug.dose_mg), doxorubicin_session_limit_mg=th.doxorubicin_session_limit_mg,
     )
 
 
@@ -616,6 +636,7 @@ CASE_RULES: tuple[Rule, ...] = (
     rule_performance_status,
     rule_lab_limits,
     rule_doxorubicin_cumulative,
+    rule_doxorubicin_session_high,
     rule_lung_shunt_high,
     rule_prior_radioembolization,
     rule_hepatic_reserve_low,

@@ -160,8 +160,17 @@ def check_consistency(case) -> None:
     # dates and sources
     assert all(f.date is None or f.date >= case.procedure.date for f in r.follow_up)
     assert all(c.source for c in r.consent)
-    # segments of lobes named in the course exist
-    assert {c.territory for c in r.course} == {f"{lobe} lobe" for lobe in LOBE_SEGMENTS}
+    # the course: one entry per lobe (and the caudate lobe when the case puts disease or a segmental treatment in
+    # segment 1), then segment groups, each following its lobe's next step (one next step per lobe)
+    lobes = {f"{lobe} lobe" for lobe in LOBE_SEGMENTS}
+    names = [c.territory for c in r.course]
+    assert lobes <= set(names)
+    assert set(names) - lobes - {"caudate lobe (segment 1)"} == {n for n in names if n.startswith("segment")}
+    by_name = {c.territory: c for c in r.course}
+    for c in r.course:
+        if c.territory.startswith("segment") and c.territory.endswith((" (right lobe)", " (left lobe)")):
+            lobe = c.territory.rsplit("(", 1)[1].rstrip(")")
+            assert c.next_step == f"with the {lobe}: {by_name[lobe].next_step}"
 
 
 def _rung(kind: str) -> int:

@@ -62,8 +62,10 @@ def _recipe_sha256(f: h5py.File) -> str:
 
 
 def _set_checksum(path: Path) -> None:
+    """Re-seal an edited file: the content checksum by the documented recipe, then the whole-file checksum."""
     with h5py.File(path, "r+") as f:
         f.attrs["content_sha256"] = _recipe_sha256(f)
+    hdf5.seal_file(path)
 
 
 # ----------------------------------------------------------------------------------------------- round trip
@@ -207,6 +209,9 @@ def test_flipped_byte_in_a_dose_chunk(copy_of):
         byte = fh.read(1)
         fh.seek(offset)
         fh.write(bytes([byte[0] ^ 0x01]))
+    with pytest.raises(PlanFileError, match="checksum mismatch"):  # the whole-file checksum, before libhdf5
+        load_plan(path)
+    hdf5.seal_file(path)  # re-sealed: the chunk's Fletcher32 still catches it, naming the dataset
     with pytest.raises(PlanFileError, match="/dose/vsv_density"):
         load_plan(path)
 
@@ -280,6 +285,9 @@ def test_missing_dataset(copy_of):
     path = copy_of()
     with h5py.File(path, "r+") as f:
         del f["masks/liver"]
+    with pytest.raises(PlanFileError, match="checksum mismatch"):
+        load_plan(path)
+    hdf5.seal_file(path)  # the whole-file checksum re-sealed: the missing array is named
     with pytest.raises(PlanFileError, match="missing dataset /masks/liver"):
         load_plan(path)
 
@@ -298,6 +306,7 @@ def test_newer_major_is_refused(copy_of):
     path = copy_of()
     with h5py.File(path, "r+") as f:
         f.attrs["format_version"] = "2.0"
+    hdf5.seal_file(path)  # as a newer embplan would write it
     with pytest.raises(PlanFileError, match="written by a newer embplan"):
         load_plan(path)
 
@@ -306,6 +315,7 @@ def test_newer_minor_is_read(copy_of, plan):
     path = copy_of()
     with h5py.File(path, "r+") as f:
         f.attrs["format_version"] = "1.7"
+    _set_checksum(path)  # as a newer minor would write it
     assert load_plan(path) == plan
 
 
@@ -314,6 +324,7 @@ def test_malformed_version(copy_of, bad):
     path = copy_of()
     with h5py.File(path, "r+") as f:
         f.attrs["format_version"] = bad
+    hdf5.seal_file(path)
     with pytest.raises(PlanFileError, match="format_version"):
         load_plan(path)
 
@@ -431,12 +442,14 @@ def test_document_arrays_round_trip_bitwise(tmp_path_factory, dtype, shape, seed
     raw = rng.integers(0, 256, size=int(np.prod(shape)) * np.dtype(dtype).itemsize, dtype=np.uint8)
     # any bit pattern (NaN payloads, signed zeros, subnormals included)
     a = raw.view(np.dtype(dtype)).reshape(shape) if dtype != "|b1" else (raw.reshape(shape) > 127)
-    meta = {"voxel": {"grid": {}, "units": {"x": "1"}, "paths": {"x": "/images/x"}, "attributes": {}},
+    meta = {"voxel": {"grid": {"shape": list(shape)}, "units": {"x": "1"}, "paths": {"x": "/images/x"},
+                      "attributes": {}},
             "fields_set": []}
     doc = hdf5.PlanDocument(plan={"k": "v"}, meta=meta, arrays={"x": a})
     path = tmp_path_factory.mktemp("doc") / "d.h5"
-    with h5py.File(path, "w") as f:
+    with h5py.File(path, "w", userblock_size=hdf5.USERBLOCK_BYTES) as f:
         hdf5.write_document(f, doc)
+    hdf5.seal_file(path)
     back = hdf5.read_document(path)
     assert back.arrays["x"].dtype == a.dtype
     assert back.arrays["x"].tobytes() == a.tobytes()

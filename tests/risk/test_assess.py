@@ -13,7 +13,9 @@ from embplan.thresholds import Thresholds
 
 DOSE_ONLY = {"LUNG_DOSE_LIMIT", "NON_TUMOR_LIVER_DOSE_HIGH", "TUMOR_DOSE_LOW",
              # issue 13: raised by the planner from the delivery and the images, never by the case alone
-             "DELIVERED_ACTIVITY_DEVIATION", "LUNG_SHUNT_DISCREPANCY"}
+             "DELIVERED_ACTIVITY_DEVIATION", "LUNG_SHUNT_DISCREPANCY",
+             # issue 11: raised by the planner from the voxel sum of earlier dose maps and this plan's
+             "CUMULATIVE_LIVER_DOSE_HIGH"}
 VERIFICATION_ONLY = {"EXTRAHEPATIC_DEPOSITION"}  # raised by embplan.verify on post-treatment images
 
 

@@ -1,0 +1,1 @@
+"""Fuzz suites: seeded mutation of case files and plan files (see docs/robustness.md)."""
