@@ -375,9 +375,15 @@ class DicomImages(StrictModel):
     ct_series_instance_uid: DicomUID | None = None
     spect_series_instance_uid: DicomUID | None = None
     pet_series_instance_uid: DicomUID | None = None
+    # ---- patient identity of the images (issue 12): every image must carry this Patient ID (0010,0020); default
+    # patient.id. Give it when the case id differs on purpose from the id in the DICOM files (a pseudonym).
+    dicom_patient_id: str | None = Field(default=None, max_length=64)
     # frames of reference (issue 14): an ITK transform file (fixed = the SPECT/PET frame, moving = the CT frame)
-    # aligning an activity image in another frame of reference than the CT; without it such a pair is registered
+    # aligning an activity image in another frame of reference than the CT; or ``register_activity_to_ct: true``
+    # to register such a pair rigidly. Without either, images in different frames are refused (issue 12: the
+    # frames must agree unless the case says otherwise explicitly).
     transform: ImagePath | None = None
+    register_activity_to_ct: bool = False
 
     @model_validator(mode="after")
     def _one_of_each(self) -> DicomImages:

@@ -317,6 +317,80 @@ class Thresholds(BaseModel):
         5, "heartbeats", f"Standard endpoint: stasis within 2-5 heartbeats ({RETNET}).", ge=1, le=100
     )
 
+    # ---- DICOM image checks (issue 12: a CT that does not match the structures never plans) -------------------
+    # Mean CT number inside a structure, on the dosimetry grid (voxels inside the CT). Wide on purpose: they catch a
+    # wrong rescale (+1024 HU), structures swapped between roles, a CT of another region; the alignment check
+    # below catches shifts of a few centimetres.
+    ct_liver_mean_hu_min: float = _field(
+        -40.0, "HU", "Mean CT number of the liver ROIs, lower bound. Unenhanced liver 58.8 +/- 10.8 HU, <= 40 HU "
+        "moderate-to-severe steatosis (Boyce CJ et al., AJR 2010;194:623-8); severe steatosis about -3 HU at a "
+        "40 % MRI fat fraction (Starekova J et al., Radiology 2021;301:250-62, fig. 2); -40 HU leaves room for "
+        "more fat [U].", ge=-1000, le=1000,
+    )
+    ct_liver_mean_hu_max: float = _field(
+        300.0, "HU", "Mean CT number of the liver ROIs (tumours included), upper bound. Portal-venous contrast "
+        "raises the liver by about 50-60 HU to 100-130 HU [U]; lipiodol retained after TACE is several hundred to "
+        "over 1000 HU in the tumours the liver ROIs include [U]; 300 HU is a margin above both [U].",
+        ge=-1000, le=3000,
+    )
+    ct_lung_mean_hu_min: float = _field(
+        -980.0, "HU", "Mean CT number of the lung ROIs, lower bound: air is -1000 HU; normal lungs -770 to -875 HU "
+        "(mean -817; Clin Radiol 1991;43:238-42), emphysema down to about -950 HU [U].", ge=-1100, le=0,
+    )
+    ct_lung_mean_hu_max: float = _field(
+        -300.0, "HU", "Mean CT number of the lung ROIs, upper bound. Normal lungs -770 to -875 HU (Clin Radiol "
+        "1991;43:238-42); fibrosis, oedema or atelectasis raise the mean by a few hundred HU; a mean above -300 HU "
+        "is mostly soft tissue, not lung [U].", ge=-1100, le=1000,
+    )
+    ct_body_mean_hu_min: float = _field(
+        -150.0, "HU", "Mean CT number of the body (dosimetry-grid voxels inside the CT above "
+        "ct_body_threshold_hu), lower bound: fat is about -100 HU, muscle and organs +40 to +60 HU (Lamba R et al., "
+        "AJR 2014;203:1013-20 [U]); even a very obese abdomen averages above -100 HU [U].", ge=-1000, le=1000,
+    )
+    ct_body_mean_hu_max: float = _field(
+        250.0, "HU", "Mean CT number of the body, upper bound: soft tissue with contrast (100-300 HU) and 5-10 % "
+        "bone averages below about +150 HU [U]; a missing Rescale Intercept puts it near +1000 HU.",
+        ge=-1000, le=3000,
+    )
+    ct_body_threshold_hu: float = _field(
+        -500.0, "HU", "CT number above which a voxel counts as body (tissue) rather than air or lung, the usual "
+        "air/tissue threshold of body segmentation (-500 HU) [U].", ge=-1000, le=0,
+    )
+    structure_inside_ct_min_fraction: float = _field(
+        0.95, "fraction", "Least fraction of the liver and lung ROIs that must lie inside the CT's field of view "
+        "(and of the liver inside the dosimetry grid): structures drawn on a CT lie inside it; 5 % leaves room for "
+        "the half-voxel sampling at the edge (embplan's choice).", gt=0, le=1,
+    )
+    lung_alignment_tolerance_mm: float = _field(
+        4.0, "mm", "Lung ROIs vs the CT's aerated lung (CT number < lung_aerated_hu): a misalignment larger than "
+        "this is an error (the CT shifted against the structures and the SPECT). The search moves in whole voxels "
+        "of at least 4 mm, so any misalignment of a voxel or more is caught; on the phantom a 5 mm shift already "
+        "changes the lung dose 14.6 -> 12.3 Gy, a 20 mm shift 14.6 -> 8.5 Gy (issue 12) (embplan's choice).",
+        gt=0, le=100,
+    )
+    lung_alignment_min_gain_fraction: float = _field(
+        0.03, "fraction", "A shift of the lung ROIs counts as a better alignment only when it raises the aerated "
+        "fraction of the ROIs by at least this much (guards against noise; embplan's choice).", gt=0, le=1,
+    )
+    activity_alignment_tolerance_mm: float = _field(
+        5.0, "mm", "SPECT/PET counts vs the liver and lung ROIs: moving the ROIs by more than this must not put "
+        "more of the counts inside them (by activity_alignment_min_gain_fraction). Allows a misregistration of one "
+        "SPECT voxel (4-5 mm; free-breathing SPECT against a breath-hold CT), refuses two or more: on the phantom a "
+        "SPECT shifted 21 mm changed the tumour dose 339 -> 215 Gy (embplan's choice) [U].", gt=0, le=100,
+    )
+    activity_alignment_min_gain_fraction: float = _field(
+        0.02, "fraction", "Share of all counts a shift of the liver and lung ROIs must add to count as a better "
+        "alignment (guards against blur, noise and extrahepatic uptake such as free pertechnetate). Measured on the "
+        "phantom SPECT blurred with a Gaussian of sigma 5.3 / 11 mm: aligned 0.8 / 1.1 %, shifted 20 mm 2.8-14 % "
+        "(embplan's choice; not validated on patient SPECT) [U].",
+        gt=0, le=1,
+    )
+    lung_aerated_hu: float = _field(
+        -400.0, "HU", "CT number below which a voxel is aerated lung for the alignment check; lung segmentation "
+        "thresholds lie between -500 and -300 HU (Hu S, Hoffman EA, Reinhardt JM, IEEE TMI 2001;20:490-8) [U].",
+        ge=-1000, le=0,
+    )
+
     # ---- issue 13 (what a dose number means): delivery tolerance, lung shunt agreement, small lesions --------
     delivered_activity_tolerance_fraction: float = _field(
         0.10, "fraction", "Delivered activity may differ from the prescribed by this fraction before "
@@ -353,6 +427,10 @@ class Thresholds(BaseModel):
             ("board_debulking_maxwell_min_percent", "board_debulking_nccn_min_percent", False),
             ("board_unos_max_burden_percent", "board_unos_max_burden_refractory_symptoms_percent", False),
             ("board_followup_imaging_year1_months", "board_followup_imaging_year2_months", False),
+            # DICOM image checks (issue 12)
+            ("ct_liver_mean_hu_min", "ct_liver_mean_hu_max", True),
+            ("ct_lung_mean_hu_min", "ct_lung_mean_hu_max", True),
+            ("ct_body_mean_hu_min", "ct_body_mean_hu_max", True),
         ]
         problems = []
         for lower, upper, strict in pairs:

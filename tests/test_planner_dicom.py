@@ -350,13 +350,17 @@ def test_validate_checks_that_the_dicom_inputs_exist(dicom_dir):
 
 
 def test_mismatched_frame_of_reference(dicom_dir, tmp_path):
-    """A SPECT in another frame of reference is registered to the CT (issue 14; refused before): here the two
-    frames coincide, so the registration finds (nearly) the identity and records what it did."""
+    """A SPECT in another frame of reference is refused unless the case asks for registration
+    (``register_activity_to_ct``, issue 12); then it is registered to the CT (issue 14): here the two frames
+    coincide, so the registration finds (nearly) the identity and records what it did."""
     ds = pydicom.dcmread(dicom_dir / "spect" / "nm.dcm")
     ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
     ds.save_as(tmp_path / "nm_other.dcm", enforce_file_format=True)
     raw = _case_json(dicom_dir)
     _dicom(raw)["spect"] = str(tmp_path / "nm_other.dcm")
+    with pytest.raises(ImagingError, match="register_activity_to_ct"):  # not without the case saying so
+        embplan.plan(embplan.load_case(_write_case(dicom_dir, raw, "other_for_refused.json")))
+    _dicom(raw)["register_activity_to_ct"] = True
     p = embplan.plan(embplan.load_case(_write_case(dicom_dir, raw, "other_for.json")))
     reg = p.voxel.attributes["images"]["registration"]
     assert reg["source"] == "registered" and reg["quality"]["translation_mm"] < 2.0

@@ -22,12 +22,16 @@ Volume.meta keys written by the image readers: ``patient_name``, ``patient_id``,
 ``series_description``, ``acquisition_datetime``, ``slice_spacing_source``; NM and PET add ``radiopharmaceutical``
 (:class:`~embplan.imaging.volume.Radiopharmaceutical`); PET adds ``pet_timing``
 (:class:`~embplan.imaging.volume.PetTiming`), ``dicom_units`` and ``decay_factors``; RT Dose adds
-``dose_type`` and ``dose_summation_type``.
+``dose_type`` and ``dose_summation_type``; NM and PET add ``corrected_image`` (Corrected Image (0028,0051) values).
+
+Required attributes (issue 12): what changes the numbers is never defaulted -- Rescale Slope/Intercept of CT and
+PET, the image-plane geometry, PET Units and corrections; see each reader. Every reader checks the declared image
+size against a voxel budget (:func:`voxel_budget`) before decoding.
 
 Issue 17 (real-world DICOM) adds: ``series_selection`` (which series of a folder was read and what was set aside,
 :mod:`embplan.imaging.series`), ``geometry_note`` (a missing slice, non-uniform spacing or a gantry tilt resampled,
 :mod:`embplan.imaging.irregular`), ``enhanced`` / ``frame_count`` / ``frames_used`` (Enhanced CT,
-:mod:`embplan.imaging.enhanced`); NM ``energy_windows_kev``, ``detectors``, ``rotations``; PET ``corrected_image``;
+:mod:`embplan.imaging.enhanced`); NM ``energy_windows_kev``, ``detectors``, ``rotations``;
 RT Dose ``single_plane``. Compressed pixel data without a decoder fail in :mod:`embplan.imaging.codecs`.
 """
 
@@ -61,9 +65,11 @@ __all__ = [
     "read_nm",
     "read_rt_dose",
     "read_rtstruct",
+    "read_rtstruct_with_notes",
     "read_seg",
     "read_seg_volumes",
     "read_header",
+    "read_patient_id",
     "grid_from_image_plane",
     "require_same_frame_of_reference",
     "PLAUSIBLE_HU_RANGE",
@@ -71,6 +77,9 @@ __all__ = [
     "MAX_PLAUSIBLE_DOSE_GY",
     "SLICE_SPACING_TOLERANCE_MM",
     "SLICE_SPACING_TOLERANCE_FRACTION",
+    "DEFAULT_MAX_VOXELS",
+    "MAX_VOXELS_ENV",
+    "voxel_budget",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,8 +101,24 @@ SLICE_SPACING_TOLERANCE_FRACTION: float = 0.01
 MAX_PLAUSIBLE_COORDINATE_MM: float = 1.0e4
 #: Image position offsets across the slice plane (gantry tilt, shear) tolerated, mm.
 IN_PLANE_SHIFT_TOLERANCE_MM: float = 0.05
+#: Largest shift of a whole CT slice against its neighbour (HU): a slice whose 5th, 25th, 50th, 75th and 95th
+#: percentiles all move the same way by more than this is offset, not anatomy (anatomy moves some percentiles --
+#: the body appearing in a slice moves the median but not the air's 5th percentile -- never all of them by
+#: hundreds of HU) [U]; a slice with the wrong Rescale Intercept (0 instead of -1024) moves all of them by 1024 HU
+#: (issue 12, found by tests/imaging/test_dicom_set_fuzz.py: lung dose 14.3 -> 11.8 Gy from one such slice).
+MAX_SLICE_OFFSET_HU: float = 400.0
 #: Direction cosines must be unit and orthogonal to this tolerance.
 ORIENTATION_TOLERANCE: float = 1.0e-3
+
+# ---- voxel budget (issue 12, "Memory and time bombs")
+#: Largest image (voxels = Rows x Columns x frames or slices) a reader decodes. A reader converts the stored pixels
+#: to float32 (CT) or float64 (NM, PET, RT Dose), so 150 million voxels is 0.6-1.2 GB besides the decoder's own
+#: buffer: a 512 x 512 x 572-slice CT still reads, while a file that merely *declares* 256 x 1024 x 1024 (an 8 MB
+#: RLE NM that would need 7.4 GB) is refused before anything is decoded. Override it per call (``max_voxels=``) or
+#: for a process with the environment variable :data:`MAX_VOXELS_ENV`.
+DEFAULT_MAX_VOXELS: int = 150_000_000
+#: Environment variable that overrides :data:`DEFAULT_MAX_VOXELS` (a positive integer).
+MAX_VOXELS_ENV: str = "EMBPLAN_DICOM_MAX_VOXELS"
 
 _RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 _RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
@@ -370,13 +395,46 @@ def _uniform_spacing(s: np.ndarray, labels: list[str], what: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------- pixels
-def _pixel_frames(ds: Dataset, src: Any) -> np.ndarray:
-    """Stored pixel values as (frames, rows, columns); the size is checked against Rows x Columns x Frames."""
+def voxel_budget(max_voxels: int | None = None) -> int:
+    """The voxel budget in force: ``max_voxels`` when given, else the environment variable :data:`MAX_VOXELS_ENV`,
+    else :data:`DEFAULT_MAX_VOXELS`. ImagingError for a value that is not a positive integer."""
+    if max_voxels is None:
+        env = os.environ.get(MAX_VOXELS_ENV)
+        if env is None or not env.strip():
+            return DEFAULT_MAX_VOXELS
+        try:
+            max_voxels = int(env.strip())
+        except ValueError as exc:
+            raise ImagingError(f"{MAX_VOXELS_ENV}={env!r}: not an integer number of voxels") from exc
+        what = MAX_VOXELS_ENV
+    else:
+        what = "max_voxels"
+    if isinstance(max_voxels, bool) or not isinstance(max_voxels, int) or max_voxels < 1:
+        raise ImagingError(f"{what}: must be a positive integer number of voxels, got {max_voxels!r}")
+    return max_voxels
+
+
+def _check_budget(src: Any, shape: tuple[int, ...], max_voxels: int | None) -> None:
+    """ImagingError naming the declared size when it exceeds the voxel budget -- called before any decoding."""
+    budget = voxel_budget(max_voxels)
+    n = math.prod(int(v) for v in shape)
+    if n > budget:
+        dims = " x ".join(str(int(v)) for v in shape)
+        raise ImagingError(
+            f"{src}: declared image size {dims} = {n:,} voxels exceeds the voxel budget of {budget:,} "
+            f"(max_voxels= or {MAX_VOXELS_ENV} raise it); refused before decoding"
+        )
+
+
+def _pixel_frames(ds: Dataset, src: Any, max_voxels: int | None = None) -> np.ndarray:
+    """Stored pixel values as (frames, rows, columns); the size is checked against Rows x Columns x Frames and
+    the voxel budget before decoding."""
     rows = _int(ds, "Rows", src)
     cols = _int(ds, "Columns", src)
     frames = _int(ds, "NumberOfFrames", src, required=False, default=1)
     if rows < 1 or cols < 1 or frames < 1:
         raise ImagingError(f"{src}: implausible image size Rows={rows} Columns={cols} NumberOfFrames={frames}")
+    _check_budget(src, (frames, rows, cols), max_voxels)
     _check_pixel_data_length(ds, src, rows, cols, frames, allowed_bits=(8, 16, 32))
     require_decoder(ds, src)  # a compressed syntax without its plugin: name the syntax and the extra
     try:
@@ -416,12 +474,45 @@ def _check_pixel_data_length(
         )
 
 
-def _rescale(ds: Dataset, src: Any) -> tuple[float, float]:
-    slope = _float(ds, "RescaleSlope", src, required=False, default=1.0)
-    intercept = _float(ds, "RescaleIntercept", src, required=False, default=0.0)
-    if slope == 0.0:
-        raise ImagingError(f"{src}: RescaleSlope (0028,1053) is 0")
+def _rescale(ds: Dataset, src: Any, *, required: bool) -> tuple[float, float]:
+    """Rescale Slope and Intercept (PS3.3 C.7.6.16.2.9/C.11.1: output = slope x stored + intercept).
+
+    ``required``: CT (CT Image module, C.8.2.1) and PET (PET Image module, C.8.9.4) make both Type 1: a missing
+    intercept read as 0 would put every CT number 1024 HU too high (denser tissue everywhere, issue 12: +55 %
+    activity), so absence is an error. The NM IOD has no Modality LUT (its stored values are the counts), so an NM
+    file without them is read as stored (slope 1, intercept 0). The slope must be positive: CT numbers and activity
+    grow with the stored value."""
+    slope = _float(ds, "RescaleSlope", src, required=required, default=1.0)
+    intercept = _float(ds, "RescaleIntercept", src, required=required, default=0.0)
+    if not slope > 0.0:
+        raise ImagingError(f"{src}: RescaleSlope (0028,1053) must be positive, got {slope:g}")
     return slope, intercept
+
+
+def _corrected_image(ds: Dataset) -> tuple[str, ...]:
+    v = _str(ds, "CorrectedImage", default="") or ""
+    return tuple(sorted({t.strip().upper() for t in v.split("\\") if t.strip()}))
+
+
+def _pet_corrections(ds: Dataset, src: Any, decay_correction: str) -> tuple[str, ...]:
+    """Corrected Image (0028,0051) of a PET image (Type 2 in the PET Series module, C.8.9.1): quantitative Bq/mL
+    needs ATTN (attenuation correction); Decay Correction START or ADMIN needs DECY. ImagingError naming the tag."""
+    values = _corrected_image(ds)
+    if not values:
+        raise ImagingError(
+            f"{src}: missing or empty CorrectedImage (0028,0051); a quantitative PET must state its corrections (ATTN)"
+        )
+    if "ATTN" not in values:
+        raise ImagingError(
+            f"{src}: CorrectedImage (0028,0051) is {'/'.join(values)} without ATTN: a PET without attenuation "
+            "correction does not give the activity distribution"
+        )
+    if decay_correction != "NONE" and "DECY" not in values:
+        raise ImagingError(
+            f"{src}: DecayCorrection (0054,1102) is {decay_correction} but CorrectedImage (0028,0051) "
+            f"({'/'.join(values)}) lacks DECY"
+        )
+    return values
 
 
 def _check_finite(arr: np.ndarray, what: str) -> None:
@@ -450,7 +541,8 @@ def _list_files(source: Any) -> tuple[list[Path], bool]:
 
 
 def _load_series(
-    source: Any, modality: str, series_instance_uid: str | None, notes: list[str] | None = None
+    source: Any, modality: str, series_instance_uid: str | None, max_voxels: int | None = None,
+    notes: list[str] | None = None,
 ) -> list[tuple[Path, Dataset]]:
     """The files of one series of ``modality``. In a folder, files without the DICM prefix and files of other
     modalities (an RTSTRUCT or RT Dose exported beside the CT) are skipped; an explicit file list must hold only
@@ -486,6 +578,9 @@ def _load_series(
     chosen = groups[uid]
     if note is not None and notes is not None:
         notes.append(note)
+    f0, h0 = chosen[0]
+    _check_budget(f"{_describe(source)} ({modality} series of {len(chosen)} files)",
+                  (len(chosen), _int(h0, "Rows", f0), _int(h0, "Columns", f0)), max_voxels)
     items = []
     for f, _ in chosen:
         ds = _read(f, allow_no_preamble=not from_folder)
@@ -515,6 +610,11 @@ def _series_geometry(items: list[tuple[Path, Dataset]], what: str) -> tuple[list
             raise ImagingError(
                 f"{what}: mismatched frames of reference: {f} has FrameOfReferenceUID "
                 f"{_str(ds, 'FrameOfReferenceUID')}, {f0} has {for0}"
+            )
+        if _str(ds, "PatientID", default="") != _str(ds0, "PatientID", default=""):
+            raise ImagingError(
+                f"{what}: {f} has PatientID (0010,0020) {_str(ds, 'PatientID', default='')!r}, {f0} has "
+                f"{_str(ds0, 'PatientID', default='')!r}: one series holds one patient"
             )
         if not np.allclose(_floats(ds, "ImageOrientationPatient", f, 6), iop0, atol=1e-4):
             raise ImagingError(f"{what}: {f} has another ImageOrientationPatient (0020,0037) than {f0}")
@@ -664,38 +764,6 @@ def _nm_acquisition(ds: Dataset, src: Any) -> dict[str, Any]:
     return out
 
 
-#: PET Corrected Image (0028,0051) values a quantitative Bq/mL image needs (PS3.3 C.8.9.1.1.3): ATTN (attenuation
-#: corrected) always; DECY (decay corrected) unless Decay Correction (0054,1102) is NONE.
-PET_REQUIRED_CORRECTIONS: tuple[str, ...] = ("ATTN", "DECY")
-
-
-def _corrected_image(ds: Dataset) -> tuple[str, ...] | None:
-    v = _str(ds, "CorrectedImage")
-    return None if v is None else tuple(x.strip().upper() for x in v.split("\\") if x.strip())
-
-
-def _require_pet_corrections(src: Any, corrected: tuple[str, ...] | None, decay_correction: str) -> None:
-    if corrected is None:
-        raise ImagingError(
-            f"{src}: missing CorrectedImage (0028,0051): cannot tell whether the PET is attenuation corrected; "
-            "quantitative use needs ATTN (and DECY unless DecayCorrection is NONE) "
-            "(pass require_quantitative_corrections=False to read it anyway)"
-        )
-    need = [c for c in PET_REQUIRED_CORRECTIONS if c != "DECY" or decay_correction != "NONE"]
-    missing = [c for c in need if c not in corrected]
-    if missing:
-        given = "\\".join(corrected) or "empty"
-        raise ImagingError(
-            f"{src}: CorrectedImage (0028,0051) is {given}, without {' and '.join(missing)}: "
-            "not quantitative (attenuation and decay correction are needed for Bq/mL activity); "
-            "pass require_quantitative_corrections=False to read it anyway"
-        )
-    if "DECY" in corrected and decay_correction == "NONE":
-        # contradictory; Decay Correction is the attribute that says what the values refer to, and it is followed
-        log.warning("%s: CorrectedImage (0028,0051) has DECY but DecayCorrection (0054,1102) is NONE: the values are "
-                    "taken as not decay corrected, as DecayCorrection says", src)
-
-
 def _single_frame_dose_thickness(ds: Dataset, src: Any, given: float | None) -> tuple[float, str]:
     """(thickness mm, where it came from) of a single-frame RT Dose plane (see :func:`read_rt_dose`)."""
     if given is not None:
@@ -723,6 +791,17 @@ def read_header(path: str | os.PathLike) -> Dataset:
 
 
 @_boundary
+def read_patient_id(path: str | os.PathLike) -> str:
+    """Patient ID (0010,0020) of one DICOM file ("" when absent or empty: it is Type 2), read without the rest."""
+    p = Path(path)
+    try:
+        ds = pydicom.dcmread(p, specific_tags=["PatientID", "Modality", "SOPClassUID"])
+    except Exception as exc:
+        raise ImagingError(f"{p}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+    return _str(ds, "PatientID", default="") or ""
+
+
+@_boundary
 def read_ct_series(
     source: str | os.PathLike | Iterable[str | os.PathLike],
     *,
@@ -730,6 +809,7 @@ def read_ct_series(
     hu_range: tuple[float, float] = PLAUSIBLE_HU_RANGE,
     max_slice_gap_factor: float = MAX_SLICE_GAP_FACTOR,
     max_gantry_tilt_deg: float = MAX_GANTRY_TILT_DEG,
+    max_voxels: int | None = None,
 ) -> Volume:
     """A CT series (folder, or list of files) as a Volume in Hounsfield units (Rescale Slope/Intercept applied,
     float32). In a folder, non-DICOM files and other modalities (RTSTRUCT, RT Dose) are skipped; several CT series
@@ -741,9 +821,10 @@ def read_ct_series(
     read by :func:`embplan.imaging.enhanced.read_enhanced_image`. A missing slice, non-uniform spacing or a gantry
     tilt within ``max_slice_gap_factor`` / ``max_gantry_tilt_deg`` is resampled onto a regular grid
     (:mod:`embplan.imaging.irregular`; ``meta["geometry_note"]``; voxels outside the acquired field of view -1000
-    HU), beyond them refused."""
+    HU), beyond them refused. Rescale Slope and Intercept are required (Type 1); ``max_voxels``: the voxel budget
+    (:func:`voxel_budget`), checked before any pixel is decoded."""
     notes: list[str] = []
-    items = _load_series(source, "CT", series_instance_uid, notes)
+    items = _load_series(source, "CT", series_instance_uid, max_voxels, notes=notes)
     what = f"CT series {_describe(source)}"
     if len(items) == 1 and _str(items[0][1], "SOPClassUID") in ENHANCED_IMAGE_SOP_CLASSES:
         from .enhanced import read_enhanced_image
@@ -755,19 +836,35 @@ def read_ct_series(
         return vol
     items, grid, spacing_source, stack_plan = _stack_geometry(items, what, max_slice_gap_factor, max_gantry_tilt_deg)
     hu = np.empty((len(items), *grid.shape[1:]), dtype=np.float32)
+    rescales = []
     for k, (f, ds) in enumerate(items):
-        px = _pixel_frames(ds, f)
-        slope, intercept = _rescale(ds, f)
+        px = _pixel_frames(ds, f, max_voxels)
+        slope, intercept = _rescale(ds, f, required=True)
+        rescales.append((slope, intercept))
         hu[k] = px[0] * slope + intercept
-    if stack_plan is not None:
-        hu_reg, filled = stack_plan.resample(hu, fill_value=-1000.0)
-        hu = hu_reg.astype(np.float32)
-        notes.append(stack_plan.note + (f"; {filled:.1%} of the voxels outside the acquired field of view set to "
-                                        "-1000 HU" if filled else ""))
     _check_finite(hu, "CT series")
     lo, hi = float(hu.min()), float(hu.max())
     if lo < hu_range[0] or hi > hu_range[1]:
         raise ImagingError(f"CT series {_describe(source)}: implausible Hounsfield units [{lo:g}, {hi:g}] outside {hu_range}")
+    sub = hu[:, ::4, ::4].reshape(hu.shape[0], -1)
+    q = np.percentile(sub, [5, 25, 50, 75, 95], axis=1)  # (5, slices)
+    dq = np.diff(q, axis=1)
+    offset = np.where(np.all(dq > 0, axis=0), dq.min(axis=0), np.where(np.all(dq < 0, axis=0), dq.max(axis=0), 0.0))
+    if offset.size and float(np.abs(offset).max()) > MAX_SLICE_OFFSET_HU:
+        k = int(np.argmax(np.abs(offset)))
+        (s0, i0), (s1, i1) = rescales[k], rescales[k + 1]
+        why = (f"Rescale Slope/Intercept differ: {s0:g}/{i0:g} and {s1:g}/{i1:g}" if (s0, i0) != (s1, i1)
+               else "corrupted pixel data or rescale")
+        raise ImagingError(
+            f"CT series {_describe(source)}: every CT number shifts by {offset[k]:+.0f} HU or more from slice "
+            f"{items[k][0].name} to the adjacent {items[k + 1][0].name} (all percentiles 5-95 moved the same way by "
+            f"more than {MAX_SLICE_OFFSET_HU:g} HU, which anatomy does not do): {why}"
+        )
+    if stack_plan is not None:  # issue 17: resampled after the checks on the slices as acquired
+        hu_reg, filled = stack_plan.resample(hu, fill_value=-1000.0)
+        hu = hu_reg.astype(np.float32)
+        notes.append(stack_plan.note + (f"; {filled:.1%} of the voxels outside the acquired field of view set to "
+                                        "-1000 HU" if filled else ""))
     meta = _common_meta(items)
     meta["slice_spacing_source"] = spacing_source
     _add_notes(meta, notes, stack_plan)
@@ -786,6 +883,7 @@ def read_pet_series(
     max_slice_gap_factor: float = MAX_SLICE_GAP_FACTOR,
     max_gantry_tilt_deg: float = MAX_GANTRY_TILT_DEG,
     require_quantitative_corrections: bool = True,
+    max_voxels: int | None = None,
 ) -> Volume:
     """A PET series in Bq/mL (Units (0054,1001) must be BQML; per-slice Rescale Slope applied).
 
@@ -793,9 +891,13 @@ def read_pet_series(
     acquisition start (Series Date/Time, the PET reference time of PS3.3 C.8.9.1), the frame duration and the
     radiopharmaceutical administration time and half-life; ``meta["radiopharmaceutical"]`` the injected activity.
     Negative voxels are rejected unless ``clip_negative`` (then set to 0, counted in ``meta["negative_voxels"]``).
+    Required (they change the numbers): Rescale Slope and Intercept (Type 1; the intercept must be 0, C.8.9.4.1.1),
+    Units BQML, Decay Correction, and Corrected Image (0028,0051) listing ATTN (an image without attenuation
+    correction misplaces activity between liver and lungs) and DECY when Decay Correction is not NONE.
+    ``max_voxels``: the voxel budget (:func:`voxel_budget`).
     """
     notes: list[str] = []
-    items = _load_series(source, "PT", series_instance_uid, notes)
+    items = _load_series(source, "PT", series_instance_uid, max_voxels, notes=notes)
     what = f"PET series {_describe(source)}"
     items, grid, spacing_source, stack_plan = _stack_geometry(items, what, max_slice_gap_factor, max_gantry_tilt_deg)
     f0, ds0 = items[0]
@@ -805,16 +907,18 @@ def read_pet_series(
     dc = _str(ds0, "DecayCorrection")
     if dc not in ("START", "ADMIN", "NONE"):
         raise ImagingError(f"{f0}: DecayCorrection (0054,1102) is {dc!r}; expected START, ADMIN or NONE")
-    corrected = _corrected_image(ds0)
-    if require_quantitative_corrections:
-        _require_pet_corrections(f0, corrected, dc)
+    corrected = _pet_corrections(ds0, f0, dc) if require_quantitative_corrections else _corrected_image(ds0)
     conc = np.empty((len(items), *grid.shape[1:]), dtype=np.float64)
     decay_factors = []
     for k, (f, ds) in enumerate(items):
         if _str(ds, "Units") != units or _str(ds, "DecayCorrection") != dc:
             raise ImagingError(f"{f}: Units or DecayCorrection differ from {f0} within one series")
-        px = _pixel_frames(ds, f)
-        slope, intercept = _rescale(ds, f)
+        if (_pet_corrections(ds, f, dc) if require_quantitative_corrections else _corrected_image(ds)) != corrected:
+            raise ImagingError(f"{f}: CorrectedImage (0028,0051) differs from {f0} within one series")
+        px = _pixel_frames(ds, f, max_voxels)
+        slope, intercept = _rescale(ds, f, required=True)
+        if intercept != 0.0:
+            raise ImagingError(f"{f}: RescaleIntercept (0028,1052) is {intercept:g}; the PET Image module requires 0")
         conc[k] = px[0] * slope + intercept
         decay_factors.append(_float(ds, "DecayFactor", f, required=False))
     if stack_plan is not None:
@@ -854,14 +958,19 @@ def read_pet_series(
 
 
 @_boundary
-def read_nm(path: str | os.PathLike, *, allow_slice_thickness_fallback: bool = False) -> Volume:
+def read_nm(
+    path: str | os.PathLike, *, allow_slice_thickness_fallback: bool = False, max_voxels: int | None = None
+) -> Volume:
     """A reconstructed multi-frame NM (SPECT) volume in counts (Tc-99m MAA or Y-90 bremsstrahlung).
 
     Image Type value 3 must be RECON TOMO. Geometry: Image Position/Orientation (Patient) from the Detector
     Information Sequence (or the top level); frames are Spacing Between Slices (0018,0088) apart along the slice
     normal (a negative value, written by some older systems, runs against it). Without Spacing Between Slices the
     read fails unless ``allow_slice_thickness_fallback`` (then Slice Thickness is used and ``meta`` says so).
-    Counts must be finite and non-negative.
+    Counts must be finite and non-negative. Rescale Slope/Intercept are applied when present (the NM IOD has no
+    Modality LUT: without them the stored values are the counts). ``meta["corrected_image"]`` lists Corrected Image
+    (0028,0051) (Type 3 in NM: ATTN, SCAT, ...). ``max_voxels``: the voxel budget (:func:`voxel_budget`), checked
+    before the pixel data are decoded.
     """
     p = Path(path)
     if p.is_dir():
@@ -876,7 +985,7 @@ def read_nm(path: str | os.PathLike, *, allow_slice_thickness_fallback: bool = F
             f"{p}: ImageType (0008,0008) is {image_type_str!r}; only reconstructed tomography "
             "(value 3 RECON TOMO) is a volume"
         )
-    px = _pixel_frames(ds, p)
+    px = _pixel_frames(ds, p, max_voxels)
     frames = px.shape[0]
     n_slices = _int(ds, "NumberOfSlices", p, required=False)
     if n_slices is not None and n_slices != frames:
@@ -903,13 +1012,14 @@ def read_nm(path: str | os.PathLike, *, allow_slice_thickness_fallback: bool = F
     _, _, n = _orientation(iop, p)
     direction = n if spacing > 0 else -n
     grid = grid_from_image_plane(iop, ipp, ps, abs(spacing), px.shape, slice_direction=direction)
-    slope, intercept = _rescale(ds, p)
+    slope, intercept = _rescale(ds, p, required=False)
     counts = px.astype(np.float64) * slope + intercept
     _check_finite(counts, str(p))
     if counts.min(initial=0.0) < 0:
         raise ImagingError(f"{p}: negative counts (minimum {counts.min():.6g}); emission counts cannot be negative")
     meta = _common_meta([(p, ds)])
     meta.update(slice_spacing_source=source, radiopharmaceutical=_radiopharmaceutical(ds, p),
+                corrected_image=_corrected_image(ds),
                 frame_duration_s=(_float(ds, "ActualFrameDuration", p, required=False) or 0.0) / 1000.0 or None)
     meta.update(_nm_acquisition(ds, p))
     return Volume(array=counts, grid=grid, units="counts", modality="NM", frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
@@ -918,7 +1028,7 @@ def read_nm(path: str | os.PathLike, *, allow_slice_thickness_fallback: bool = F
 
 @_boundary
 def read_rt_dose(
-    path: str | os.PathLike, *, max_dose_gy: float = MAX_PLAUSIBLE_DOSE_GY,
+    path: str | os.PathLike, *, max_dose_gy: float = MAX_PLAUSIBLE_DOSE_GY, max_voxels: int | None = None,
     single_frame_thickness_mm: float | None = None,
 ) -> Volume:
     """An RT Dose grid (units ``"Gy"`` for Dose Units GY, ``"relative"`` for RELATIVE), scaled by Dose Grid
@@ -942,7 +1052,7 @@ def read_rt_dose(
     scaling = _float(ds, "DoseGridScaling", p)
     if scaling <= 0:
         raise ImagingError(f"{p}: DoseGridScaling (3004,000E) must be positive, got {scaling}")
-    px = _pixel_frames(ds, p)
+    px = _pixel_frames(ds, p, max_voxels)
     frames = px.shape[0]
     ipp = _floats(ds, "ImagePositionPatient", p, 3)
     iop = _floats(ds, "ImageOrientationPatient", p, 6)
@@ -992,11 +1102,36 @@ def read_rt_dose(
 def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None = None) -> dict[str, list[np.ndarray]]:
     """The closed planar contours of an RT Structure Set: ROI name -> list of (N, 3) arrays in patient mm.
 
-    Only CLOSED_PLANAR contours are returned (POINT and OPEN_* contours are skipped and logged); ROIs without one
-    are left out. Duplicate ROI names get `` [ROI n]`` appended. With ``frame_of_reference_uid`` every ROI must
-    be defined in that frame of reference (ImagingError naming both UIDs otherwise).
+    Only CLOSED_PLANAR contours with three or more points and a non-zero area are returned (the others are skipped;
+    :func:`read_rtstruct_with_notes` says which, per ROI); ROIs without one are left out. Duplicate ROI names get
+    `` [ROI n]`` appended. With ``frame_of_reference_uid`` every ROI must be defined in that frame of reference
+    (ImagingError naming both UIDs otherwise, or naming the missing Referenced Frame of Reference UID).
     """
-    p = Path(path)
+    contours, notes = _read_rtstruct(Path(path), frame_of_reference_uid)
+    for name, ns in notes.items():
+        for n in ns:
+            log.warning("%s: ROI %r: %s", path, name, n)
+    return contours
+
+
+@_boundary
+def read_rtstruct_with_notes(
+    path: str | os.PathLike, *, frame_of_reference_uid: str | None = None
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:
+    """As :func:`read_rtstruct`, plus ROI name -> notes on what was skipped (issue 12: nothing is dropped
+    silently): POINT and OPEN_PLANAR/OPEN_NONPLANAR contours, contours with fewer than three points or no area,
+    ROIs without any contour. A ROI whose every contour was skipped is absent from the contours but has notes."""
+    return _read_rtstruct(Path(path), frame_of_reference_uid)
+
+
+def _contour_area_mm2(pts: np.ndarray) -> float:
+    q = np.roll(pts, -1, axis=0)
+    return 0.5 * float(np.linalg.norm(np.cross(pts, q).sum(axis=0)))
+
+
+def _read_rtstruct(
+    p: Path, frame_of_reference_uid: str | None
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:
     ds = _read(p)
     if _str(ds, "Modality") != "RTSTRUCT" and _str(ds, "SOPClassUID") != _RT_STRUCT:
         raise ImagingError(f"{p}: not an RT Structure Set (Modality {_str(ds, 'Modality')!r})")
@@ -1009,16 +1144,24 @@ def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None
         names[number] = (_str(item, "ROIName", default=f"ROI {number}"),
                          _str(item, "ReferencedFrameOfReferenceUID") or default_for)
     out: dict[str, list[np.ndarray]] = {}
+    notes: dict[str, list[str]] = {}
+    contoured: set[int] = set()
     for item in _value(ds, "ROIContourSequence", p, required=False) or []:
         number = _int(item, "ReferencedROINumber", p)
         if number not in names:
             raise ImagingError(f"{p}: ROIContourSequence references ROI {number}, absent from StructureSetROISequence")
+        contoured.add(number)
         name, roi_for = names[number]
         contours = []
-        for n_c, c in enumerate(_value(item, "ContourSequence", p, required=False) or []):
+        skipped: dict[str, int] = {}
+        items = _value(item, "ContourSequence", p, required=False) or []
+        for n_c, c in enumerate(items):
             geom = _str(c, "ContourGeometricType")
+            if geom is None:  # Type 1: a contour that does not say what it is is corrupt, not skippable
+                raise ImagingError(f"{p}: ROI {name!r} contour {n_c}: missing or empty ContourGeometricType (3006,0042)")
             if geom != "CLOSED_PLANAR":
-                log.debug("%s: ROI %r contour %d is %s: skipped", p, name, n_c, geom)
+                key = f"{geom} contour(s)"
+                skipped[key] = skipped.get(key, 0) + 1
                 continue
             data = _floats(c, "ContourData", p, 0)
             if data.size % 3:
@@ -1033,24 +1176,49 @@ def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None
                 raise ImagingError(
                     f"{p}: ROI {name!r} contour {n_c}: implausible coordinates (|value| > {MAX_PLAUSIBLE_COORDINATE_MM:g} mm)"
                 )
-            contours.append(data.reshape(-1, 3))
+            pts = data.reshape(-1, 3)
+            if len(pts) < 3:
+                skipped["closed contour(s) with fewer than 3 points"] = skipped.get(
+                    "closed contour(s) with fewer than 3 points", 0) + 1
+                continue
+            if _contour_area_mm2(pts) <= 1e-6:
+                skipped["closed contour(s) without area (collinear points)"] = skipped.get(
+                    "closed contour(s) without area (collinear points)", 0) + 1
+                continue
+            contours.append(pts)
+        key = name if name not in out and name not in notes else f"{name} [ROI {number}]"
+        if key != name:
+            log.warning("%s: duplicate ROI name %r renamed %r", p, name, key)
+        if skipped:
+            desc = ", ".join(f"{n} {what}" for what, n in sorted(skipped.items()))
+            notes.setdefault(key, []).append(
+                f"{desc} of {len(items)} skipped (only closed planar contours with 3 or more points enclose a volume)"
+                + ("; no contour left" if not contours else "")
+            )
+        elif not contours:
+            notes.setdefault(key, []).append("no contour in its ContourSequence (3006,0040)")
         if not contours:
             continue
-        if frame_of_reference_uid is not None and roi_for is not None and roi_for != frame_of_reference_uid:
+        if frame_of_reference_uid is not None and roi_for is None:
+            raise ImagingError(
+                f"{p}: ROI {name!r}: missing ReferencedFrameOfReferenceUID (3006,0024); cannot check that it lies in "
+                f"the image's frame of reference {frame_of_reference_uid}"
+            )
+        if frame_of_reference_uid is not None and roi_for != frame_of_reference_uid:
             raise ImagingError(
                 f"{p}: ROI {name!r} is defined in frame of reference {roi_for}, the image in {frame_of_reference_uid}"
             )
-        key = name if name not in out else f"{name} [ROI {number}]"
-        if key != name:
-            log.warning("%s: duplicate ROI name %r renamed %r", p, name, key)
         out[key] = contours
-    return out
+    for number, (name, _) in names.items():
+        if number not in contoured and name not in out:
+            notes.setdefault(name, []).append("no contours (no ROIContourSequence item)")
+    return out, notes
 
 
 @_boundary
-def read_seg_volumes(path: str | os.PathLike) -> dict[str, Volume]:
+def read_seg_volumes(path: str | os.PathLike, *, max_voxels: int | None = None) -> dict[str, Volume]:
     """The segments of a DICOM SEG (highdicom) on their own geometry: label -> Volume (units ``"1"``: 0/1 for
-    BINARY, fraction in [0, 1] for FRACTIONAL)."""
+    BINARY, fraction in [0, 1] for FRACTIONAL). ``max_voxels``: the voxel budget (:func:`voxel_budget`)."""
     import highdicom as hd
 
     p = Path(path)
@@ -1061,6 +1229,7 @@ def read_seg_volumes(path: str | os.PathLike) -> dict[str, Volume]:
     frames = _int(ds, "NumberOfFrames", p, required=False, default=1)
     if rows < 1 or cols < 1 or frames < 1:
         raise ImagingError(f"{p}: implausible image size Rows={rows} Columns={cols} NumberOfFrames={frames}")
+    _check_budget(p, (frames, rows, cols), max_voxels)
     _check_pixel_data_length(ds, p, rows, cols, frames, allowed_bits=(1, 8))
     require_little_endian(ds, p, "highdicom")
     seg = hd.seg.Segmentation.from_dataset(ds, copy=False)

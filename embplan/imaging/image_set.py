@@ -217,6 +217,11 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         act_array = np.asarray(act_vol.array, dtype=np.float64)
         rp = act_vol.meta.get("radiopharmaceutical")
         act_kind, act_label = "counts", "NM SPECT"
+        corrected = act_vol.meta.get("corrected_image") or ()
+        if "ATTN" not in corrected:  # Type 3 in NM, so a note (issue 12), not an error
+            notes.append(f"SPECT: Corrected Image (0028,0051) {'/'.join(corrected) or 'absent'} does not list ATTN: "
+                         "without attenuation correction the lungs' share of the counts, hence the lung shunt, is "
+                         "overestimated [U].")
         act_attrs = {"modality": "NM", "file": str(nm_path), "units": "counts",
                      "radiopharmaceutical": getattr(rp, "name", None), "total_counts": float(act_array.sum())}
     else:
@@ -242,17 +247,33 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     from .registration import align_activity_to_ct
 
     act_grid, for_uid, registration, reg_notes = align_activity_to_ct(
-        ct, act_vol, activity_name=spec.activity_source, transform_path=paths.get("transform"))
+        ct, act_vol, activity_name=spec.activity_source, transform_path=paths.get("transform"),
+        allow_registration=spec.register_activity_to_ct, field=field_base)
     notes.extend(reg_notes)
+
+    # ---- identity (issue 12): one patient across the images and the case
+    from .checks import check_identity
+
+    expected_pid = spec.dicom_patient_id if getattr(spec, "dicom_patient_id", None) is not None else case.patient.id
+    pid_field = (f"{field_base}.dicom_patient_id" if getattr(spec, "dicom_patient_id", None) is not None
+                 else "patient.id")
+    struct_path = paths[spec.structure_source]
+    check_identity(expected_pid, pid_field, {
+        "CT": (ct.meta.get("patient_id"), str(paths["ct"])),
+        act_label: (act_vol.meta.get("patient_id"), str(act_vol.meta.get("source_files", ("",))[0])),
+        spec.structure_source.upper(): (dcm.read_patient_id(struct_path), str(struct_path)),
+    })
 
     # ---- the dosimetry grid
     grid = act_grid if spec.grid == "activity" else ct.grid
+    inside_ct = np.ones(grid.shape, dtype=bool)
     if ct.grid == grid:
         ct_hu = np.asarray(ct.array, dtype=np.float32)
     else:
         ct_hu = np.asarray(resample_to_grid(ct.array, ct.grid, grid, "linear", default_value=HU_OUTSIDE_CT),
                            dtype=np.float32)
         inside = np.asarray(resample_to_grid(np.ones(ct.grid.shape, np.float32), ct.grid, grid, "linear"))
+        inside_ct = np.asarray(inside) >= 0.5
         outside = float(np.mean(inside < 0.5))
         if outside > 0:
             notes.append(f"{outside:.1%} of the dosimetry grid lies outside the CT: taken as air ({HU_OUTSIDE_CT:g} HU).")
@@ -271,8 +292,18 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     rois: dict[str, np.ndarray] = {}
     roi_fractions: dict[str, np.ndarray] = {}
     if "rtstruct" in paths:
-        contours = dcm.read_rtstruct(paths["rtstruct"], frame_of_reference_uid=for_uid)
+        contours, roi_notes = dcm.read_rtstruct_with_notes(paths["rtstruct"], frame_of_reference_uid=for_uid)
         available = sorted(contours)
+        missing_notes = {n: roi_notes[n] for n in needed if n not in contours and n in roi_notes}
+        if missing_notes:
+            desc = "; ".join(f"ROI {n!r}: {', '.join(ns)}" for n, ns in missing_notes.items())
+            raise ImagingError(f"{field_base}.rtstruct: {paths['rtstruct']}: a structure the case needs has no usable "
+                               f"contour ({desc})")
+        notes.extend(_contour_notes(needed, contours, roi_notes))
+        contour_points = {
+            role: np.vstack(pts) for role, names in (("liver", [*roles.liver, *roles.tumors]), ("lungs", roles.lungs))
+            if (pts := [c for n in names for c in contours.get(n, [])])
+        }
         tumor_rois = set(roles.tumors)
         for name in needed:
             if name in contours:
@@ -283,6 +314,7 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
                 else:
                     rois[name] = rasterize_structure(contours[name], grid, output="mask", mask_threshold=0.5)
     else:
+        contour_points = None
         seg_masks = dcm.read_seg(paths["seg"], grid, frame_of_reference_uid=for_uid)
         available = sorted(seg_masks)
         rois = {name: np.asarray(seg_masks[name], dtype=bool) for name in needed if name in seg_masks}
@@ -317,6 +349,13 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     if not lungs.any():
         raise ImagingError(f"{field_base}.structures.lungs: the lung ROIs cover no voxel of the dosimetry grid")
     masks: dict[str, np.ndarray] = {"liver": liver, "tumors": tumors, "lungs": lungs}
+    image_checks = _check_set(case, ct, grid, ct_hu, inside_ct, liver, union(list(roles.lungs)),
+                              contour_points, field_base, notes)
+    from .checks import check_activity_alignment
+
+    image_checks["activity_alignment"] = check_activity_alignment(
+        case.effective_thresholds(), activity=activity, liver=liver, lungs=lungs, grid=grid,
+        field=f"{field_base}.{spec.activity_source}", label="SPECT" if spec.activity_source == "spect" else "PET")
     for key, roi in zip(tumor_keys, roles.tumors, strict=True):
         masks[key] = rois[roi]
         if not rois[roi].any():
@@ -357,6 +396,7 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         "hu_to_density": "embplan.dosimetry.dose.hu_to_density_g_cm3 (default calibration)",
         "rt_dose_reference": rt_dose_reference(ct),
         "notes": notes,
+        "checks": image_checks,
     }
     if registration is not None:
         attributes["registration"] = registration
@@ -375,6 +415,42 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
                    if roi in roi_fractions},
     )
 
+
+
+def _contour_notes(needed: list[str], contours: Mapping[str, list[np.ndarray]],
+                   roi_notes: Mapping[str, list[str]]) -> list[str]:
+    """One note per structure the case uses whose contours were skipped, nested (holes) or crossing (joined)."""
+    from .rtstruct import contour_overlaps
+
+    out = []
+    for name in needed:
+        parts = list(roi_notes.get(name, ()))
+        if name in contours:
+            ov = contour_overlaps(contours[name])
+            if ov.holes:
+                parts.append(f"{ov.holes} contour(s) inside another on the same plane taken as holes"
+                             + (f" ({ov.islands_in_holes} island(s) inside holes kept)" if ov.islands_in_holes else ""))
+            if ov.crossings:
+                where = ", ".join(f"{c:.1f}" for c in ov.crossings[:5]) + (" ..." if len(ov.crossings) > 5 else "")
+                parts.append(f"crossing contours on {len(ov.crossings)} plane(s) (at {where} mm) joined (union)")
+        if parts:
+            out.append(f"RTSTRUCT ROI {name!r}: " + "; ".join(parts) + ".")
+    return out
+
+
+def _check_set(case: Case, ct: Any, grid: Grid, ct_hu: np.ndarray, inside_ct: np.ndarray, liver: np.ndarray,
+               lung_rois: np.ndarray, contour_points: dict[str, np.ndarray] | None, field_base: str,
+               notes: list[str]) -> dict[str, Any]:
+    """Coverage, anatomy and alignment checks of :mod:`embplan.imaging.checks` (issue 12); their measurements
+    for the plan's record. ImagingError when one fails."""
+    from .checks import check_anatomy, check_coverage, check_lung_alignment
+
+    th = case.effective_thresholds()
+    notes.extend(check_coverage(th, masks_inside_ct={"liver": (liver, inside_ct), "lungs": (lung_rois, inside_ct)},
+                                contour_points=contour_points, ct_grid=ct.grid, dose_grid=grid, field=field_base))
+    means = check_anatomy(th, ct_hu=ct_hu, inside_ct=inside_ct, liver=liver, lungs=lung_rois, field=field_base)
+    align = check_lung_alignment(th, ct_hu=ct_hu, inside_ct=inside_ct, lungs=lung_rois, grid=grid, field=field_base)
+    return {"mean_hu": means, "lung_alignment": align}
 
 
 def territory_mask(case: Case, masks: Mapping[str, np.ndarray], shape: tuple[int, int, int]) -> np.ndarray:

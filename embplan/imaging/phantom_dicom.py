@@ -355,6 +355,7 @@ def _write_nm(w: _Writer, path: Path, grid: Grid, counts: np.ndarray, administer
     ds = w.base(NM_IMAGE_STORAGE, "NM", series_uid, 2, sop_uid, "Tc-99m MAA SPECT (synthetic)")
     w.frame_of_reference(ds)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"]
+    ds.CorrectedImage = ["ATTN", "SCAT"]  # the synthetic counts are attenuation- and scatter-free (issue 12 note)
     ds.AcquisitionDate = ds.StudyDate
     ds.AcquisitionTime = ds.StudyTime
     ds.PatientPosition = w.position

@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 PLAN_FORMAT_NAME = "embplan.plan"
 PLAN_FORMAT_MAJOR = 1
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Plan files of format 1.2 on start with a 512-byte user block (HDF5's signature follows at byte 512) holding
+#: ``embplan.plan user block\n`` and ``sha256=<hex>`` of every byte after the block (docs/plan-format.md); the
+#: same values as ``embplan.io.hdf5.USERBLOCK_BYTES`` / ``USERBLOCK_MAGIC``, restated here because imaging must not
+#: import the archive layer (a test checks that the two agree).
+PLAN_USERBLOCK_BYTES = 512
+PLAN_USERBLOCK_MAGIC = b"embplan.plan user block\n"
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,12 +80,29 @@ def read_prior_dose_map(path: str | os.PathLike[str]) -> PriorDoseMap:
         raise ImagingError(f"{p}: is a folder; give the RT Dose file or the plan file (.h5)")
     try:
         with p.open("rb") as fh:
-            head = fh.read(8)
+            head = fh.read(PLAN_USERBLOCK_BYTES + len(_HDF5_SIGNATURE))
     except OSError as exc:
         raise ImagingError(f"{p}: cannot be read ({exc.strerror or exc})") from exc
-    if head == _HDF5_SIGNATURE:
+    if head.startswith(_HDF5_SIGNATURE) or head.startswith(PLAN_USERBLOCK_MAGIC):
         return read_plan_dose_map(p)
     return read_rt_dose_map(p)
+
+
+def _check_user_block(p: Path) -> None:
+    """Verify a 1.2+ plan file's user-block SHA-256 (every byte after the block) before HDF5 parses the file; a file
+    without the embplan user block (format 1.0/1.1) passes here and is verified by its ``content_sha256``."""
+    with p.open("rb") as fh:
+        head = fh.read(PLAN_USERBLOCK_BYTES)
+        if not head.startswith(PLAN_USERBLOCK_MAGIC):
+            return
+        line = head[len(PLAN_USERBLOCK_MAGIC):].split(b"\n", 1)[0]
+        stored = line.removeprefix(b"sha256=").decode("ascii", "replace")
+        h = hashlib.sha256()
+        while piece := fh.read(1024 * 1024):
+            h.update(piece)
+    if not line.startswith(b"sha256=") or h.hexdigest() != stored:
+        raise ImagingError(f"{p}: checksum mismatch: the plan file's user-block SHA-256 does not match its content (altered or damaged since it "
+                           "was written)")
 
 
 def read_rt_dose_map(path: str | os.PathLike[str]) -> PriorDoseMap:
@@ -157,6 +180,10 @@ def read_plan_dose_map(path: str | os.PathLike[str]) -> PriorDoseMap:
     import h5py
 
     p = Path(path)
+    try:
+        _check_user_block(p)
+    except OSError as exc:
+        raise ImagingError(f"{p}: cannot be read ({exc.strerror or exc})") from exc
     try:
         h5 = h5py.File(p, "r")
     except OSError as exc:

@@ -702,7 +702,9 @@ def emission_for_registration(counts: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def align_activity_to_ct(ct: Any, activity: Any, *, activity_name: str = "spect", transform_path: Path | None = None,
-                         settings: RegistrationSettings | None = None) -> tuple[Grid, str, dict[str, Any] | None, list[str]]:
+                         settings: RegistrationSettings | None = None, allow_registration: bool = True,
+                         field: str = "dosimetry.images.dicom",
+                         ) -> tuple[Grid, str, dict[str, Any] | None, list[str]]:
     """For the planner: the activity image's grid expressed in the CT's frame of reference, the frame of reference
     of the dosimetry (the CT's: the structures are drawn on it), the registration record (None when the frames are
     the same) and notes.
@@ -710,13 +712,21 @@ def align_activity_to_ct(ct: Any, activity: Any, *, activity_name: str = "spect"
     Same Frame of Reference UID: the activity grid as it is. Different: the transform from ``transform_path`` (an ITK
     file mapping activity-frame points to CT-frame points) or, without one, :func:`register_rigid` of the CT
     (moving) to the activity image (fixed), multi-modal (no correlation check). An unknown frame of reference on
-    either side is an error (nothing tells whether the images are aligned)."""
+    either side is an error (nothing tells whether the images are aligned). With ``allow_registration`` false and
+    no transform, different frames are an error naming ``field`` and the two ways to proceed (the case must say so
+    explicitly: a pair of frames that differ by mistake would otherwise be silently registered)."""
     ct_for, act_for = ct.frame_of_reference_uid, activity.frame_of_reference_uid
     missing = [n for n, v in (("ct", ct_for), (activity_name, act_for)) if not v]
     if missing:
         raise ImagingError(f"frame of reference unknown for {', '.join(missing)} (FrameOfReferenceUID (0020,0052))")
     if ct_for == act_for and transform_path is None:
         return activity.grid, ct_for, None, []
+    if transform_path is None and not allow_registration:
+        raise ImagingError(
+            f"{field}: the CT (Frame of Reference UID {ct_for}) and the {activity_name.upper()} ({act_for}) are in "
+            f"different frames of reference; set {field}.register_activity_to_ct: true to register them rigidly "
+            f"(the transform and its quality are recorded in the plan), or give {field}.transform (an ITK transform "
+            "file)")
     s = settings or RegistrationSettings()
     act, mask = emission_for_registration(np.asarray(activity.array, dtype=np.float64))
     if transform_path is not None:

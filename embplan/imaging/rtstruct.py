@@ -2,9 +2,16 @@
 
 Contours are closed polygons in patient coordinates (mm, LPS), each lying in a plane; all contours of a
 structure lie in parallel planes (the planes of the images they were drawn on). The structure they describe is
-the usual "stack of slabs": the fill of the contours on a plane (even-odd rule over all contours of that plane,
-so a contour inside another is a hole and disjoint contours are separate islands) extends half a contour spacing
-to either side of the plane.
+the usual "stack of slabs": the fill of the contours on a plane extends half a contour spacing to either side of
+the plane. The fill of a plane (issue 12): a contour inside another is a hole, an island inside a hole is solid
+again, disjoint contours are separate islands -- the even-odd rule, which DICOM readers use for holes (platipy
+PR #271 and dcmrtstruct2nii PR #37 combine the contours of a slice by XOR; dicompyler-core's DVH calculation XORs
+the contour masks of a plane [U]) -- and contours whose outlines *cross* (a structure drawn in two overlapping
+pieces) are joined: their union, not the even-odd XOR that would cut the overlap out (plastimatch also ORs
+overlapping contours unless told to XOR them, ``--xor-contours`` [U]). Formally a contour nested in an odd number
+of others is a hole, the others are solid, and a point is inside when more solid than hole contours enclose it;
+without crossings this is exactly the even-odd rule. :func:`contour_overlaps` reports holes and crossings (the
+image-set builder turns them into notes).
 
 Rasterisation onto a :class:`~embplan.grid.Grid`:
 
@@ -29,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -36,7 +44,7 @@ import numpy as np
 from ..errors import EmbplanError, ImagingError
 from ..grid import Grid
 
-__all__ = ["rasterize_structure", "contour_planes"]
+__all__ = ["rasterize_structure", "contour_planes", "contour_overlaps", "ContourOverlaps"]
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +136,94 @@ def contour_planes(
     return n, plane_pos, plane_of, spacing
 
 
+def _points_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test of (M, 2) points against one (N, 2) polygon (same 2D coordinates)."""
+    x, y = pts[:, 0][:, None], pts[:, 1][:, None]
+    a, b = poly, np.roll(poly, -1, axis=0)
+    x0, y0, x1, y1 = a[:, 0][None, :], a[:, 1][None, :], b[:, 0][None, :], b[:, 1][None, :]
+    straddle = (y0 > y) != (y1 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xc = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+    return (np.count_nonzero(straddle & (x < xc), axis=1) % 2) == 1
+
+
+def _outlines_cross(p: np.ndarray, q: np.ndarray) -> bool:
+    """Whether an edge of polygon p properly intersects an edge of polygon q (2D)."""
+    a, b = p, np.roll(p, -1, axis=0)
+    c, d = q, np.roll(q, -1, axis=0)
+
+    def orient(u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return np.sign((v[..., 0] - u[..., 0]) * (w[..., 1] - u[..., 1]) - (v[..., 1] - u[..., 1]) * (w[..., 0] - u[..., 0]))
+
+    A, B = a[:, None, :], b[:, None, :]
+    C, D = c[None, :, :], d[None, :, :]
+    o1, o2 = orient(A, B, C), orient(A, B, D)
+    o3, o4 = orient(C, D, A), orient(C, D, B)
+    return bool(np.any((o1 * o2 < 0) & (o3 * o4 < 0)))
+
+
+def _relations(polys: list[np.ndarray]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Nesting depth of each polygon (how many others enclose it) and the pairs whose outlines cross."""
+    n = len(polys)
+    depth = [0] * n
+    crossing: list[tuple[int, int]] = []
+    boxes = [(p.min(axis=0), p.max(axis=0)) for p in polys]
+    for a in range(n):
+        for b in range(a + 1, n):
+            (alo, ahi), (blo, bhi) = boxes[a], boxes[b]
+            if np.any(ahi < blo) or np.any(bhi < alo):
+                continue
+            if _outlines_cross(polys[a], polys[b]):
+                crossing.append((a, b))
+            elif _points_in_polygon(polys[a][:1], polys[b])[0]:
+                depth[a] += 1
+            elif _points_in_polygon(polys[b][:1], polys[a])[0]:
+                depth[b] += 1
+    return depth, crossing
+
+
+@dataclass(frozen=True)
+class ContourOverlaps:
+    """How the contours of one structure sit on their planes: ``holes``, contours enclosed by an odd number of
+    others (cut out); ``islands_in_holes``, enclosed by an even number >= 2 (solid again); ``crossings``, the
+    offsets (mm along the contour normal) of the planes where two outlines cross (their union is taken)."""
+
+    holes: int = 0
+    islands_in_holes: int = 0
+    crossings: tuple[float, ...] = ()
+
+
+def contour_overlaps(contours: Sequence[np.ndarray], *, planarity_tolerance_mm: float = 0.5) -> ContourOverlaps:
+    """The holes and crossing outlines among the closed planar contours of one structure (patient mm), per plane
+    (see the module docstring for the fill rule they imply). ImagingError as :func:`contour_planes`."""
+    cs = _as_contours(contours)
+    if len(cs) < 2:
+        return ContourOverlaps()
+    normal, planes, plane_of, _ = contour_planes(cs, planarity_tolerance_mm=planarity_tolerance_mm)
+    u = np.cross(normal, [1.0, 0.0, 0.0])
+    if np.linalg.norm(u) < 0.5:
+        u = np.cross(normal, [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    by_plane: dict[int, list[np.ndarray]] = {}
+    for c, p in zip(cs, plane_of, strict=True):
+        by_plane.setdefault(p, []).append(np.column_stack([c @ u, c @ v]))
+    holes = islands = 0
+    crossings: list[float] = []
+    for p, polys in sorted(by_plane.items()):
+        if len(polys) < 2:
+            continue
+        depth, crossing = _relations(polys)
+        holes += sum(1 for d in depth if d % 2)
+        islands += sum(1 for d in depth if d and d % 2 == 0)
+        if crossing:
+            crossings.append(float(planes[p]))
+    return ContourOverlaps(holes=holes, islands_in_holes=islands, crossings=tuple(crossings))
+
+
 def _fill_even_odd(polys: list[np.ndarray], ny: int, nx: int, s: int) -> tuple[int, int, np.ndarray] | None:
-    """Even-odd fill of polygons given in (row j, column i) fractional index coordinates.
+    """Fill of polygons given in (row j, column i) fractional index coordinates: the even-odd rule, or, when
+    outlines cross, the nesting rule of the module docstring (union of crossing solid contours).
 
     Returns (j0, i0, fraction) with ``fraction`` covering rows j0.. and columns i0.. (the polygons' bounding box
     clipped to the grid), or None when the polygons miss the grid.
@@ -141,6 +235,22 @@ def _fill_even_odd(polys: list[np.ndarray], ny: int, nx: int, s: int) -> tuple[i
     i1 = min(nx - 1, int(math.ceil(allp[:, 1].max() - 0.5)))
     if j1 < j0 or i1 < i0:
         return None
+    if len(polys) > 1:
+        depth, crossing = _relations(polys)
+        if crossing:
+            solid = np.zeros(((j1 - j0 + 1) * s, (i1 - i0 + 1) * s), dtype=np.int32)
+            hole = np.zeros_like(solid)
+            for poly, d in zip(polys, depth, strict=True):
+                inside = _samples_inside([poly], j0, j1, i0, i1, s)
+                (hole if d % 2 else solid)[inside] += 1
+            inside = (solid > hole).astype(np.float32)
+            return j0, i0, inside.reshape(j1 - j0 + 1, s, i1 - i0 + 1, s).mean(axis=(1, 3))
+    inside = _samples_inside(polys, j0, j1, i0, i1, s).astype(np.float32)
+    return j0, i0, inside.reshape(j1 - j0 + 1, s, i1 - i0 + 1, s).mean(axis=(1, 3))
+
+
+def _samples_inside(polys: list[np.ndarray], j0: int, j1: int, i0: int, i1: int, s: int) -> np.ndarray:
+    """Even-odd inside test at s x s sample points per voxel of rows j0..j1, columns i0..i1 (boolean array)."""
     nrow, ncol = (j1 - j0 + 1) * s, (i1 - i0 + 1) * s
     sub = (np.arange(s) + 0.5) / s - 0.5
     ys = (np.arange(j0, j1 + 1)[:, None] + sub[None, :]).reshape(-1)
@@ -164,9 +274,7 @@ def _fill_even_odd(polys: list[np.ndarray], ny: int, nx: int, s: int) -> tuple[i
         xc = x0[edge] + (yy - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
         col = np.searchsorted(xs, xc, side="right")  # samples right of the crossing see it on their left
         np.add.at(crossings, (row, col), 1)
-    inside = (np.cumsum(crossings[:, :ncol], axis=1) & 1).astype(np.float32)
-    frac = inside.reshape(j1 - j0 + 1, s, i1 - i0 + 1, s).mean(axis=(1, 3))
-    return j0, i0, frac
+    return (np.cumsum(crossings[:, :ncol], axis=1) & 1).astype(bool)
 
 
 def _slabs(planes: np.ndarray, spacing: float | None, single_plane_half_mm: float) -> tuple[np.ndarray, np.ndarray]:

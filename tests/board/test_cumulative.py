@@ -248,7 +248,23 @@ def test_plan_file_reader_verifies(tmp_path):
         del h5[dpath]
         h5.create_dataset(dpath, data=arr).attrs["units"] = "Gy"
     with pytest.raises(ImagingError, match="checksum mismatch"):
+        read_prior_dose_map(bad)  # the user block's raw SHA-256 (format 1.2) catches it first
+    # re-sealed (the raw checksum made to match): the content checksum still refuses the altered dose
+    from embplan.io.hdf5 import seal_file
+
+    seal_file(bad)
+    with pytest.raises(ImagingError, match="checksum mismatch"):
         read_prior_dose_map(bad)
+
+
+def test_plan_user_block_constants_agree_with_the_archive():
+    """imaging.prior_dose restates the archive's user-block layout (it may not import embplan.io): keep them equal."""
+    from embplan.imaging import prior_dose
+    from embplan.io import hdf5
+
+    assert prior_dose.PLAN_USERBLOCK_BYTES == hdf5.USERBLOCK_BYTES
+    assert prior_dose.PLAN_USERBLOCK_MAGIC == hdf5.USERBLOCK_MAGIC
+    assert prior_dose.PLAN_FORMAT_NAME == hdf5.FORMAT_NAME
 
 
 def test_much_coarser_current_grid_averages_instead_of_point_sampling(tmp_path):

@@ -137,7 +137,7 @@ def test_other_frame_of_reference_is_refused(staged):
                                               rtstruct=str(staged["other_set"] / "rtstruct.dcm"))
     path = d / "mismatch.json"
     path.write_text(json.dumps(raw))
-    r = run("plan", path, "-o", d / "mismatch.h5", "--json")
+    r = run("plan", path, "-o", d / "mismatch.h5", "--json", "--allow-outside-paths")
     assert r.exit_code == 1, r.output
     assert "prior_treatments.2.dose_file" in r.output and "frame of reference" in r.output
     assert not (d / "mismatch.h5").exists()

@@ -291,6 +291,11 @@ def test_nm_frames_mismatch_and_negative_counts(tmp_path, rng, study):
     ds = pydicom.dcmread(tmp_path / "nm.dcm")
     ds.RescaleSlope = -1.0
     ds.save_as(tmp_path / "b.dcm")
+    with pytest.raises(ImagingError, match=r"RescaleSlope \(0028,1053\) must be positive"):
+        read_nm(tmp_path / "b.dcm")
+    ds.RescaleSlope = 1.0
+    ds.RescaleIntercept = -100.0
+    ds.save_as(tmp_path / "b.dcm")
     with pytest.raises(ImagingError, match="negative counts"):
         read_nm(tmp_path / "b.dcm")
     ds.RescaleSlope = "inf"

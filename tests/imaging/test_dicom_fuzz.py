@@ -243,6 +243,11 @@ def test_seg_with_inflated_size_is_rejected_before_decoding(corpus, tmp_path):
     ds.Rows = 65535
     ds.Columns = 65535
     ds.save_as(tmp_path / "big.dcm")
+    with pytest.raises(ImagingError, match=r"declared image size 1 x 65535 x 65535 .* exceeds the voxel budget"):
+        read_seg_volumes(tmp_path / "big.dcm")
+    ds.Rows = 1024
+    ds.Columns = 1024
+    ds.save_as(tmp_path / "big.dcm")
     with pytest.raises(ImagingError, match="shape mismatch"):
         read_seg_volumes(tmp_path / "big.dcm")
 

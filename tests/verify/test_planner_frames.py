@@ -33,7 +33,10 @@ def dicom_sets(tmp_path_factory):
     ds.FrameOfReferenceUID = "2.25.98765432109876543210"
     ds.save_as(nm)
     case = json.loads((other / "tare_dicom.json").read_text())
-    (other / "registered.json").write_text(json.dumps(case))
+    (other / "unregistered.json").write_text(json.dumps(case))
+    registered = json.loads(json.dumps(case))
+    registered["dosimetry"]["images"]["dicom"]["register_activity_to_ct"] = True
+    (other / "registered.json").write_text(json.dumps(registered))
     write_transform(RigidTransform(translation_mm=tuple(-SHIFT_MM)), other / "spect_to_ct.tfm")
     case["dosimetry"]["images"]["dicom"]["transform"] = "spect_to_ct.tfm"
     (other / "with_transform.json").write_text(json.dumps(case))
@@ -51,7 +54,15 @@ def test_given_transform_gives_the_same_plan(dicom_sets):
     assert any("different frames of reference" in n for n in p.dosimetry.notes)
 
 
-def test_registered_when_no_transform(dicom_sets):
+def test_other_frame_without_an_explicit_choice_is_refused(dicom_sets):
+    """Issue 12: the frames must agree unless the case says otherwise explicitly; the error names both ways."""
+    root, _ = dicom_sets
+    with pytest.raises(embplan.EmbplanError,
+                       match=r"dosimetry\.images\.dicom: the CT .* different frames of reference.*register_activity_to_ct"):
+        embplan.plan(embplan.load_case(root / "other" / "unregistered.json"))
+
+
+def test_registered_when_asked_without_transform(dicom_sets):
     root, base = dicom_sets
     p = embplan.plan(embplan.load_case(root / "other" / "registered.json"))
     reg = p.voxel.attributes["images"]["registration"]

@@ -1,0 +1,285 @@
+"""Consistency checks of a DICOM image set before it becomes a plan (issue 12, "Silent wrong doses from DICOM").
+
+Each check is cheap and certain, and fails with an :class:`~embplan.errors.ImagingError` that names the structure,
+the files or the attribute and the measured value:
+
+- **identity** (:func:`check_identity`): Patient ID (0010,0020) of the CT, the SPECT/PET and the RTSTRUCT/SEG must
+  be one, and the case's (``patient.id``, or ``dosimetry.images.dicom.dicom_patient_id`` when the case names the
+  images' id explicitly); the frames of reference are compared by the readers and the image-set builder.
+- **coverage** (:func:`check_coverage`): the liver and lung ROIs lie inside the CT's field of view, the liver
+  inside the dosimetry grid (``structure_inside_ct_min_fraction``): a CT placed beside the SPECT, whose voxels
+  would be read as air, never plans.
+- **anatomy** (:func:`check_anatomy`): the mean CT number inside the liver, the lungs and the body lies in the
+  range of that tissue (``ct_*_mean_hu_*`` in :class:`~embplan.thresholds.Thresholds`, with their sources): a
+  wrong rescale, swapped structure roles or the CT of another region fail here.
+- **activity alignment** (:func:`check_activity_alignment`): the SPECT/PET counts sit in the liver and lung ROIs;
+  moving the ROIs by more than ``activity_alignment_tolerance_mm`` must not capture more of them.
+- **alignment** (:func:`check_lung_alignment`): the lung ROIs are where the CT's aerated lung is. The aerated
+  fraction of the lung ROIs, moved by every shift up to ``max_shift_mm``, is largest at (or within
+  ``lung_alignment_tolerance_mm`` of) no shift; otherwise the CT is shifted against the structures (and the
+  SPECT, which shares their frame of reference). Lungs are the one organ whose edge is certain on any CT
+  (air against tissue), in every direction (diaphragm, chest wall, mediastinum).
+
+The thresholds come from the case's effective :class:`~embplan.thresholds.Thresholds` (overridable per case).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import ImagingError
+from ..grid import Grid
+from ..thresholds import Thresholds
+
+__all__ = [
+    "check_identity",
+    "check_coverage",
+    "check_anatomy",
+    "check_lung_alignment",
+    "check_activity_alignment",
+    "fraction_of_points_inside",
+    "ALIGNMENT_MAX_SHIFT_MM",
+    "ALIGNMENT_WORK_VOXEL_MM",
+]
+
+log = logging.getLogger(__name__)
+
+#: The alignment search tries every shift up to this far (mm, per axis); a misalignment beyond it shows as
+#: implausible lung CT numbers instead.
+ALIGNMENT_MAX_SHIFT_MM: float = 40.0
+#: The alignment search runs on voxels of at least this size (finer grids are block-averaged first): cost, not
+#: accuracy (the tolerance is 8 mm).
+ALIGNMENT_WORK_VOXEL_MM: float = 4.0
+
+
+# ----------------------------------------------------------------------------------------------------- identity
+def check_identity(expected_patient_id: str, expected_field: str, ids: Mapping[str, tuple[str | None, str]]) -> None:
+    """Every ``ids`` entry ``role -> (PatientID, file)`` must equal ``expected_patient_id`` (the case's, named by
+    ``expected_field``). ImagingError listing each image whose Patient ID (0010,0020) differs."""
+    bad = [(role, pid, f) for role, (pid, f) in ids.items() if (pid or "") != expected_patient_id]
+    if bad:
+        desc = "; ".join(f"{role} {f} has PatientID (0010,0020) {pid or ''!r}" for role, pid, f in bad)
+        raise ImagingError(
+            f"{expected_field}: the images are not of patient {expected_patient_id!r}: {desc}. Set "
+            "dosimetry.images.dicom.dicom_patient_id to the images' Patient ID if the case id differs on purpose"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------- coverage
+def _pct(frac: float) -> str:
+    """A fraction as a percentage rounded down (94.96 % prints 94.9 %, never the 95 % it failed to reach)."""
+    return f"{math.floor(frac * 1000.0) / 10.0:.1f}%"
+
+
+def fraction_of_points_inside(points_mm: np.ndarray, grid: Grid, *, margin_voxels: float = 0.5) -> float:
+    """Fraction of patient points (N, 3; x, y, z mm) inside ``grid``'s voxel boxes (index in
+    [-margin, n - 1 + margin] on every axis). 1.0 for no points."""
+    pts = np.asarray(points_mm, dtype=float).reshape(-1, 3)
+    if not len(pts):
+        return 1.0
+    idx = grid.patient_mm_to_index(pts)
+    n = np.asarray(grid.shape, dtype=float)
+    inside = np.all((idx >= -margin_voxels) & (idx <= n - 1 + margin_voxels), axis=1)
+    return float(np.mean(inside))
+
+
+def check_coverage(
+    th: Thresholds,
+    *,
+    masks_inside_ct: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    contour_points: Mapping[str, np.ndarray] | None,
+    ct_grid: Grid,
+    dose_grid: Grid,
+    field: str,
+) -> list[str]:
+    """Liver and lungs inside the CT (and the liver inside the dosimetry grid).
+
+    ``masks_inside_ct``: structure -> (mask on the dosimetry grid, boolean map of the dosimetry voxels inside the
+    CT); ``contour_points``: structure -> contour vertices (RTSTRUCT), which also reveal the parts of a structure
+    outside the dosimetry grid (rasterisation cuts them off). Returns notes; raises ImagingError naming the
+    structure and the fraction."""
+    need = th.structure_inside_ct_min_fraction
+    notes: list[str] = []
+    for name, (mask, inside) in masks_inside_ct.items():
+        n = int(np.count_nonzero(mask))
+        if n == 0:
+            continue
+        frac = float(np.count_nonzero(mask & inside)) / n
+        if frac < need:
+            raise ImagingError(
+                f"{field}.structures.{name}: only {_pct(frac)} of the {name} ROIs lie inside the CT's field of view "
+                f"(at least {need:.0%} required, thresholds.structure_inside_ct_min_fraction): the CT does not "
+                "cover the structures (wrong Image Position/Orientation, or another CT)"
+            )
+    for name, pts in (contour_points or {}).items():
+        frac_ct = fraction_of_points_inside(pts, ct_grid)
+        if frac_ct < need:
+            raise ImagingError(
+                f"{field}.structures.{name}: only {_pct(frac_ct)} of the {name} contour points lie inside the CT's "
+                f"field of view (at least {need:.0%} required, thresholds.structure_inside_ct_min_fraction)"
+            )
+        frac_grid = fraction_of_points_inside(pts, dose_grid)
+        if name == "liver" and frac_grid < need:
+            raise ImagingError(
+                f"{field}.structures.liver: only {_pct(frac_grid)} of the liver contour points lie inside the "
+                f"dosimetry grid (at least {need:.0%} required): the activity image does not cover the liver"
+            )
+        if frac_grid < 1.0:
+            notes.append(f"{1 - frac_grid:.1%} of the {name} contour points lie outside the dosimetry grid: "
+                         f"the {name} mask holds the part inside.")
+    return notes
+
+
+# ----------------------------------------------------------------------------------------------------- anatomy
+def _mean_hu(ct_hu: np.ndarray, mask: np.ndarray) -> float | None:
+    sel = np.asarray(ct_hu)[mask]
+    return float(np.mean(sel, dtype=np.float64)) if sel.size else None
+
+
+def check_anatomy(
+    th: Thresholds, *, ct_hu: np.ndarray, inside_ct: np.ndarray, liver: np.ndarray, lungs: np.ndarray, field: str
+) -> dict[str, float]:
+    """Mean CT number of the liver, the lungs and the body (voxels inside the CT above ``ct_body_threshold_hu``)
+    against their plausible ranges; returns the means (HU); ImagingError naming the structure and the value."""
+    out: dict[str, float] = {}
+    checks = (
+        ("liver", liver & inside_ct, th.ct_liver_mean_hu_min, th.ct_liver_mean_hu_max, "ct_liver_mean_hu"),
+        ("lungs", lungs & inside_ct, th.ct_lung_mean_hu_min, th.ct_lung_mean_hu_max, "ct_lung_mean_hu"),
+        ("body", inside_ct & (np.asarray(ct_hu) > th.ct_body_threshold_hu), th.ct_body_mean_hu_min,
+         th.ct_body_mean_hu_max, "ct_body_mean_hu"),
+    )
+    for name, mask, lo, hi, key in checks:
+        m = _mean_hu(ct_hu, mask)
+        if m is None:
+            if name == "body":
+                raise ImagingError(
+                    f"{field}.ct: no voxel of the dosimetry grid inside the CT is above {th.ct_body_threshold_hu:g} "
+                    "HU: the CT holds no body where the activity image is"
+                )
+            continue
+        out[name] = m
+        if not lo <= m <= hi:
+            where = f"{field}.structures.{name}" if name != "body" else f"{field}.ct"
+            raise ImagingError(
+                f"{where}: mean CT number of the {name} {m:.0f} HU is outside the plausible range [{lo:g}, {hi:g}] "
+                f"HU (thresholds.{key}_min/_max): wrong Rescale Slope/Intercept, structures given the wrong role, "
+                "or a CT that does not show these structures"
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- alignment
+def _block_reduce(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
+    if f == (1, 1, 1):
+        return a.astype(np.float32)
+    n = [(s // k) * k for s, k in zip(a.shape, f, strict=True)]
+    b = a[: n[0], : n[1], : n[2]].astype(np.float32)
+    return b.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(axis=(1, 3, 5))
+
+
+def _best_shift(
+    weights: np.ndarray, mask: np.ndarray, grid: Grid, max_shift_mm: float, *, per: str = "mask"
+) -> tuple[float, float, tuple[float, float, float]]:
+    """Overlap sum(weights where mask moved by s), divided by sum(mask) (``per="mask"``) or by sum(weights)
+    (``per="weights"``), for every shift s up to ``max_shift_mm`` (per axis, whole voxels of at least
+    :data:`ALIGNMENT_WORK_VOXEL_MM`): (overlap in place, best overlap, best shift in patient mm (x, y, z)).
+    ``mask`` must have a voxel."""
+    from scipy.signal import fftconvolve
+
+    sp = np.asarray(grid.spacing_mm, dtype=float)
+    f = tuple(max(1, int(ALIGNMENT_WORK_VOXEL_MM // s)) for s in sp)
+    m = _block_reduce(mask, f)  # type: ignore[arg-type]
+    a = _block_reduce(weights, f)  # type: ignore[arg-type]
+    wsp = sp * np.asarray(f)
+    r = [int(math.ceil(max_shift_mm / s)) for s in wsp]
+    nz = np.nonzero(m > 0)
+    lo = [max(0, int(idx.min()) - rr) for idx, rr in zip(nz, r, strict=True)]
+    hi = [min(n, int(idx.max()) + 1 + rr) for idx, n, rr in zip(nz, m.shape, r, strict=True)]
+    mc = m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    ac = a[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    total = float(mc.sum()) if per == "mask" else float(a.sum())
+    # overlap(s) = sum_x M(x - s) A(x): the correlation of A with M, every shift at once
+    corr = fftconvolve(ac.astype(np.float64), mc[::-1, ::-1, ::-1].astype(np.float64), mode="full")
+    c = np.asarray(mc.shape) - 1  # index of shift 0
+    win = np.zeros([2 * rr + 1 for rr in r])
+    # the window may reach past the correlation's extent when the crop is small: pad with no overlap
+    src = [slice(max(0, c[i] - r[i]), min(corr.shape[i], c[i] + r[i] + 1)) for i in range(3)]
+    dst = [slice(s_.start - (c[i] - r[i]), s_.stop - (c[i] - r[i])) for i, s_ in enumerate(src)]
+    win[tuple(dst)] = corr[tuple(src)] / total
+    at0 = float(win[r[0], r[1], r[2]])
+    best = np.unravel_index(int(np.argmax(win)), win.shape)
+    if float(win[best]) <= at0 + 1e-12:
+        best = (r[0], r[1], r[2])
+    shift_vox = (np.asarray(best, dtype=float) - np.asarray(r, dtype=float)) * np.asarray(f)  # grid voxels (k, j, i)
+    d = np.asarray(grid.direction, dtype=float).reshape(3, 3)  # columns: unit vectors of i, j, k
+    shift_mm = d @ (shift_vox[::-1] * sp[::-1])
+    return at0, float(win[best]), (float(shift_mm[0]), float(shift_mm[1]), float(shift_mm[2]))
+
+
+def lung_alignment_profile(
+    th: Thresholds, *, ct_hu: np.ndarray, inside_ct: np.ndarray, lungs: np.ndarray, grid: Grid,
+    max_shift_mm: float = ALIGNMENT_MAX_SHIFT_MM,
+) -> tuple[float, float, tuple[float, float, float]] | None:
+    """(aerated fraction of the lung ROIs in place, best aerated fraction over all shifts, that shift in patient mm
+    (x, y, z)); None when there are no lung voxels inside the CT."""
+    lungs = np.asarray(lungs, dtype=bool) & np.asarray(inside_ct, dtype=bool)
+    if not lungs.any():
+        return None
+    # all air inside the CT, the air outside the body included: a thin chest wall sampled on a coarse grid (one
+    # 8 mm voxel of fat averaged with outside air) joins the lungs to the outside air, so they cannot be told apart
+    # by connectivity; a misplaced ROI gains from outside air only once moved past the chest wall.
+    air = (np.asarray(ct_hu) < th.lung_aerated_hu) & np.asarray(inside_ct, dtype=bool)
+    return _best_shift(air, lungs, grid, max_shift_mm)
+
+
+def check_activity_alignment(
+    th: Thresholds, *, activity: np.ndarray, liver: np.ndarray, lungs: np.ndarray, grid: Grid, field: str,
+    label: str, max_shift_mm: float = ALIGNMENT_MAX_SHIFT_MM,
+) -> dict[str, float] | None:
+    """The activity image against the structures (drawn on the CT): the share of all counts inside the liver and
+    lung ROIs must not grow by ``activity_alignment_min_gain_fraction`` when the ROIs are moved by more than
+    ``activity_alignment_tolerance_mm``. Tc-99m MAA (and a Y-90 image) lies in the perfused liver and the lungs, so a
+    SPECT shifted against the CT moves counts out of them (issue 12, found by tests/imaging/test_dicom_set_fuzz.py:
+    a SPECT shifted 21 mm changed the tumour dose 339 -> 215 Gy). Returns the measurement (recorded with the plan)."""
+    act = np.clip(np.asarray(activity, dtype=np.float64), 0.0, None)
+    total = float(act.sum())
+    roi = np.asarray(liver, dtype=bool) | np.asarray(lungs, dtype=bool)
+    if not total > 0 or not roi.any():
+        return None
+    at0, best, shift = _best_shift(act, roi, grid, max_shift_mm, per="weights")  # share of all counts in the ROIs
+    length = float(np.linalg.norm(shift))
+    if length > th.activity_alignment_tolerance_mm and best - at0 >= th.activity_alignment_min_gain_fraction:
+        raise ImagingError(
+            f"{field}: the {label} does not line up with the liver and lung ROIs: they hold {at0:.0%} of its counts "
+            f"where they are, {best:.0%} when moved by ({shift[0]:+.1f}, {shift[1]:+.1f}, {shift[2]:+.1f}) mm "
+            f"(x, y, z; {length:.1f} mm > thresholds.activity_alignment_tolerance_mm "
+            f"{th.activity_alignment_tolerance_mm:g} mm): the {label} is shifted against the CT and the structures "
+            "(register them first)"
+        )
+    return {"counts_in_liver_and_lungs_fraction": at0, "best_fraction": best, "best_shift_mm": length}
+
+
+def check_lung_alignment(
+    th: Thresholds, *, ct_hu: np.ndarray, inside_ct: np.ndarray, lungs: np.ndarray, grid: Grid, field: str,
+) -> dict[str, float] | None:
+    """ImagingError when the lung ROIs match the CT's aerated lung better after a shift longer than
+    ``lung_alignment_tolerance_mm`` (by at least ``lung_alignment_min_gain_fraction``). Returns the measured
+    fractions and shift (recorded with the plan)."""
+    prof = lung_alignment_profile(th, ct_hu=ct_hu, inside_ct=inside_ct, lungs=lungs, grid=grid)
+    if prof is None:
+        return None
+    at0, best, shift = prof
+    length = float(np.linalg.norm(shift))
+    if length > th.lung_alignment_tolerance_mm and best - at0 >= th.lung_alignment_min_gain_fraction:
+        raise ImagingError(
+            f"{field}.structures.lungs: the lung ROIs do not line up with the CT's lungs: {at0:.0%} of them are "
+            f"aerated (< {th.lung_aerated_hu:g} HU) where they are, {best:.0%} when moved by "
+            f"({shift[0]:+.1f}, {shift[1]:+.1f}, {shift[2]:+.1f}) mm (x, y, z; {length:.1f} mm > "
+            f"thresholds.lung_alignment_tolerance_mm {th.lung_alignment_tolerance_mm:g} mm): the CT is shifted "
+            "against the structures and the activity image (Image Position (Patient) (0020,0032)?)"
+        )
+    return {"aerated_fraction": at0, "best_aerated_fraction": best, "best_shift_mm": length}
