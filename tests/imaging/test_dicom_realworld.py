@@ -125,7 +125,7 @@ def test_real_jpeg_lossless_file_decodes(tmp_path):
 def test_enhanced_ct_reads_like_the_classic_series(tmp_path, rng, study):
     """One Enhanced CT file, frames stored out of order: the same grid and HU as the classic series of the same
     slices, and the writer's values at every voxel centre."""
-    geom = fac.geometry("FFS", (7, 9, 11), (3.0, 0.9, 0.7), (20, -30, 400))
+    geom = fac.geometry("FFS", (7, 32, 28), (3.0, 0.9, 0.7), (20, -30, 400))
     hu = rng.integers(-1000, 1200, geom.shape)
     classic = fac.write_ct_series(tmp_path / "classic", geom, hu, study)
     order = [3, 0, 6, 1, 5, 2, 4]
@@ -349,9 +349,9 @@ def test_pet_corrected_image_is_checked(tmp_path, rng, study):
     geom = fac.geometry("HFS", (4, 6, 6), (4.0, 4.0, 4.0), (0, 0, 0))
     conc = rng.uniform(0, 5e4, geom.shape)
     fac.write_pet_series(tmp_path / "ok", geom, conc, study)
-    assert read_pet_series(tmp_path / "ok").meta["corrected_image"][:2] == ("DECY", "ATTN")
+    assert {"ATTN", "DECY"} <= set(read_pet_series(tmp_path / "ok").meta["corrected_image"])
     fac.write_pet_series(tmp_path / "nac", geom, conc, study, corrected_image=("DECY", "SCAT"))
-    with pytest.raises(ImagingError, match=r"CorrectedImage \(0028,0051\) is DECY\\SCAT, without ATTN: not quantitative"):
+    with pytest.raises(ImagingError, match=r"CorrectedImage \(0028,0051\) is DECY/SCAT without ATTN"):
         read_pet_series(tmp_path / "nac")
     nac = read_pet_series(tmp_path / "nac", require_quantitative_corrections=False)
     assert nac.grid.shape == (4, 6, 6)
@@ -360,7 +360,7 @@ def test_pet_corrected_image_is_checked(tmp_path, rng, study):
     with pytest.raises(ImagingError, match="without ATTN: not attenuation corrected"):
         calibrate_absolute_pet(nac)
     fac.write_pet_series(tmp_path / "nodecy", geom, conc, study, corrected_image=("ATTN",))
-    with pytest.raises(ImagingError, match="without DECY"):
+    with pytest.raises(ImagingError, match="lacks DECY"):
         read_pet_series(tmp_path / "nodecy")
     fac.write_pet_series(tmp_path / "none", geom, conc, study, corrected_image=("ATTN",), decay_correction="NONE")
     assert read_pet_series(tmp_path / "none").meta["pet_timing"].decay_correction == "NONE"
