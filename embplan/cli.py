@@ -1062,7 +1062,7 @@ def verify_cmd(
             v = verify_files(plan_file, post_file)
         html_text = None
         if report is not None:
-            from .verify_report import render_verification_report
+            from .report.verification import render_verification_report
 
             html_text = render_verification_report(v)
         save_verification(v, output)
