@@ -767,6 +767,11 @@ def export_dicom(
         typer.Option("--reference-ct", help="CT file or series folder the dose was computed on (patient, study, "
                                              "frame of reference)."),
     ] = None,
+    conservative: Annotated[
+        bool,
+        typer.Option("--conservative", help="For older receiving systems: Dose Summation Type PLAN referencing an "
+                                            "RT Plan UID (no RT Plan file is written), no Plan Overview Sequence."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a plan's dose map as a DICOM RT Dose file (in the CT's frame of reference for a DICOM case, or of
@@ -804,10 +809,16 @@ def export_dicom(
         dose_map, grid = maps[method], plan.voxel.grid
         _write_files([(output, "RT Dose", lambda fh: write_rt_dose(
             dose_map, grid, fh, reference_ct=reference, dose_comment=comment,
-            tissue_heterogeneity_correction=_HETEROGENEITY.get(method),
+            tissue_heterogeneity_correction=_HETEROGENEITY.get(method), conservative=conservative,
         ))])
         info = {"written": str(output), "method": method, "max_gy": float(maps[method].max()),
                 "reference": reference_source}
+        if conservative:  # issue 17
+            import pydicom
+
+            ds = pydicom.dcmread(output, stop_before_pixels=True)
+            info.update(dose_summation_type=str(ds.DoseSummationType),
+                        referenced_rt_plan_uid=str(ds.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID))
         if as_json:
             _print_json(info)
         else:

@@ -343,6 +343,13 @@ def calibrate_absolute_pet(
             raise ImagingError(f"volume_bq_ml: units are {volume_bq_ml.units!r}, absolute calibration needs 'Bq/mL'")
         if timing is None:
             timing = volume_bq_ml.meta.get("pet_timing")
+        # issue 17: an image read with require_quantitative_corrections=False may lack them; absolute use needs them
+        corrected = volume_bq_ml.meta.get("corrected_image")
+        if corrected is not None and "ATTN" not in corrected:
+            raise ImagingError(
+                f"volume_bq_ml: CorrectedImage (0028,0051) is {'/'.join(corrected) or 'empty'}, without ATTN: not "
+                "attenuation corrected, so not an absolute activity concentration"
+            )
     if timing is None:
         raise ImagingError("timing: the PET decay-correction record is needed (PetTiming or a Volume from read_pet_series)")
     if decay_reference not in _DECAY_REFERENCES:
