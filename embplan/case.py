@@ -282,6 +282,8 @@ class PhantomSpec(StrictModel):
 RoiName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"\S")]
 #: A file or folder path in a case: relative paths are relative to the case file's folder (see Case.resolve_path).
 ImagePath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"\S")]
+#: A DICOM UID (PS3.5 9.1: digits and dots, components without leading zeros, at most 64 characters).
+DicomUID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")]
 
 
 def _segment_number(value: Any) -> Any:
@@ -367,6 +369,11 @@ class DicomImages(StrictModel):
     seg: ImagePath | None = None
     structures: StructureRoles
     grid: Literal["activity", "ct"] = "activity"
+    # --- issue 17: which series of a folder that holds several (a scout, a second reconstruction); optional: when
+    # absent, embplan.imaging.series picks the one axial, non-localizer volume or lists the candidates.
+    ct_series_instance_uid: DicomUID | None = None
+    spect_series_instance_uid: DicomUID | None = None
+    pet_series_instance_uid: DicomUID | None = None
     # ---- patient identity of the images (issue 12): every image must carry this Patient ID (0010,0020); default
     # patient.id. Give it when the case id differs on purpose from the id in the DICOM files (a pseudonym).
     dicom_patient_id: str | None = Field(default=None, max_length=64)
@@ -380,6 +387,10 @@ class DicomImages(StrictModel):
     @model_validator(mode="after")
     def _one_of_each(self) -> DicomImages:
         issues: list[Issue] = []
+        if self.spect_series_instance_uid is not None and self.spect is None:
+            issues.append(Issue("spect_series_instance_uid", "given without spect", self.spect_series_instance_uid))
+        if self.pet_series_instance_uid is not None and self.pet is None:
+            issues.append(Issue("pet_series_instance_uid", "given without pet", self.pet_series_instance_uid))
         if self.spect is None and self.pet is None:
             issues.append(Issue("spect", "required (or pet): the pre-treatment activity distribution"))
         elif self.spect is not None and self.pet is not None:

@@ -135,9 +135,11 @@ def _progress(message: str) -> Iterator[None]:
     """A spinner on stderr while a long step runs, only when stderr is a terminal."""
     from rich.console import Console
 
+    from .progress import display_enabled, listen
+
     console = Console(stderr=True)
-    if console.is_terminal:
-        with console.status(message):
+    if console.is_terminal and display_enabled():
+        with console.status(message) as status, listen(lambda stage: status.update(f"{message} {stage}")):
             yield
     else:
         yield
@@ -567,8 +569,15 @@ def _main(
         bool,
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version of embplan and of its numerical dependencies, and exit."),
     ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="A log line per stage on stderr (-vv: everything).")
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Errors only; no progress display.")] = False,
 ) -> None:
     """Plan liver-directed embolization for NET liver metastases, with Y-90 radioembolization dosimetry."""
+    from .progress import configure_logging
+
+    configure_logging(verbose, quiet)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (errors too).")]
@@ -758,6 +767,11 @@ def export_dicom(
         typer.Option("--reference-ct", help="CT file or series folder the dose was computed on (patient, study, "
                                              "frame of reference)."),
     ] = None,
+    conservative: Annotated[
+        bool,
+        typer.Option("--conservative", help="For older receiving systems: Dose Summation Type PLAN referencing an "
+                                            "RT Plan UID (no RT Plan file is written), no Plan Overview Sequence."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a plan's dose map as a DICOM RT Dose file (in the CT's frame of reference for a DICOM case, or of
@@ -795,10 +809,16 @@ def export_dicom(
         dose_map, grid = maps[method], plan.voxel.grid
         _write_files([(output, "RT Dose", lambda fh: write_rt_dose(
             dose_map, grid, fh, reference_ct=reference, dose_comment=comment,
-            tissue_heterogeneity_correction=_HETEROGENEITY.get(method),
+            tissue_heterogeneity_correction=_HETEROGENEITY.get(method), conservative=conservative,
         ))])
         info = {"written": str(output), "method": method, "max_gy": float(maps[method].max()),
                 "reference": reference_source}
+        if conservative:  # issue 17
+            import pydicom
+
+            ds = pydicom.dcmread(output, stop_before_pixels=True)
+            info.update(dose_summation_type=str(ds.DoseSummationType),
+                        referenced_rt_plan_uid=str(ds.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID))
         if as_json:
             _print_json(info)
         else:
@@ -1003,6 +1023,63 @@ def board(
                          **({"flags": [f.code for f in flags]} if flags is not None else {})})
         else:
             _board_rich(review, flags)
+
+
+@app.command()
+def warmup(
+    float32: Annotated[bool, typer.Option("--float32", help="Also compile the float32 convolution.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compile the dose engine now (once after an install, in a container build, on each cluster worker), so that
+    the first plan does not pay numba's compilation; later runs load numba's cache."""
+    with _errors():
+        from .dosimetry.warmup import cache_locations
+        from .dosimetry.warmup import warmup as run_warmup
+
+        with _progress("Compiling the dose engine (numba) ..."):
+            seconds = run_warmup(float32=float32)
+        info = {"seconds": round(seconds, 3), "cache": cache_locations()}
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(f"dose engine ready in {seconds:.1f} s (numba cache: {', '.join(info['cache'].values())})")
+
+
+@app.command()
+def batch(
+    cases: Annotated[Path, typer.Argument(metavar="CASES", help="A folder of case files, or a CSV listing them.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the plans and the cohort table.")],
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Address of an existing Dask scheduler (default: a local cluster).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Workers of the local cluster.")] = None,
+    report: Annotated[bool, typer.Option("--report", help="Also write each case's HTML report.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan every case of a cohort on Dask (embplan[cohort]): OUT/plans/, OUT/cohort.csv and OUT/cohort.parquet.
+    Cases already planned (same case content, same embplan version) are skipped; a bad case gets its row with the
+    error. Exit 0 when the table is written, even with failed cases (see its status column)."""
+    with _errors():
+        import logging
+
+        from .cohort import run_batch
+        from .progress import display_enabled
+
+        if display_enabled() and logging.getLogger("embplan").getEffectiveLevel() > logging.INFO:
+            logging.getLogger("embplan.cohort").setLevel(logging.INFO)  # counts in the log, unless --quiet
+        res = run_batch(cases, output, scheduler=scheduler, workers=workers, report=report)
+        info = {"cases": len(res.rows), "planned": res.planned, "skipped": res.skipped,
+                "duplicates": res.duplicates, "errors": res.errors, "seconds": round(res.seconds, 2),
+                "workers": res.workers, "table": [str(res.csv_path), str(res.parquet_path)],
+                "failed": {r["case_id"]: r.get("error") for r in res.rows if r.get("status") != "ok"}}
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(f"{info['cases']} cases: {res.planned} planned, {res.skipped} skipped (already planned), "
+                       f"{res.duplicates} duplicates, {res.errors} errors, in {res.seconds:.1f} s")
+            for cid, err in info["failed"].items():
+                typer.echo(f"  error {cid}: {err}")
+            typer.echo(f"wrote {res.csv_path} and {res.parquet_path}")
 
 
 # ---- post-treatment verification (issue 14): embplan verify, embplan phantom-post

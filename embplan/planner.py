@@ -61,6 +61,7 @@ from .plan_model import (
     StructureDose,
     VoxelData,
 )
+from .progress import timed
 from .protocols import TAREProcedure, standards_from_thresholds
 from .risk import (
     DOSE_RULES,
@@ -168,6 +169,7 @@ class CompartmentInputs:
 
 
 # ================================================================================================== entry point
+@timed("plan", logging.INFO)
 def plan(case: Case | Mapping[str, Any], *, options: PlannerOptions | None = None) -> Plan:
     """Plan ``case`` (a :class:`Case`, or a dict that :func:`embplan.load_case` accepts) end to end.
 
@@ -1002,6 +1004,7 @@ def _structures(img: ImageSet) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=bool) for k, v in out.items() if np.any(v)}
 
 
+@timed("voxel dosimetry", logging.INFO)
 def _voxel_workflow(
     case: Case, img: ImageSet, activity_gbq: float, opts: PlannerOptions, method: Method, rho32: np.ndarray,
     th: Thresholds,
@@ -1054,34 +1057,40 @@ def _voxel_workflow(
     structs = _structures(img)
     fractions: Mapping[str, np.ndarray] = getattr(img, "fractions", None) or {}
 
-    def weight(name: str, mask: np.ndarray) -> np.ndarray:
+    def structure(name: str, mask: np.ndarray) -> np.ndarray:
         frac = fractions.get(name)
-        return np.asarray(frac, dtype=np.float64) if frac is not None else mask.astype(np.float64)
+        return mask if frac is None else np.asarray(frac)
 
-    def mean(w: np.ndarray, src: np.ndarray) -> float:
-        inside = w > 0
-        m = w[inside] * rho[inside]
-        return float((src[inside].astype(np.float64) * m).sum() / m.sum())
+    # b16: every sum runs over the structure's voxels only (flat indices), not over float64 copies of the grid;
+    # the same voxels in the same order as ``w[w > 0]``
+    def gather(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flat = w.reshape(-1)
+        idx = np.flatnonzero(flat if flat.dtype == np.bool_ else flat > 0)
+        return idx, (np.ones(idx.size) if flat.dtype == np.bool_ else flat[idx].astype(np.float64))
+
+    def mean(idx: np.ndarray, m: np.ndarray, src: np.ndarray) -> float:
+        return float((src.reshape(-1)[idx].astype(np.float64) * m).sum() / m.sum())
 
     v_ml = grid.voxel_volume_ml
     structures: list[StructureDose] = []
     dvhs: dict[str, DVHRecord] = {}
     means: dict[str, float] = {}
     dvh_def = f"mass-weighted cumulative DVH of the {method} map"
+    rho_flat = rho.reshape(-1)
     for name, mask in structs.items():
         src = lung_map if name == "lungs" else dose
-        w = weight(name, mask)
-        means[name] = mean(w, src)
-        inside = w > 0
+        w = structure(name, mask)
+        idx, wv = gather(w)
+        m = wv * rho_flat[idx]
+        means[name] = mean(idx, m, src)
         radiobio = _metrics.TUMOUR_RADIOBIOLOGY if "tumor" in name else _metrics.LIVER_RADIOBIOLOGY
         structures.append(
             StructureDose(
                 structure=name,
-                volume_ml=float(w.sum()) * v_ml,
-                mass_kg=float((w * rho).sum()) * v_ml / 1000.0,
+                volume_ml=float(wv.sum()) * v_ml,
+                mass_kg=float(m.sum()) * v_ml / 1000.0,
                 mean_gy=means[name],
-                bed_gy=float(np.average(radiobio.bed_gy(src[inside].astype(np.float64)),
-                                        weights=(w * rho)[inside]))
+                bed_gy=float(np.average(radiobio.bed_gy(src.reshape(-1)[idx].astype(np.float64)), weights=m))
                 if name != "lungs" else None,
             )
         )
@@ -1095,7 +1104,7 @@ def _voxel_workflow(
         away = conv.dome_excluded_lung(lungs, img.masks["liver"], grid.spacing_mm, opts.lung_dome_margin_mm)
         if away.any():
             dvhs["lungs_beyond_dome"] = _dvh_record(
-                "lungs_beyond_dome", lung_map, away.astype(np.float64), rho, v_ml, opts,
+                "lungs_beyond_dome", lung_map, away, rho, v_ml, opts,
                 f"{dvh_def} over the lung more than {opts.lung_dome_margin_mm:g} mm from the liver "
                 f"({conv.LUNG_DOME_MARGIN_SOURCE}): the lung's dose without the SPECT spill-in at the dome",
             )
@@ -1184,16 +1193,19 @@ def _lesions(img: ImageSet, structs: Mapping[str, np.ndarray], fractions: Mappin
             mask = structs.get(name)
             if mask is None:
                 continue
-            w = mask.astype(np.float64)
-        else:
-            w = np.asarray(frac, dtype=np.float64)
-        if not np.any(w > 0):
+            flat = np.asarray(mask, dtype=bool).reshape(-1)
+            idx = np.flatnonzero(flat)
+            wv = np.ones(idx.size)
+        else:  # b16: the tumour's voxels only (flat indices), as w[w > 0] in the same order
+            flat = np.asarray(frac).reshape(-1)
+            idx = np.flatnonzero(flat > 0)
+            wv = flat[idx].astype(np.float64)
+        if idx.size == 0:
             continue
-        vol = float(w.sum()) * v_ml
-        inside = w > 0
-        m = w[inside] * rho[inside]
-        mean_gy = float((dose[inside].astype(np.float64) * m).sum() / m.sum())
-        ldm_gy = float((ldm[inside].astype(np.float64) * m).sum() / m.sum())
+        vol = float(wv.sum()) * v_ml
+        m = wv * rho.reshape(-1)[idx]
+        mean_gy = float((dose.reshape(-1)[idx].astype(np.float64) * m).sum() / m.sum())
+        ldm_gy = float((ldm.reshape(-1)[idx].astype(np.float64) * m).sum() / m.sum())
         small = vol < th.partial_volume_warning_ml
         rc = rcs.get(modality)
         coeff = rc.at(vol) if rc is not None else None
@@ -1206,10 +1218,10 @@ def _lesions(img: ImageSet, structs: Mapping[str, np.ndarray], fractions: Mappin
         out.append(LesionDose(
             name=name,
             volume_ml=vol,
-            voxel_count=int(np.count_nonzero(w > 0)),
+            voxel_count=int(idx.size),
             mass_kg=float(m.sum()) * v_ml / 1000.0,
             equivalent_diameter_mm=conv.equivalent_sphere_diameter_mm(vol),
-            perfused_fraction=float(min(1.0, (w * perf).sum() / w.sum())),
+            perfused_fraction=float(min(1.0, (wv * perf.reshape(-1)[idx]).sum() / wv.sum())),
             mean_gy=max(mean_gy, 0.0),
             local_deposition_gy=max(ldm_gy, 0.0),
             dose_method=method,

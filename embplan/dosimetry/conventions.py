@@ -177,8 +177,32 @@ def dome_excluded_lung(lungs: np.ndarray, liver: np.ndarray, voxel_mm: Sequence[
         return lungs.copy()
     from scipy import ndimage
 
-    dist = ndimage.distance_transform_edt(~np.asarray(liver, dtype=bool), sampling=tuple(float(v) for v in voxel_mm))
-    return lungs & (dist > margin_mm)
+    liv = np.asarray(liver, dtype=bool)
+    sampling = tuple(float(v) for v in voxel_mm)
+    out = lungs.copy()
+    if not lungs.any():
+        return out
+    # b16: a lung voxel is removed only when a liver voxel lies within margin_mm of it, and both then lie in the
+    # intersection of the liver's and the lung's bounding boxes, each widened by the margin. The distance transform
+    # runs in that box: a lung voxel's nearest liver voxel, when within the margin, is in it (so the decision is
+    # the whole grid's), and every lung voxel outside it is kept.
+    reach = [int(math.ceil(margin_mm / sp)) + 1 for sp in sampling]
+    box = []
+    for axis, (n, r) in enumerate(zip(liv.shape, reach, strict=True)):
+        other = tuple(a for a in range(3) if a != axis)
+        liv_ix = np.flatnonzero(liv.any(axis=other))
+        lung_ix = np.flatnonzero(lungs.any(axis=other))
+        lo = max(0, int(liv_ix[0]) - r, int(lung_ix[0]) - r)
+        hi = min(n, int(liv_ix[-1]) + r + 1, int(lung_ix[-1]) + r + 1)
+        if hi <= lo:
+            return out
+        box.append(slice(lo, hi))
+    crop = liv[tuple(box)]
+    if not crop.any():
+        return out
+    dist = ndimage.distance_transform_edt(~crop, sampling=sampling)
+    out[tuple(box)] &= dist > margin_mm
+    return out
 
 
 def equivalent_sphere_diameter_mm(volume_ml: float) -> float:

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..errors import DosimetryError
 from ..grid import Grid
 from ..nuclides import K_GY_KG_PER_GBQ_DEFAULT, MEV_TO_J, energy_per_decay_mev
+from ..progress import timed
 from .convolve import _convolve_box, _parallel, _ranges, _threads
 from .kernels import DENSITY_SOFT_TISSUE_G_CM3_DEFAULT, VoxelKernel, y90_voxel_kernel
 
@@ -132,6 +133,7 @@ DEFAULT_HU_DENSITY_CALIBRATION = HUDensityCalibration(
 )
 
 
+@timed("HU to density")
 def hu_to_density_g_cm3(
     hu: Any, calibration: HUDensityCalibration = DEFAULT_HU_DENSITY_CALIBRATION
 ) -> np.ndarray:
@@ -399,6 +401,7 @@ def _kernel_for(grid: Grid, kernel: VoxelKernel | None, kernel_density_g_cm3: fl
 
 
 # ---------------------------------------------------------------------------------------------------- dose
+@timed("dose map", logging.INFO)
 def dose_map(
     tia_mbq_s: np.ndarray,
     grid: Grid,

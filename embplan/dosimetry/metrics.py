@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import DosimetryError
 from ..grid import Grid
 from ..nuclides import Y90_HALF_LIFE_H
+from ..progress import timed
 
 __all__ = [
     "DVH",
@@ -299,35 +300,41 @@ def _structure_weights(
     if d.dtype.kind not in "biuf":
         raise DosimetryError(f"dose_gy: must be a real numeric array, got dtype {d.dtype}")
     if structure is None:
-        w = np.ones(d.shape, dtype=np.float64)
+        inside = None
+        w = np.ones(d.size, dtype=np.float64)
     else:
         s = np.asarray(structure)
         if s.shape != d.shape:
             raise DosimetryError(f"{name}: shape {s.shape} does not match dose_gy shape {d.shape}")
         if s.dtype == bool:
-            w = s.astype(np.float64)
+            # a mask: the voxels inside, weight 1 each (no float copy of the whole grid)
+            inside = s
+            w = np.ones(int(np.count_nonzero(s)), dtype=np.float64)
         elif s.dtype.kind in "biuf":
-            w = s.astype(np.float64)
-            if not np.all(np.isfinite(w)):
-                raise DosimetryError(f"{name}: fraction-of-voxel values must be finite")
-            if w.size and (w.min() < 0.0 or w.max() > 1.0):
-                raise DosimetryError(
-                    f"{name}: fraction-of-voxel values must be within [0, 1], got [{w.min():g}, {w.max():g}]"
-                )
+            if s.size:
+                lo, hi = float(np.min(s)), float(np.max(s))  # NaN propagates; +-inf fails the range
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    raise DosimetryError(f"{name}: fraction-of-voxel values must be finite")
+                if lo < 0.0 or hi > 1.0:
+                    raise DosimetryError(
+                        f"{name}: fraction-of-voxel values must be within [0, 1], got [{lo:g}, {hi:g}]"
+                    )
+            inside = s > 0
+            w = s[inside].astype(np.float64)
         else:
             raise DosimetryError(f"{name}: must be a boolean mask or a fraction array, got dtype {s.dtype}")
-    inside = w > 0.0
-    if not np.any(inside):
+    if w.size == 0:
         raise DosimetryError(f"{name}: the structure is empty (no voxel with a fraction > 0)")
-    dv = d[inside].astype(np.float64)
+    dv = (d.reshape(-1) if inside is None else d[inside]).astype(np.float64)
     if not np.all(np.isfinite(dv)):
         raise DosimetryError(
             f"dose_gy: {int(np.count_nonzero(~np.isfinite(dv)))} voxels inside {name} are NaN or infinite "
             "(a plain-kernel dose is not reported in lung: use method='vsv_density' or 'ldm')"
         )
-    return dv, w[inside]
+    return dv, w
 
 
+@timed("DVH")
 def dvh(
     dose_gy: np.ndarray,
     structure: np.ndarray | None,
@@ -396,14 +403,15 @@ def dvh(
 def _density_weights(density: np.ndarray | float, dose_gy: np.ndarray, structure: np.ndarray | None) -> np.ndarray:
     """The densities of the voxels that :func:`_structure_weights` keeps (same order), checked finite and > 0."""
     shape = np.shape(dose_gy)
-    rho = np.broadcast_to(np.asarray(density, dtype=np.float64), shape) if np.ndim(density) == 0 else \
-        np.asarray(density, dtype=np.float64)
+    rho = np.broadcast_to(np.asarray(density), shape) if np.ndim(density) == 0 else np.asarray(density)
     if rho.shape != shape:
         raise DosimetryError(f"mass_density_g_cm3: shape {rho.shape} does not match dose_gy shape {shape}")
     if structure is None:
-        sel = rho.ravel()
+        sel = rho.reshape(-1).astype(np.float64)
     else:
-        sel = rho[np.asarray(structure).astype(np.float64) > 0.0]
+        # the voxels of the structure only, then float64 (no float copies of the whole grid)
+        s = np.asarray(structure)
+        sel = rho[s if s.dtype == np.bool_ else s > 0].astype(np.float64)
     if not np.all(np.isfinite(sel)) or np.any(sel <= 0):
         raise DosimetryError("mass_density_g_cm3: must be finite and > 0 inside the structure")
     return sel

@@ -27,10 +27,17 @@ Volume.meta keys written by the image readers: ``patient_name``, ``patient_id``,
 Required attributes (issue 12): what changes the numbers is never defaulted -- Rescale Slope/Intercept of CT and
 PET, the image-plane geometry, PET Units and corrections; see each reader. Every reader checks the declared image
 size against a voxel budget (:func:`voxel_budget`) before decoding.
+
+Issue 17 (real-world DICOM) adds: ``series_selection`` (which series of a folder was read and what was set aside,
+:mod:`embplan.imaging.series`), ``geometry_note`` (a missing slice, non-uniform spacing or a gantry tilt resampled,
+:mod:`embplan.imaging.irregular`), ``enhanced`` / ``frame_count`` / ``frames_used`` (Enhanced CT,
+:mod:`embplan.imaging.enhanced`); NM ``energy_windows_kev``, ``detectors``, ``rotations``;
+RT Dose ``single_plane``. Compressed pixel data without a decoder fail in :mod:`embplan.imaging.codecs`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -47,6 +54,10 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import EmbplanError, ImagingError
 from ..grid import Grid
+from ..progress import timed
+from .codecs import require_decoder, require_little_endian
+from .irregular import MAX_GANTRY_TILT_DEG, MAX_SLICE_GAP_FACTOR, RegularStackPlan, regular_stack_plan
+from .series import choose_series
 from .volume import PetTiming, Radiopharmaceutical, Volume, grid_from_affine
 
 __all__ = [
@@ -115,6 +126,9 @@ _RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 _RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
 _SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 _DICOMDIR = "1.2.840.10008.1.3.10"
+#: Enhanced (multi-frame, functional-group) CT SOP classes read by embplan.imaging.enhanced: Enhanced CT, Legacy
+#: Converted Enhanced CT. (Enhanced PET is refused as a multi-frame PT: its units and timing are not read yet.)
+ENHANCED_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"})
 
 
 # ----------------------------------------------------------------------------------------------------- plumbing
@@ -234,6 +248,49 @@ def _floats(ds: Dataset, keyword: str, src: Any, n: int, required: bool = True) 
         raise ImagingError(f"{src}: {_tag(ds, keyword)} must hold {n} numbers, got {arr.size}")
     if not np.all(np.isfinite(arr)):
         raise ImagingError(f"{src}: {_tag(ds, keyword)} holds non-finite values")
+    return arr
+
+
+#: The characters of a Decimal String value (PS3.5 6.2, VR DS: "0"-"9", "+", "-", "E", "e", ".", and space
+#: padding) and the value separator; anything else (NaN, Infinity, "_", hex) is not a DS.
+_DS_CHARS = b"0123456789+-Ee. \\"
+_CONTOUR_DATA_TAG = 0x30060050
+
+
+def _ds_values(raw: bytes) -> np.ndarray:
+    """The numbers of a raw Decimal String value (the element's bytes as stored: ``1.5\\-2e1\\ +3``), as float64.
+
+    Each value is parsed by Python's ``float`` (what pydicom's DS does), after the bytes are checked to hold only
+    the characters of PS3.5 VR DS (trailing NUL padding is tolerated). One C-level pass over the bytes instead of
+    one DS object per value: a liver contour set has hundreds of thousands of values. Raises ValueError for a
+    value that is not a decimal string (empty, two signs, ``nan``, ``1_0``, ...)."""
+    raw = raw.rstrip(b"\x00 ")
+    if not raw:
+        return np.empty(0, dtype=np.float64)
+    if raw.translate(None, _DS_CHARS):
+        bad = sorted(set(raw.translate(None, _DS_CHARS)))
+        raise ValueError(f"characters not allowed in a decimal string: {bytes(bad)!r}")
+    return np.array(list(map(float, raw.split(b"\\"))), dtype=np.float64)
+
+
+def _contour_data(ds: Dataset, src: Any) -> np.ndarray:
+    """ContourData (3006,0050) of one contour item as float64, read from the element's raw bytes when pydicom
+    has not converted it yet (the values equal pydicom's own; tests compare them), else through pydicom."""
+    try:
+        elem = ds.get_item(_CONTOUR_DATA_TAG)
+    except Exception as exc:
+        raise ImagingError(f"{src}: {_tag(ds, 'ContourData')} cannot be decoded ({type(exc).__name__}: {exc})") from exc
+    raw = getattr(elem, "value", None) if elem is not None else None
+    if elem is None or not isinstance(raw, bytes) or getattr(elem, "VR", "DS") not in ("DS", None):
+        return _floats(ds, "ContourData", src, 0)
+    try:
+        arr = _ds_values(raw)
+    except ValueError as exc:
+        raise ImagingError(f"{src}: {_tag(ds, 'ContourData')} holds a non-number ({exc})") from exc
+    if arr.size == 0:
+        raise ImagingError(f"{src}: missing or empty {_tag(ds, 'ContourData')}")
+    if not np.all(np.isfinite(arr)):
+        raise ImagingError(f"{src}: {_tag(ds, 'ContourData')} holds non-finite values")
     return arr
 
 
@@ -440,6 +497,7 @@ def _check_budget(src: Any, shape: tuple[int, ...], max_voxels: int | None) -> N
         )
 
 
+@timed("pixel decoding", level=None)
 def _pixel_frames(ds: Dataset, src: Any, max_voxels: int | None = None) -> np.ndarray:
     """Stored pixel values as (frames, rows, columns); the size is checked against Rows x Columns x Frames and
     the voxel budget before decoding."""
@@ -450,6 +508,7 @@ def _pixel_frames(ds: Dataset, src: Any, max_voxels: int | None = None) -> np.nd
         raise ImagingError(f"{src}: implausible image size Rows={rows} Columns={cols} NumberOfFrames={frames}")
     _check_budget(src, (frames, rows, cols), max_voxels)
     _check_pixel_data_length(ds, src, rows, cols, frames, allowed_bits=(8, 16, 32))
+    require_decoder(ds, src)  # a compressed syntax without its plugin: name the syntax and the extra
     try:
         arr = np.asarray(ds.pixel_array)
     except Exception as exc:
@@ -554,11 +613,12 @@ def _list_files(source: Any) -> tuple[list[Path], bool]:
 
 
 def _load_series(
-    source: Any, modality: str, series_instance_uid: str | None, max_voxels: int | None = None
+    source: Any, modality: str, series_instance_uid: str | None, max_voxels: int | None = None,
+    notes: list[str] | None = None,
 ) -> list[tuple[Path, Dataset]]:
     """The files of one series of ``modality``. In a folder, files without the DICM prefix and files of other
     modalities (an RTSTRUCT or RT Dose exported beside the CT) are skipped; an explicit file list must hold only
-    ``modality``. Headers are read first, pixel data only for the chosen series."""
+    ``modality``. Each file is read once."""
     files, from_folder = _list_files(source)
     headers: list[tuple[Path, Dataset]] = []
     other: dict[str, int] = {}
@@ -566,7 +626,8 @@ def _load_series(
         if from_folder and not _has_dicm_prefix(f):
             log.debug("%s: no DICM prefix, skipped", f)
             continue
-        ds = _read(f, stop_before_pixels=True, allow_no_preamble=not from_folder)
+        # one read per file, pixel data included (the files of the chosen series are kept, not read again)
+        ds = _read(f, allow_no_preamble=not from_folder)
         if _str(ds, "SOPClassUID") == _DICOMDIR or "DirectoryRecordSequence" in ds:
             continue
         mod = _str(ds, "Modality")
@@ -585,25 +646,19 @@ def _load_series(
         if uid is None:
             raise ImagingError(f"{f}: missing SeriesInstanceUID (0020,000E)")
         groups.setdefault(uid, []).append((f, ds))
-    if series_instance_uid is not None:
-        if series_instance_uid not in groups:
-            raise ImagingError(f"{_describe(source)}: no {modality} series {series_instance_uid}; found {sorted(groups)}")
-        chosen = groups[series_instance_uid]
-    elif len(groups) > 1:
-        desc = "; ".join(f"{uid} ({len(g)} files)" for uid, g in sorted(groups.items()))
-        raise ImagingError(
-            f"{_describe(source)}: mixed series ({len(groups)} {modality} series: {desc}); pass series_instance_uid"
-        )
-    else:
-        chosen = next(iter(groups.values()))
+    # several series (a scout, a second reconstruction): embplan.imaging.series picks the obvious one or explains
+    uid, note = choose_series(groups, modality, _describe(source), series_instance_uid)
+    chosen = groups[uid]
+    if note is not None and notes is not None:
+        notes.append(note)
     f0, h0 = chosen[0]
     _check_budget(f"{_describe(source)} ({modality} series of {len(chosen)} files)",
                   (len(chosen), _int(h0, "Rows", f0), _int(h0, "Columns", f0)), max_voxels)
     items = []
-    for f, _ in chosen:
-        ds = _read(f, allow_no_preamble=not from_folder)
-        if _str(ds, "Modality") != modality:  # the file changed between the two reads
-            raise ImagingError(f"{f}: Modality (0008,0060) is {_str(ds, 'Modality')!r}, expected {modality!r}")
+    for f, ds in chosen:  # read once above, pixel data included
+        if modality == "CT" and _str(ds, "SOPClassUID") in ENHANCED_IMAGE_SOP_CLASSES and len(chosen) == 1:
+            items.append((f, ds))  # one Enhanced (multi-frame) image: embplan.imaging.enhanced reads it
+            continue
         if (_int(ds, "NumberOfFrames", f, required=False, default=1) or 1) != 1:
             raise ImagingError(f"{f}: multi-frame (enhanced) {modality} images are not supported; expected one slice per file")
         items.append((f, ds))
@@ -713,6 +768,92 @@ def _radiopharmaceutical(ds: Dataset, src: Any) -> Radiopharmaceutical | None:
     )
 
 
+# ------------------------------------------------------------------------------- issue 17: irregular stacks, PET
+def _stack_geometry(
+    items: list[tuple[Path, Dataset]], what: str, max_slice_gap_factor: float, max_gantry_tilt_deg: float
+) -> tuple[list[tuple[Path, Dataset]], Grid, str, RegularStackPlan | None]:
+    """The regular grid of a single-frame series: as :func:`_series_geometry` when the slices are a regular stack;
+    else the resampling plan of :mod:`embplan.imaging.irregular` (or its ImagingError beyond the tolerances)."""
+    plan = regular_stack_plan(items, what, max_slice_gap_factor=max_slice_gap_factor,
+                              max_gantry_tilt_deg=max_gantry_tilt_deg)
+    if plan is None:
+        return (*_series_geometry(items, what), None)
+    _series_geometry_checks(plan.items, what)
+    return plan.items, plan.grid, "ImagePositionPatient (resampled onto a regular grid)", plan
+
+
+def _series_geometry_checks(items: list[tuple[Path, Dataset]], what: str) -> None:
+    """The per-slice agreement checks of :func:`_series_geometry` (frame of reference) for a resampled stack."""
+    f0, ds0 = items[0]
+    for0 = _str(ds0, "FrameOfReferenceUID")
+    for f, ds in items:
+        if _str(ds, "FrameOfReferenceUID") != for0:
+            raise ImagingError(
+                f"{what}: mismatched frames of reference: {f} has FrameOfReferenceUID "
+                f"{_str(ds, 'FrameOfReferenceUID')}, {f0} has {for0}"
+            )
+
+
+def _add_notes(meta: dict[str, Any], notes: list[str], plan: RegularStackPlan | None) -> None:
+    for n in notes:
+        if plan is not None and n.startswith(plan.note):
+            meta["geometry_note"] = n
+        else:
+            meta["series_selection"] = n
+
+
+def _nm_acquisition(ds: Dataset, src: Any) -> dict[str, Any]:
+    """What a vendor's reconstructed SPECT says about its acquisition (NM Image IOD, PS3.3 C.8.4.10-12): the energy
+    windows (keV, from Energy Window Information Sequence (0054,0012)), the detectors and collimators (Detector
+    Information Sequence (0054,0022)) and the rotations (Rotation Information Sequence (0054,0052)). The frame
+    duration of a tomographic acquisition is the rotation's Actual Frame Duration (ms per view)."""
+    windows = []
+    for w in _value(ds, "EnergyWindowInformationSequence", src, required=False) or []:
+        for r in _value(w, "EnergyWindowRangeSequence", src, required=False) or []:
+            lo = _float(r, "EnergyWindowLowerLimit", src, required=False)
+            hi = _float(r, "EnergyWindowUpperLimit", src, required=False)
+            if lo is not None and hi is not None:
+                if not 0 < lo < hi:
+                    raise ImagingError(f"{src}: energy window [{lo}, {hi}] keV is not an interval of positive energies")
+                windows.append((lo, hi))
+    detectors = [{"collimator_type": _str(d, "CollimatorType"), "collimator": _str(d, "CollimatorGridName")}
+                 for d in _value(ds, "DetectorInformationSequence", src, required=False) or []]
+    rotations = []
+    for r in _value(ds, "RotationInformationSequence", src, required=False) or []:
+        rotations.append({
+            "start_angle_deg": _float(r, "StartAngle", src, required=False),
+            "angular_step_deg": _float(r, "AngularStep", src, required=False),
+            "direction": _str(r, "RotationDirection"),
+            "scan_arc_deg": _float(r, "ScanArc", src, required=False),
+            "views": _int(r, "NumberOfFramesInRotation", src, required=False),
+            "view_duration_s": (_float(r, "ActualFrameDuration", src, required=False) or 0.0) / 1000.0 or None,
+        })
+    out: dict[str, Any] = {"energy_windows_kev": tuple(windows), "detectors": tuple(detectors),
+                           "rotations": tuple(rotations)}
+    if "ActualFrameDuration" not in ds and rotations and rotations[0]["view_duration_s"]:
+        out["frame_duration_s"] = rotations[0]["view_duration_s"]
+    return out
+
+
+def _single_frame_dose_thickness(ds: Dataset, src: Any, given: float | None) -> tuple[float, str]:
+    """(thickness mm, where it came from) of a single-frame RT Dose plane (see :func:`read_rt_dose`)."""
+    if given is not None:
+        if not (math.isfinite(given) and given > 0):
+            raise ImagingError(f"single_frame_thickness_mm: must be a finite number > 0, got {given!r}")
+        return float(given), "single_frame_thickness_mm (single plane)"
+    dz = _float(ds, "SliceThickness", src, required=False)
+    if dz is not None and dz > 0:
+        return dz, "SliceThickness (single plane)"
+    offsets = _floats(ds, "GridFrameOffsetVector", src, 0, required=False)
+    if offsets is not None and offsets.size > 1:
+        gaps = np.diff(offsets)
+        if np.all(gaps > 0) and np.ptp(gaps) <= max(SLICE_SPACING_TOLERANCE_MM, SLICE_SPACING_TOLERANCE_FRACTION * gaps[0]):
+            return float(np.mean(gaps)), "GridFrameOffsetVector spacing (single plane)"
+    ps = _floats(ds, "PixelSpacing", src, 2)
+    assert ps is not None  # required=True
+    return float(min(ps)), "nominal: the smaller PixelSpacing (single plane without SliceThickness)"
+
+
 # ----------------------------------------------------------------------------------------------------- readers
 @_boundary
 def read_header(path: str | os.PathLike) -> Dataset:
@@ -720,6 +861,7 @@ def read_header(path: str | os.PathLike) -> Dataset:
     return _read(Path(path), stop_before_pixels=True)
 
 
+@timed("CT series", logging.INFO)
 @_boundary
 def read_patient_id(path: str | os.PathLike) -> str:
     """Patient ID (0010,0020) of one DICOM file ("" when absent or empty: it is Type 2), read without the rest."""
@@ -737,16 +879,35 @@ def read_ct_series(
     *,
     series_instance_uid: str | None = None,
     hu_range: tuple[float, float] = PLAUSIBLE_HU_RANGE,
+    max_slice_gap_factor: float = MAX_SLICE_GAP_FACTOR,
+    max_gantry_tilt_deg: float = MAX_GANTRY_TILT_DEG,
     max_voxels: int | None = None,
 ) -> Volume:
     """A CT series (folder, or list of files) as a Volume in Hounsfield units (Rescale Slope/Intercept applied,
     float32). In a folder, non-DICOM files and other modalities (RTSTRUCT, RT Dose) are skipped; several CT series
     are an error unless ``series_instance_uid`` selects one. A single slice takes its thickness from Slice
-    Thickness (there is nothing else); a series never does. Rescale Slope and Intercept are required (Type 1);
-    ``max_voxels``: the voxel budget (:func:`voxel_budget`), checked before any pixel is decoded."""
-    items = _load_series(source, "CT", series_instance_uid, max_voxels)
-    items, grid, spacing_source = _series_geometry(items, f"CT series {_describe(source)}")
-    hu = np.empty(grid.shape, dtype=np.float32)
+    Thickness (there is nothing else); a series never does.
+
+    Several series in a folder: :func:`embplan.imaging.series.choose_series` takes the one axial volume that is
+    not a localizer (noted in ``meta["series_selection"]``) or lists them. An Enhanced CT (one multi-frame file) is
+    read by :func:`embplan.imaging.enhanced.read_enhanced_image`. A missing slice, non-uniform spacing or a gantry
+    tilt within ``max_slice_gap_factor`` / ``max_gantry_tilt_deg`` is resampled onto a regular grid
+    (:mod:`embplan.imaging.irregular`; ``meta["geometry_note"]``; voxels outside the acquired field of view -1000
+    HU), beyond them refused. Rescale Slope and Intercept are required (Type 1); ``max_voxels``: the voxel budget
+    (:func:`voxel_budget`), checked before any pixel is decoded."""
+    notes: list[str] = []
+    items = _load_series(source, "CT", series_instance_uid, max_voxels, notes=notes)
+    what = f"CT series {_describe(source)}"
+    if len(items) == 1 and _str(items[0][1], "SOPClassUID") in ENHANCED_IMAGE_SOP_CLASSES:
+        from .enhanced import read_enhanced_image
+
+        vol = read_enhanced_image(items[0][0], modality="CT", hu_range=hu_range,
+                                  max_slice_gap_factor=max_slice_gap_factor, max_gantry_tilt_deg=max_gantry_tilt_deg)
+        if notes:
+            vol = dataclasses.replace(vol, meta={**vol.meta, "series_selection": notes[0]})
+        return vol
+    items, grid, spacing_source, stack_plan = _stack_geometry(items, what, max_slice_gap_factor, max_gantry_tilt_deg)
+    hu = np.empty((len(items), *grid.shape[1:]), dtype=np.float32)
     rescales = []
     for k, (f, ds) in enumerate(items):
         px = _pixel_frames(ds, f, max_voxels)
@@ -771,13 +932,20 @@ def read_ct_series(
             f"{items[k][0].name} to the adjacent {items[k + 1][0].name} (all percentiles 5-95 moved the same way by "
             f"more than {MAX_SLICE_OFFSET_HU:g} HU, which anatomy does not do): {why}"
         )
+    if stack_plan is not None:  # issue 17: resampled after the checks on the slices as acquired
+        hu_reg, filled = stack_plan.resample(hu, fill_value=-1000.0)
+        hu = hu_reg.astype(np.float32)
+        notes.append(stack_plan.note + (f"; {filled:.1%} of the voxels outside the acquired field of view set to "
+                                        "-1000 HU" if filled else ""))
     meta = _common_meta(items)
     meta["slice_spacing_source"] = spacing_source
+    _add_notes(meta, notes, stack_plan)
     ds0 = items[0][1]
     return Volume(array=hu, grid=grid, units="HU", modality="CT", frame_of_reference_uid=_str(ds0, "FrameOfReferenceUID"),
                   series_instance_uid=_str(ds0, "SeriesInstanceUID"), meta=meta)
 
 
+@timed("PET series", logging.INFO)
 @_boundary
 def read_pet_series(
     source: str | os.PathLike | Iterable[str | os.PathLike],
@@ -785,6 +953,9 @@ def read_pet_series(
     series_instance_uid: str | None = None,
     clip_negative: bool = False,
     max_bq_ml: float = MAX_PLAUSIBLE_BQ_ML,
+    max_slice_gap_factor: float = MAX_SLICE_GAP_FACTOR,
+    max_gantry_tilt_deg: float = MAX_GANTRY_TILT_DEG,
+    require_quantitative_corrections: bool = True,
     max_voxels: int | None = None,
 ) -> Volume:
     """A PET series in Bq/mL (Units (0054,1001) must be BQML; per-slice Rescale Slope applied).
@@ -798,8 +969,10 @@ def read_pet_series(
     correction misplaces activity between liver and lungs) and DECY when Decay Correction is not NONE.
     ``max_voxels``: the voxel budget (:func:`voxel_budget`).
     """
-    items = _load_series(source, "PT", series_instance_uid, max_voxels)
-    items, grid, spacing_source = _series_geometry(items, f"PET series {_describe(source)}")
+    notes: list[str] = []
+    items = _load_series(source, "PT", series_instance_uid, max_voxels, notes=notes)
+    what = f"PET series {_describe(source)}"
+    items, grid, spacing_source, stack_plan = _stack_geometry(items, what, max_slice_gap_factor, max_gantry_tilt_deg)
     f0, ds0 = items[0]
     units = _str(ds0, "Units")
     if units != "BQML":
@@ -807,13 +980,13 @@ def read_pet_series(
     dc = _str(ds0, "DecayCorrection")
     if dc not in ("START", "ADMIN", "NONE"):
         raise ImagingError(f"{f0}: DecayCorrection (0054,1102) is {dc!r}; expected START, ADMIN or NONE")
-    corrected = _pet_corrections(ds0, f0, dc)
-    conc = np.empty(grid.shape, dtype=np.float64)
+    corrected = _pet_corrections(ds0, f0, dc) if require_quantitative_corrections else _corrected_image(ds0)
+    conc = np.empty((len(items), *grid.shape[1:]), dtype=np.float64)
     decay_factors = []
     for k, (f, ds) in enumerate(items):
         if _str(ds, "Units") != units or _str(ds, "DecayCorrection") != dc:
             raise ImagingError(f"{f}: Units or DecayCorrection differ from {f0} within one series")
-        if _pet_corrections(ds, f, dc) != corrected:
+        if (_pet_corrections(ds, f, dc) if require_quantitative_corrections else _corrected_image(ds)) != corrected:
             raise ImagingError(f"{f}: CorrectedImage (0028,0051) differs from {f0} within one series")
         px = _pixel_frames(ds, f, max_voxels)
         slope, intercept = _rescale(ds, f, required=True)
@@ -821,6 +994,10 @@ def read_pet_series(
             raise ImagingError(f"{f}: RescaleIntercept (0028,1052) is {intercept:g}; the PET Image module requires 0")
         conc[k] = px[0] * slope + intercept
         decay_factors.append(_float(ds, "DecayFactor", f, required=False))
+    if stack_plan is not None:
+        conc, filled = stack_plan.resample(conc, fill_value=0.0)
+        notes.append(stack_plan.note + (f"; {filled:.1%} of the voxels outside the acquired field of view set to 0"
+                                        if filled else ""))
     _check_finite(conc, "PET series")
     n_neg = int(np.count_nonzero(conc < 0))
     if n_neg and not clip_negative:
@@ -848,10 +1025,12 @@ def read_pet_series(
         decay_factors=tuple(decay_factors), negative_voxels=n_neg, acquisition_datetime=acq,
         corrected_image=corrected,
     )
+    _add_notes(meta, notes, stack_plan)
     return Volume(array=conc, grid=grid, units="Bq/mL", modality="PT", frame_of_reference_uid=_str(ds0, "FrameOfReferenceUID"),
                   series_instance_uid=_str(ds0, "SeriesInstanceUID"), meta=meta)
 
 
+@timed("SPECT (NM)", logging.INFO)
 @_boundary
 def read_nm(
     path: str | os.PathLike, *, allow_slice_thickness_fallback: bool = False, max_voxels: int | None = None
@@ -916,17 +1095,25 @@ def read_nm(
     meta.update(slice_spacing_source=source, radiopharmaceutical=_radiopharmaceutical(ds, p),
                 corrected_image=_corrected_image(ds),
                 frame_duration_s=(_float(ds, "ActualFrameDuration", p, required=False) or 0.0) / 1000.0 or None)
+    meta.update(_nm_acquisition(ds, p))
     return Volume(array=counts, grid=grid, units="counts", modality="NM", frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
                   series_instance_uid=_str(ds, "SeriesInstanceUID"), meta=meta)
 
 
 @_boundary
 def read_rt_dose(
-    path: str | os.PathLike, *, max_dose_gy: float = MAX_PLAUSIBLE_DOSE_GY, max_voxels: int | None = None
+    path: str | os.PathLike, *, max_dose_gy: float = MAX_PLAUSIBLE_DOSE_GY, max_voxels: int | None = None,
+    single_frame_thickness_mm: float | None = None,
 ) -> Volume:
     """An RT Dose grid (units ``"Gy"`` for Dose Units GY, ``"relative"`` for RELATIVE), scaled by Dose Grid
     Scaling. Frames are placed by Grid Frame Offset Vector (relative offsets, first 0; or, for axial images,
-    absolute z positions), which must be uniform. Doses must be finite, >= 0 and (Gy) <= ``max_dose_gy``."""
+    absolute z positions), which must be uniform. Doses must be finite, >= 0 and (Gy) <= ``max_dose_gy``.
+
+    A single-frame RT Dose (one dose plane; no Number of Frames) is a one-slice volume (``meta["single_plane"]``)
+    whose thickness is ``single_frame_thickness_mm`` when given, else its Slice Thickness, else the spacing of a
+    Grid Frame Offset Vector that lists more planes than the file holds, else -- no thickness anywhere -- the
+    smaller pixel spacing, said in ``meta["slice_spacing_source"]``: the dose values and their in-plane positions
+    are exact; only a volume computed from the plane depends on that thickness."""
     p = Path(path)
     ds = _read(p)
     if _str(ds, "Modality") != "RTDOSE" and _str(ds, "SOPClassUID") != _RT_DOSE:
@@ -966,9 +1153,7 @@ def read_rt_dose(
         dz = _uniform_spacing(s, labels, f"RT Dose {p}")
         direction = n * sign
     else:
-        dz = _float(ds, "SliceThickness", p, required=False, default=0.0)
-        if not dz or dz <= 0:
-            raise ImagingError(f"{p}: single-frame RT Dose without a positive SliceThickness: not a volume")
+        dz, single_note = _single_frame_dose_thickness(ds, p, single_frame_thickness_mm)
         direction = n
     grid = grid_from_image_plane(iop, ipp, ps, dz, px.shape, slice_direction=direction)
     dose = px.astype(np.float64) * scaling
@@ -979,12 +1164,15 @@ def read_rt_dose(
         raise ImagingError(f"{p}: implausible dose {dose.max():.6g} Gy > {max_dose_gy:g} Gy")
     meta = _common_meta([(p, ds)])
     meta.update(dose_type=_str(ds, "DoseType"), dose_summation_type=_str(ds, "DoseSummationType"),
-                slice_spacing_source="GridFrameOffsetVector" if frames > 1 else "SliceThickness (single frame)")
+                slice_spacing_source="GridFrameOffsetVector" if frames > 1 else single_note)
+    if frames == 1:
+        meta["single_plane"] = True
     return Volume(array=dose, grid=grid, units="Gy" if units == "GY" else "relative", modality="RTDOSE",
                   frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
                   series_instance_uid=_str(ds, "SeriesInstanceUID"), meta=meta)
 
 
+@timed("RTSTRUCT", logging.INFO)
 @_boundary
 def read_rtstruct(path: str | os.PathLike, *, frame_of_reference_uid: str | None = None) -> dict[str, list[np.ndarray]]:
     """The closed planar contours of an RT Structure Set: ROI name -> list of (N, 3) arrays in patient mm.
@@ -1050,7 +1238,7 @@ def _read_rtstruct(
                 key = f"{geom} contour(s)"
                 skipped[key] = skipped.get(key, 0) + 1
                 continue
-            data = _floats(c, "ContourData", p, 0)
+            data = _contour_data(c, p)
             if data.size % 3:
                 raise ImagingError(f"{p}: ROI {name!r} contour {n_c}: ContourData (3006,0050) length {data.size} is not a multiple of 3")
             npts = _int(c, "NumberOfContourPoints", p, required=False)
@@ -1118,6 +1306,7 @@ def read_seg_volumes(path: str | os.PathLike, *, max_voxels: int | None = None) 
         raise ImagingError(f"{p}: implausible image size Rows={rows} Columns={cols} NumberOfFrames={frames}")
     _check_budget(p, (frames, rows, cols), max_voxels)
     _check_pixel_data_length(ds, p, rows, cols, frames, allowed_bits=(1, 8))
+    require_little_endian(ds, p, "highdicom")
     seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
     seg_type = _str(seg, "SegmentationType")
     out: dict[str, Volume] = {}
@@ -1143,6 +1332,7 @@ def read_seg_volumes(path: str | os.PathLike, *, max_voxels: int | None = None) 
     return out
 
 
+@timed("SEG", logging.INFO)
 @_boundary
 def read_seg(
     path: str | os.PathLike, grid: Grid, *, frame_of_reference_uid: str | None = None, threshold: float = 0.5

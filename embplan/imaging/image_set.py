@@ -20,6 +20,7 @@ import numpy as np
 from ..case import Case
 from ..errors import CaseError, ImagingError
 from ..grid import Grid
+from ..progress import timed
 from .phantom import Phantom, make_phantom
 
 __all__ = ["ImageSet", "build_image_set", "dicom_input_paths", "territory_mask", "HU_OUTSIDE_CT", "OUTSIDE_COUNTS_WARNING_FRACTION"]
@@ -53,6 +54,7 @@ class ImageSet:
     fractions: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
+@timed("images", logging.INFO)
 def build_image_set(case: Case) -> ImageSet | None:
     """The image set a TARE case points at (a phantom or DICOM inputs), or None when it has no images."""
     d = case.dosimetry
@@ -144,22 +146,35 @@ def _tumor_keys(rois: list[str]) -> list[str]:
 
 
 def _single_nm_file(folder: Path) -> Path:
-    """The one NM file of a SPECT folder."""
-    from .dicom import read_header
+    """The reconstructed SPECT file of a folder (kept for embplan.verify): the one RECON TOMO series,
+    :func:`embplan.imaging.series.choose_nm_file` (projections and other NM series beside it are set aside)."""
+    from .series import choose_nm_file
 
-    found = []
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith("."):
-            try:
-                if str(read_header(f).get("Modality", "")) == "NM":
-                    found.append(f)
-            except ImagingError:
-                continue
-    if len(found) != 1:
-        raise ImagingError(
-            f"dosimetry.images.dicom.spect: {folder} holds {len(found)} NM files; name the SPECT reconstruction file"
-        )
-    return found[0]
+    return choose_nm_file(folder)[0]
+
+
+def _reader_notes(vol: Any) -> list[str]:
+    """The notes a reader left in ``Volume.meta`` (issue 17: series selection, resampled irregular geometry)."""
+    return [str(vol.meta[k]) for k in ("series_selection", "geometry_note") if vol.meta.get(k)]
+
+
+def _spect_file(path: Path, series_instance_uid: str | None, notes: list[str]) -> Path:
+    """The SPECT file the case names: the file itself (its series must be ``series_instance_uid`` when given), or
+    the reconstruction chosen in a folder (:func:`embplan.imaging.series.choose_nm_file`)."""
+    from .dicom import read_header
+    from .series import choose_nm_file
+
+    if path.is_dir():
+        f, note = choose_nm_file(path, series_instance_uid)
+        if note:
+            notes.append(note)
+        return f
+    if series_instance_uid is not None:
+        uid = str(read_header(path).get("SeriesInstanceUID", ""))
+        if uid != series_instance_uid:
+            raise ImagingError(f"dosimetry.images.dicom.spect_series_instance_uid: {path} is series {uid}, not "
+                               f"{series_instance_uid}")
+    return path
 
 
 def _describe_spacing(grid: Grid) -> str:
@@ -195,10 +210,11 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     notes: list[str] = []
 
     # ---- images
-    ct = dcm.read_ct_series(paths["ct"])
+    ct = dcm.read_ct_series(paths["ct"], series_instance_uid=getattr(spec, "ct_series_instance_uid", None))
+    notes.extend(_reader_notes(ct))  # issue 17: the series chosen, a resampled irregular stack
     act_attrs: dict[str, Any]
     if "spect" in paths:
-        nm_path = _single_nm_file(paths["spect"]) if paths["spect"].is_dir() else paths["spect"]
+        nm_path = _spect_file(paths["spect"], getattr(spec, "spect_series_instance_uid", None), notes)
         act_vol = dcm.read_nm(nm_path)
         act_array = np.asarray(act_vol.array, dtype=np.float64)
         rp = act_vol.meta.get("radiopharmaceutical")
@@ -211,7 +227,9 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         act_attrs = {"modality": "NM", "file": str(nm_path), "units": "counts",
                      "radiopharmaceutical": getattr(rp, "name", None), "total_counts": float(act_array.sum())}
     else:
-        act_vol = dcm.read_pet_series(paths["pet"], clip_negative=True)
+        act_vol = dcm.read_pet_series(paths["pet"], clip_negative=True,
+                                      series_instance_uid=getattr(spec, "pet_series_instance_uid", None))
+        notes.extend(_reader_notes(act_vol))
         if act_vol.meta.get("negative_voxels"):
             notes.append(f"PET: {act_vol.meta['negative_voxels']} voxels of negative concentration set to 0.")
         act_kind, act_label = "MBq", "PET"
@@ -256,7 +274,7 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     else:
         ct_hu = np.asarray(resample_to_grid(ct.array, ct.grid, grid, "linear", default_value=HU_OUTSIDE_CT),
                            dtype=np.float32)
-        inside = np.asarray(resample_to_grid(np.ones(ct.grid.shape, np.float32), ct.grid, grid, "linear"))
+        inside = np.asarray(resample_to_grid(np.ones(ct.grid.shape, np.uint8), ct.grid, grid, "linear"))
         inside_ct = np.asarray(inside) >= 0.5
         outside = float(np.mean(inside < 0.5))
         if outside > 0:

@@ -86,6 +86,8 @@ MAA_ADMINISTERED_MBQ_DEFAULT: float = 150.0
 #: Total counts of the synthetic SPECT (a typical reconstructed MAA SPECT holds a few million counts).
 DEFAULT_TOTAL_COUNTS: float = 2.0e6
 #: Tc-99m photopeak window 140.5 keV +/- 10 % (the usual clinical window; synthetic header value).
+#: Radionuclide code of Tc-99m (CID 18 / 4020, SNOMED CT 44588005; the SRT code C-163A8 is deprecated).
+TC99M_CODE: tuple[str, str, str] = ("44588005", "SCT", "^99m^Technetium")
 TC99M_WINDOW_KEV: tuple[float, float] = (126.45, 154.55)
 #: CT stored value = HU - RESCALE_INTERCEPT (int16, Rescale Slope 1).
 CT_RESCALE_INTERCEPT: float = -1024.0
@@ -336,6 +338,8 @@ def _write_ct(w: _Writer, folder: Path, grid: Grid, hu: np.ndarray) -> tuple[str
         ds.PixelSpacing = [_ds(grid.spacing_mm[1]), _ds(grid.spacing_mm[2])]
         ds.SliceThickness = _ds(grid.spacing_mm[0])
         ds.KVP = ""
+        ds.AcquisitionNumber = 1  # CT Image module, type 2 (issue 17: vendors write it; dciodvfy requires it)
+        ds.BodyPartExamined = "ABDOMEN"  # with it, General Series Laterality (2C, paired organs) stays absent
         ds.RescaleIntercept = _ds(CT_RESCALE_INTERCEPT)
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
@@ -374,19 +378,20 @@ def _write_nm(w: _Writer, path: Path, grid: Grid, counts: np.ndarray, administer
     det = Dataset()
     det.ImagePositionPatient = [_ds(v) for v in grid.origin_mm]
     det.ImageOrientationPatient = iop
+    det.CollimatorGridName = "LEHR"  # low-energy high-resolution: the Tc-99m collimator
+    det.CollimatorType = "PARA"
+    det.ZoomFactor = ["1", "1"]
     ds.DetectorInformationSequence = Sequence([det])
     ds.PixelSpacing = [_ds(grid.spacing_mm[1]), _ds(grid.spacing_mm[2])]
     ds.SliceThickness = _ds(grid.spacing_mm[0])
     ds.SpacingBetweenSlices = _ds(grid.spacing_mm[0])  # frames along the slice normal (k = row x column)
-    ds.ActualFrameDuration = 20000
+    _nm_vendor_modules(ds, w.position, float(np.sum(counts)))
     rp = Dataset()
     rp.Radiopharmaceutical = "Tc99m MAA"
     rp.RadionuclideTotalDose = _ds(administered_mbq * 1.0e6)
     rp.RadionuclideHalfLife = _ds(TC99M_HALF_LIFE_S)
     code = Dataset()
-    code.CodeValue = "C-163A8"
-    code.CodingSchemeDesignator = "SRT"
-    code.CodeMeaning = "^99m^Technetium"
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = TC99M_CODE
     rp.RadionuclideCodeSequence = Sequence([code])
     ds.RadiopharmaceuticalInformationSequence = Sequence([rp])
     _pixels_16bit(ds, counts.astype("<u2"), signed=False)
@@ -394,11 +399,50 @@ def _write_nm(w: _Writer, path: Path, grid: Grid, counts: np.ndarray, administer
     return series_uid
 
 
+#: Patient orientation codes of the NM/PET Patient Orientation module (PS3.3 C.8.4.6; CID 19, 20, 21; SNOMED CT).
+_RECUMBENT = ("102538003", "SCT", "recumbent")
+_ORIENTATION_MODIFIER = {"S": ("40199007", "SCT", "supine"), "P": ("1240000", "SCT", "prone")}
+_GANTRY_RELATIONSHIP = {"H": ("102540008", "SCT", "headfirst"), "F": ("102541007", "SCT", "feet-first")}
+
+
+def _code(value: tuple[str, str, str]) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value
+    return item
+
+
+def _nm_vendor_modules(ds: Dataset, position: str, total_counts: float) -> None:
+    """What reconstructed SPECT from the vendors carries beyond the pixels (NM Image IOD, PS3.3 A.5): NM Image
+    (Counts Accumulated), NM Multi-frame (Number of Rotations), NM TOMO Acquisition (Rotation Information Sequence
+    with the acquisition of a dual-head Tc-99m MAA SPECT: 2 x 64 views of 20 s over 360 degrees [U], synthetic), NM/PET
+    Patient Orientation (coded recumbent, supine/prone, head/feet first). Actual Frame Duration belongs to the
+    rotation there, not to the top level (PS3.3 C.8.4.9: type 1C only for static, dynamic, gated, whole body)."""
+    ds.CountsAccumulated = int(round(total_counts))
+    ds.NumberOfRotations = 1
+    rot = Dataset()
+    rot.StartAngle = "0"
+    rot.AngularStep = "2.8125"
+    rot.RotationDirection = "CW"
+    rot.ScanArc = "180"
+    rot.ActualFrameDuration = 20000  # ms per view
+    rot.NumberOfFramesInRotation = 64
+    ds.RotationInformationSequence = Sequence([rot])
+    orient = _code(_RECUMBENT)
+    orient.PatientOrientationModifierCodeSequence = Sequence([_code(_ORIENTATION_MODIFIER.get(position[2:3], _ORIENTATION_MODIFIER["S"]))])
+    ds.PatientOrientationCodeSequence = Sequence([orient])
+    ds.PatientGantryRelationshipCodeSequence = Sequence([_code(_GANTRY_RELATIONSHIP.get(position[:1], _GANTRY_RELATIONSHIP["H"]))])
+    ds.BodyPartExamined = "ABDOMEN"
+    if "PatientPosition" in ds:  # the coded orientation replaces it (PS3.3 C.8.4.6: shall not be present)
+        del ds.PatientPosition
+
+
 def _write_rtstruct(w: _Writer, path: Path, ct_grid: Grid, ct_series_uid: str, ct_uids: list[str],
                     contours: Mapping[str, list[tuple[int, np.ndarray]]], tumor_rois: set[str]) -> None:
     ds = w.base(RT_STRUCTURE_SET_STORAGE, "RTSTRUCT", w.uid("rtstruct-series"), 3, w.uid("rtstruct"),
                 "Phantom structures")
     ds.InstanceNumber = 1
+    ds.OperatorsName = ""  # RT Series, type 2
+    w.frame_of_reference(ds)  # Frame of Reference module of the RT Structure Set IOD (PS3.3 A.19)
     ds.StructureSetLabel = "PHANTOM"
     ds.StructureSetName = "embplan phantom"
     ds.StructureSetDate = ds.StudyDate

@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from ..errors import EmbplanError, ImagingError
 from ..grid import Grid
+from ..progress import timed
 from .volume import Volume
 
 __all__ = ["ResampleKind", "EXTENSIVE_UNITS", "array_to_sitk", "sitk_to_grid", "resample_to_grid"]
@@ -84,8 +85,19 @@ def _resampler(dst: Grid, interpolator: int, default_value: float, pixel_type: i
     return f
 
 
+#: Pixel types SimpleITK interpolates as they are: ITK's linear interpolator computes in double for each of them
+#: (NumericTraits<T>::RealType), so converting them to float64 first (a copy of the whole volume: 630 MB for a
+#: 512 x 512 x 300 CT) gives the same numbers; tests check that it does.
+_AS_IS = (np.float32, np.float64, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32)
+
+
 def _linear(arr: np.ndarray, src: Grid, dst: Grid, default_value: float) -> np.ndarray:
-    img = array_to_sitk(np.asarray(arr, dtype=np.float64), src)
+    a = np.asarray(arr)
+    if a.dtype == np.bool_:
+        a = a.view(np.uint8)
+    elif a.dtype.type not in _AS_IS:
+        a = a.astype(np.float64)
+    img = array_to_sitk(a, src)
     out = _resampler(dst, sitk.sitkLinear, default_value, sitk.sitkFloat64).Execute(img)
     return sitk.GetArrayFromImage(out)
 
@@ -155,6 +167,7 @@ def resample_to_grid(data: Volume, src_grid: Grid | None, dst_grid: Grid, kind: 
 @overload
 def resample_to_grid(data: np.ndarray, src_grid: Grid | None, dst_grid: Grid, kind: ResampleKind = ..., *,
                      default_value: float = ...) -> np.ndarray: ...
+@timed("resampling")
 def resample_to_grid(
     data: Volume | np.ndarray,
     src_grid: Grid | None,

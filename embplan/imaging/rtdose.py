@@ -14,6 +14,14 @@ Sequence (300C,0116) -- plan label, treatment site, number of fractions (one adm
 CT images. That is what is written by default. (``dose_summation_type="PLAN"`` is available for a caller that has a
 real RT Plan and passes its SOP Instance UID.)
 
+Conservative mode (``conservative=True``; ``embplan export-dicom --conservative``; issue 17): PLAN_OVERVIEW and the
+Plan Overview Sequence entered the standard in 2019 (CP-1813 [U]) and older treatment planning and archive systems
+reject or ignore an RT Dose that uses them. The conservative file uses what every RT Dose reader knows: Dose
+Summation Type PLAN with a Referenced RT Plan Sequence -- to ``referenced_rt_plan_uid`` when the caller has a real
+RT Plan, else to a UID embplan makes for this export (recorded in the Dose Comment; **no RT Plan object is written**:
+a receiving system that resolves the reference will not find it) -- no Plan Overview Sequence, and the Latin-1
+character set (ISO_IR 100) when every text fits it. The dose grid, the scaling and the geometry are the same.
+
 Frames run along the slice normal (row direction x column direction) with Grid Frame Offset Vector
 ``0, dz, 2 dz, ...``: a grid whose k axis runs against the normal is written in reverse frame order from its last
 slice, so that every reader sees increasing offsets; readers then return the same voxels with k reversed.
@@ -175,6 +183,17 @@ def _quantise(dose: np.ndarray) -> tuple[np.ndarray, str]:
     return pixels.astype(np.uint32), scaling
 
 
+def _latin1_or_utf8(ds: Dataset) -> str:
+    """ISO_IR 100 (Latin-1) when every text value of ``ds`` encodes in it, else ISO_IR 192 (UTF-8)."""
+    for elem in ds.iterall():
+        if elem.VR in ("PN", "LO", "SH", "ST", "LT", "UT") and elem.value is not None:
+            try:
+                str(elem.value).encode("latin-1")
+            except UnicodeEncodeError:
+                return "ISO_IR 192"
+    return "ISO_IR 100"
+
+
 def write_rt_dose(
     dose_gy: np.ndarray,
     grid: Grid,
@@ -191,6 +210,7 @@ def write_rt_dose(
     tissue_heterogeneity_correction: str | None = None,
     max_dose_gy: float = MAX_EXPORT_DOSE_GY,
     content_datetime: datetime | None = None,
+    conservative: bool = False,
 ) -> Path:
     """Write ``dose_gy`` (z, y, x, Gy) on ``grid`` as a DICOM RT Dose file at ``path``; returns the path.
 
@@ -205,8 +225,20 @@ def write_rt_dose(
 
     ``tissue_heterogeneity_correction``: optional Tissue Heterogeneity Correction (3004,0014) value, e.g. IMAGE
     for a density-corrected dose, WATER for a water kernel.
+
+    ``conservative``: the layout older receiving systems accept (module docstring): Dose Summation Type PLAN with a
+    Referenced RT Plan Sequence (``referenced_rt_plan_uid`` or a new UID, named in the Dose Comment), no Plan
+    Overview Sequence, ISO_IR 100 when the texts allow it. ``dose_summation_type`` must then be left at its default.
     """
     dose = _check_dose(dose_gy, grid, max_dose_gy)
+    if conservative:
+        if dose_summation_type != DEFAULT_DOSE_SUMMATION_TYPE:
+            raise ImagingError("conservative=True writes Dose Summation Type PLAN: leave dose_summation_type unset")
+        dose_summation_type = "PLAN"
+        if not referenced_rt_plan_uid:
+            referenced_rt_plan_uid = generate_uid()
+            note = f"RT Plan {referenced_rt_plan_uid} referenced, not written (embplan conservative mode)"
+            dose_comment = f"{dose_comment}; {note}" if dose_comment else note
     if dose_summation_type not in ("PLAN_OVERVIEW", "PLAN"):
         raise ImagingError(f"dose_summation_type: must be PLAN_OVERVIEW (no RT Plan) or PLAN, got {dose_summation_type!r}")
     if dose_summation_type == "PLAN" and not referenced_rt_plan_uid:
@@ -304,7 +336,12 @@ def write_rt_dose(
     ds.GridFrameOffsetVector = [_ds(k * dz) for k in range(nz)]
     ds.DoseGridScaling = scaling
     if dose_comment:
+        # Dose Comment is LO (64 characters); the conservative note with its UID goes whole into Image Comments
         ds.DoseComment = dose_comment[:64]
+        if len(dose_comment) > 64:
+            ds.ImageComments = dose_comment[:10240]
+    if conservative:
+        ds.SpecificCharacterSet = _latin1_or_utf8(ds)
     if tissue_heterogeneity_correction:
         ds.TissueHeterogeneityCorrection = tissue_heterogeneity_correction
     if dose_summation_type == "PLAN":

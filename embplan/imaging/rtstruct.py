@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import EmbplanError, ImagingError
 from ..grid import Grid
+from ..progress import timed
 
 __all__ = ["rasterize_structure", "contour_planes", "contour_overlaps", "ContourOverlaps"]
 
@@ -243,10 +244,8 @@ def _fill_even_odd(polys: list[np.ndarray], ny: int, nx: int, s: int) -> tuple[i
             for poly, d in zip(polys, depth, strict=True):
                 inside = _samples_inside([poly], j0, j1, i0, i1, s)
                 (hole if d % 2 else solid)[inside] += 1
-            inside = (solid > hole).astype(np.float32)
-            return j0, i0, inside.reshape(j1 - j0 + 1, s, i1 - i0 + 1, s).mean(axis=(1, 3))
-    inside = _samples_inside(polys, j0, j1, i0, i1, s).astype(np.float32)
-    return j0, i0, inside.reshape(j1 - j0 + 1, s, i1 - i0 + 1, s).mean(axis=(1, 3))
+            return j0, i0, _voxel_mean(solid > hole, s)
+    return j0, i0, _voxel_mean(_samples_inside(polys, j0, j1, i0, i1, s), s)
 
 
 def _samples_inside(polys: list[np.ndarray], j0: int, j1: int, i0: int, i1: int, s: int) -> np.ndarray:
@@ -265,7 +264,6 @@ def _samples_inside(polys: list[np.ndarray], j0: int, j1: int, i0: int, i1: int,
     hi = np.searchsorted(ys, yhi, side="left")  # rows with y < yhi (half-open: a vertex is counted once)
     counts = np.maximum(hi - lo, 0)
     total = int(counts.sum())
-    crossings = np.zeros((nrow, ncol + 1), dtype=np.int32)
     if total:
         edge = np.repeat(np.arange(len(counts)), counts)
         start = np.cumsum(counts) - counts
@@ -273,8 +271,24 @@ def _samples_inside(polys: list[np.ndarray], j0: int, j1: int, i0: int, i1: int,
         yy = ys[row]
         xc = x0[edge] + (yy - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
         col = np.searchsorted(xs, xc, side="right")  # samples right of the crossing see it on their left
-        np.add.at(crossings, (row, col), 1)
-    return (np.cumsum(crossings[:, :ncol], axis=1) & 1).astype(bool)
+        # crossings per sample, modulo 256 (only the parity matters; uint8 keeps the passes below small)
+        crossings = np.bincount(row * (ncol + 1) + col, minlength=nrow * (ncol + 1)).astype(np.uint8)
+        crossings = crossings.reshape(nrow, ncol + 1)
+    else:
+        crossings = np.zeros((nrow, ncol + 1), dtype=np.uint8)
+    return (np.cumsum(crossings[:, :ncol], axis=1, dtype=np.uint8) & np.uint8(1)).astype(bool)  # even-odd parity
+
+
+def _voxel_mean(inside: np.ndarray, s: int) -> np.ndarray:
+    """The mean of each voxel's s x s boolean samples, float32: s strided adds along columns, then along rows (exact
+    small integers; the same float32 values as ``.astype(np.float32).reshape(...).mean(axis=(1, 3))``, faster)."""
+    cols = inside[:, 0::s].astype(np.uint16)
+    for q in range(1, s):
+        cols += inside[:, q::s]
+    hits = cols[0::s]
+    for q in range(1, s):
+        hits += cols[q::s]
+    return hits.astype(np.float32) / np.float32(s * s)
 
 
 def _slabs(planes: np.ndarray, spacing: float | None, single_plane_half_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -290,11 +304,14 @@ def _slabs(planes: np.ndarray, spacing: float | None, single_plane_half_mm: floa
     return lower, upper
 
 
-def _rasterize_aligned(
+def _rasterize_aligned_box(
     cs: list[np.ndarray], grid: Grid, normal: np.ndarray, planes: np.ndarray, plane_of: list[int],
     spacing: float | None, s: int,
-) -> np.ndarray:
-    """Slices parallel to the contour planes: the fraction of voxel (k, j, i) is the sum over contour planes of
+) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """The fraction inside, in the structure's bounding box of the grid: (the box's index slices, the fractions),
+    or None when the structure misses the grid.
+
+    Slices parallel to the contour planes: the fraction of voxel (k, j, i) is the sum over contour planes of
     (length of slice k's extent inside the plane's slab / slice thickness) x (in-plane fill of that plane)."""
     nz, ny, nx = grid.shape
     a = grid.affine
@@ -306,7 +323,8 @@ def _rasterize_aligned(
     for c, p in zip(cs, plane_of, strict=True):
         by_plane.setdefault(p, []).append(c)
     fills: dict[int, tuple[int, int, np.ndarray] | None] = {}
-    out = np.zeros(grid.shape, dtype=np.float32)
+    # which planes weigh on which slices, and the in-plane fill of each plane (computed once)
+    weights: list[tuple[int, int, float]] = []
     for k in range(nz):
         centre = base + k * step
         lo, hi = centre - 0.5 * thick, centre + 0.5 * thick
@@ -320,12 +338,34 @@ def _rasterize_aligned(
             if p not in fills:
                 polys = [grid.patient_mm_to_index(c)[:, 1:] for c in by_plane[p]]
                 fills[p] = _fill_even_odd(polys, ny, nx, s)
-            f = fills[p]
-            if f is None:
-                continue
-            j0, i0, frac = f
-            out[k, j0:j0 + frac.shape[0], i0:i0 + frac.shape[1]] += np.float32(w) * frac
-    return np.clip(out, 0.0, 1.0)
+            if fills[p] is not None:
+                weights.append((k, p, w))
+    if not weights:
+        return None
+    # accumulate in the bounding box of the structure only (a liver covers a fraction of a CT grid): the sums are
+    # the same, in the same order, as over the whole grid
+    boxes = [(f[0], f[1], f[0] + f[2].shape[0], f[1] + f[2].shape[1]) for f in fills.values() if f is not None]
+    bj0, bi0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    bj1, bi1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    bk0, bk1 = weights[0][0], weights[-1][0] + 1
+    box = np.zeros((bk1 - bk0, bj1 - bj0, bi1 - bi0), dtype=np.float32)
+    for k, p, w in weights:
+        j0, i0, frac = fills[p]  # type: ignore[misc]
+        box[k - bk0, j0 - bj0:j0 - bj0 + frac.shape[0], i0 - bi0:i0 - bi0 + frac.shape[1]] += np.float32(w) * frac
+    np.clip(box, 0.0, 1.0, out=box)
+    return (slice(bk0, bk1), slice(bj0, bj1), slice(bi0, bi1)), box
+
+
+def _rasterize_aligned(
+    cs: list[np.ndarray], grid: Grid, normal: np.ndarray, planes: np.ndarray, plane_of: list[int],
+    spacing: float | None, s: int,
+) -> np.ndarray:
+    """:func:`_rasterize_aligned_box` on the whole grid."""
+    out = np.zeros(grid.shape, dtype=np.float32)
+    found = _rasterize_aligned_box(cs, grid, normal, planes, plane_of, spacing, s)
+    if found is not None:
+        out[found[0]] = found[1]
+    return out
 
 
 def _aux_grid(cs: list[np.ndarray], grid: Grid, normal: np.ndarray, spacing: float | None) -> Grid | None:
@@ -364,6 +404,7 @@ def _aux_grid(cs: list[np.ndarray], grid: Grid, normal: np.ndarray, spacing: flo
         raise ImagingError(f"rasterize_structure: cannot build the auxiliary grid: {exc}") from exc
 
 
+@timed("rasterise structures")
 def rasterize_structure(
     contours: Sequence[np.ndarray],
     grid: Grid,
@@ -397,7 +438,14 @@ def rasterize_structure(
             cs, planarity_tolerance_mm=planarity_tolerance_mm, reference_axis=kaxis
         )
         if abs(float(np.dot(kaxis, normal))) >= ALIGNED_COSINE:
-            frac = _rasterize_aligned(cs, grid, normal, planes, plane_of, spacing, supersample)
+            found = _rasterize_aligned_box(cs, grid, normal, planes, plane_of, spacing, supersample)
+            # outside the box the fraction is 0: only the box is compared (a full-grid pass per structure saved)
+            out = np.zeros(grid.shape, dtype=bool if output == "mask" else np.float32)
+            if output == "mask" and mask_threshold - 1e-6 <= 0.0:
+                out[...] = True  # every fraction, 0 included, passes so low a threshold
+            elif found is not None:
+                out[found[0]] = found[1] >= mask_threshold - 1e-6 if output == "mask" else found[1]
+            return out
         else:
             from .resample import resample_to_grid  # local: resample imports volume, not rtstruct
 

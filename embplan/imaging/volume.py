@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import EmbplanError, ImagingError
 from ..grid import Grid
 from ..nuclides import Y90_HALF_LIFE_H, decay_factor
+from ..progress import timed
 
 __all__ = [
     "Volume",
@@ -209,6 +210,7 @@ def _hours_between(later: datetime, earlier: datetime, what: str) -> float:
     return (later - earlier).total_seconds() / 3600.0
 
 
+@timed("calibration", logging.INFO)
 def calibrate_patient_relative(
     counts: Volume | np.ndarray,
     liver_mask: np.ndarray,
@@ -237,10 +239,11 @@ def calibrate_patient_relative(
     (a Tc-99m MAA scan) has no Y-90 activity to decay and is rejected.
     """
     arr, grid = _as_array_and_grid(counts, grid, "counts")
-    if not np.all(np.isfinite(arr)):
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # a NaN propagates to min and max; an infinity reaches one
         raise ImagingError("counts: non-finite values (NaN or infinity)")
-    if arr.size and arr.min() < 0:
-        raise ImagingError(f"counts: negative counts (minimum {arr.min():.6g}); emission counts cannot be negative")
+    if lo < 0:
+        raise ImagingError(f"counts: negative counts (minimum {lo:.6g}); emission counts cannot be negative")
     a_mbq = float(administered_activity_mbq)
     if not (math.isfinite(a_mbq) and a_mbq > 0):
         raise ImagingError(f"administered_activity_mbq: must be a finite number > 0, got {administered_activity_mbq!r}")
@@ -248,17 +251,31 @@ def calibrate_patient_relative(
         raise ImagingError(f"decay_reference: must be one of {_DECAY_REFERENCES}, got {decay_reference!r}")
     if not (math.isfinite(half_life_h) and half_life_h > 0):
         raise ImagingError(f"half_life_h: must be a finite number > 0, got {half_life_h!r}")
-    liver = _mask_weights(liver_mask, grid, "liver_mask")
-    lung = _mask_weights(lung_mask, grid, "lung_mask")
-    weight = np.maximum(liver, lung)
-    inside = float(np.sum(arr * weight))
-    total = float(np.sum(arr))
-    if not inside > 0:
-        raise ImagingError("counts: no counts inside liver and lung; cannot calibrate patient-relative")
-    factor = a_mbq / inside  # MBq per count
-    activity = arr * factor
-    if zero_outside:
-        activity = activity * weight
+    lm, gm = np.asarray(liver_mask), np.asarray(lung_mask)
+    if lm.dtype == bool and gm.dtype == bool and lm.shape == gm.shape == grid.shape:
+        # boolean masks (the planner's): the voxels of liver or lung count whole; no float copies of the grid
+        inside_b = lm | gm
+        inside = float(np.sum(arr, where=inside_b))
+        total = float(np.sum(arr))
+        if not inside > 0:
+            raise ImagingError("counts: no counts inside liver and lung; cannot calibrate patient-relative")
+        factor = a_mbq / inside  # MBq per count
+        if zero_outside:
+            activity = np.multiply(arr, factor, out=np.zeros(arr.shape), where=inside_b)
+        else:
+            activity = arr * factor
+    else:
+        liver = _mask_weights(liver_mask, grid, "liver_mask")
+        lung = _mask_weights(lung_mask, grid, "lung_mask")
+        weight = np.maximum(liver, lung)
+        inside = float(np.sum(arr * weight))
+        total = float(np.sum(arr))
+        if not inside > 0:
+            raise ImagingError("counts: no counts inside liver and lung; cannot calibrate patient-relative")
+        factor = a_mbq / inside  # MBq per count
+        activity = arr * factor
+        if zero_outside:
+            activity = activity * weight
     fraction_outside = max(0.0, 1.0 - inside / total)
 
     if acquisition_datetime is None and isinstance(counts, Volume):
@@ -326,6 +343,13 @@ def calibrate_absolute_pet(
             raise ImagingError(f"volume_bq_ml: units are {volume_bq_ml.units!r}, absolute calibration needs 'Bq/mL'")
         if timing is None:
             timing = volume_bq_ml.meta.get("pet_timing")
+        # issue 17: an image read with require_quantitative_corrections=False may lack them; absolute use needs them
+        corrected = volume_bq_ml.meta.get("corrected_image")
+        if corrected is not None and "ATTN" not in corrected:
+            raise ImagingError(
+                f"volume_bq_ml: CorrectedImage (0028,0051) is {'/'.join(corrected) or 'empty'}, without ATTN: not "
+                "attenuation corrected, so not an absolute activity concentration"
+            )
     if timing is None:
         raise ImagingError("timing: the PET decay-correction record is needed (PetTiming or a Volume from read_pet_series)")
     if decay_reference not in _DECAY_REFERENCES:

@@ -48,6 +48,7 @@ import h5py
 import numpy as np
 
 from ..errors import EmbplanError, PlanFileError
+from ..progress import timed
 from . import atomic_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,7 +110,7 @@ _ARRAY_KINDS = "biufc"
 
 #: Filters on every non-empty array dataset.
 _ARRAY_FILTERS: dict[str, Any] = {"compression": "gzip", "shuffle": True, "fletcher32": True}
-_GZIP_LEVEL_DEFAULT = 4
+_GZIP_LEVEL_DEFAULT = 1  # b16: level 4 cost 1.7x the CPU (2.7 s vs 1.6 s on the 1.5 mm phantom plan) for a 10 % smaller file
 _JSON_UNITS = "json"  # units attribute of JSON text datasets (no physical unit)
 _STR = h5py.string_dtype("utf-8")
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)$")
@@ -614,6 +615,7 @@ def write_plan_file(plan: Plan, fh: Any, *, gzip_level: int = _GZIP_LEVEL_DEFAUL
     _write_plan_h5(fh, plan, plan_to_document(plan), gzip_level)
 
 
+@timed("write plan", logging.INFO)
 def _write_plan_h5(fh: Any, plan: Plan, doc: PlanDocument, gzip_level: int) -> None:
     with h5py.File(fh, "w", libver=("earliest", "latest"), userblock_size=USERBLOCK_BYTES) as h5:
         write_document(h5, doc, gzip_level=gzip_level)

@@ -19,6 +19,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 NM_IMAGE = "1.2.840.10008.5.1.4.1.1.20"
 PET_IMAGE = "1.2.840.10008.5.1.4.1.1.128"
 RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -160,6 +161,7 @@ def _image_pixel(ds: Dataset, raw: np.ndarray, signed: bool) -> None:
 def write_ct_series(
     folder: Path, geom: Geometry, hu: np.ndarray, study: Study, *, series_uid: str | None = None,
     slope: float = 1.0, intercept: float = -1024.0, file_order: str = "instance", rng: np.random.Generator | None = None,
+    series_description: str = "Abdomen 2.5mm",
 ) -> Truth:
     """One file per slice; HU stored as int16 via Rescale Slope/Intercept. ``file_order``: 'instance' (file names
     follow k), 'reversed' or 'shuffled' (file names in another order than the slices)."""
@@ -190,6 +192,10 @@ def write_ct_series(
         ds.RescaleSlope = slope
         ds.RescaleIntercept = intercept
         ds.RescaleType = "HU"
+        ds.AcquisitionNumber = 1  # CT Image module, type 2
+        ds.BodyPartExamined = "ABDOMEN"  # with it, Laterality (2C, paired organs only) stays absent
+        ds.KVP = "120"
+        ds.SeriesDescription = series_description
         _image_pixel(ds, raw[k], signed=True)
         p = folder / f"ct_{names[k]:04d}.dcm"
         ds.save_as(p, enforce_file_format=True)
@@ -207,11 +213,47 @@ def _radiopharm(name: str, nuclide: str, total_bq: float, half_life_s: float, st
         item.RadiopharmaceuticalStartDateTime = start.strftime("%Y%m%d%H%M%S")
         item.RadiopharmaceuticalStartTime = start.strftime("%H%M%S")
     code = Dataset()
-    code.CodeValue = "C-162A3" if "Y" in nuclide else "C-163A8"
-    code.CodingSchemeDesignator = "SRT"
+    code.CodeValue = "74107004" if "Y" in nuclide else "44588005"  # SNOMED CT Y-90 / Tc-99m
+    code.CodingSchemeDesignator = "SCT"
     code.CodeMeaning = nuclide
     item.RadionuclideCodeSequence = Sequence([code])
     return item
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    c = Dataset()
+    c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = value, scheme, meaning
+    return c
+
+
+def _nm_vendor(ds: Dataset, raw: np.ndarray) -> None:
+    """The layout of a vendor's reconstructed SPECT (e.g. a Siemens Symbia or GE NM/CT 870 reconstruction exported
+    as NM Image, PS3.3 A.5): energy window, detector (collimator), rotation and coded patient orientation
+    sequences, counts accumulated, number of rotations; Actual Frame Duration per view in the rotation item."""
+    ds.CountsAccumulated = int(raw.sum())
+    ds.NumberOfRotations = 1
+    ds.NumberOfEnergyWindows = 1
+    ds.NumberOfDetectors = 1
+    rng_ = Dataset()
+    rng_.EnergyWindowLowerLimit = "126.45"
+    rng_.EnergyWindowUpperLimit = "154.55"
+    win = Dataset()
+    win.EnergyWindowRangeSequence = Sequence([rng_])
+    win.EnergyWindowName = "EM"
+    ds.EnergyWindowInformationSequence = Sequence([win])
+    rot = Dataset()
+    rot.StartAngle = "180"
+    rot.AngularStep = "3"
+    rot.RotationDirection = "CC"
+    rot.ScanArc = "180"
+    rot.ActualFrameDuration = 25000
+    rot.NumberOfFramesInRotation = 60
+    ds.RotationInformationSequence = Sequence([rot])
+    orient = _code("102538003", "SCT", "recumbent")
+    orient.PatientOrientationModifierCodeSequence = Sequence([_code("40199007", "SCT", "supine")])
+    ds.PatientOrientationCodeSequence = Sequence([orient])
+    ds.PatientGantryRelationshipCodeSequence = Sequence([_code("102540008", "SCT", "headfirst")])
+    ds.BodyPartExamined = "ABDOMEN"
 
 
 def write_nm(
@@ -243,8 +285,10 @@ def write_nm(
     det = Dataset()
     det.ImagePositionPatient = [float(v) for v in geom.origin]
     det.ImageOrientationPatient = geom.iop
+    det.CollimatorGridName = "LEHR"
+    det.CollimatorType = "PARA"
     ds.DetectorInformationSequence = Sequence([det])
-    ds.ActualFrameDuration = 20000
+    _nm_vendor(ds, raw)
     name, nuclide, total, half = radiopharmaceutical
     ds.RadiopharmaceuticalInformationSequence = Sequence([_radiopharm(name, nuclide, total, half, administration)])
     _image_pixel(ds, raw, signed=False)
@@ -258,6 +302,7 @@ def write_pet_series(
     units: str = "BQML", decay_correction: str = "START", series_time: datetime | None = None,
     administration: datetime | None = None, total_dose_bq: float = 3.0e9, half_life_s: float = 230760.0,
     frame_duration_ms: float = 900000.0, with_datetime: bool = True,
+    corrected_image: tuple[str, ...] = ("DECY", "ATTN", "SCAT", "DTIM", "RAN", "NORM"),
 ) -> Truth:
     """One file per slice, int16 with a per-slice Rescale Slope (as PET scanners write)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -279,9 +324,25 @@ def write_pet_series(
         ds.AcquisitionTime = st.strftime("%H%M%S")
         ds.Units = units
         ds.DecayCorrection = decay_correction
-        ds.CorrectedImage = ["DECY", "ATTN", "SCAT"]
+        ds.CorrectedImage = list(corrected_image)
         ds.ActualFrameDuration = frame_duration_ms
         ds.DecayFactor = 1.0
+        # PET Series / PET Image modules as vendors write them (PS3.3 C.8.9.1, C.8.9.4)
+        ds.SeriesType = ["STATIC", "IMAGE"]
+        ds.CountsSource = "EMISSION"
+        ds.RandomsCorrectionMethod = "DLYD"
+        ds.AttenuationCorrectionMethod = "measured,CT"
+        ds.ReconstructionMethod = "OSEM 3i21s"
+        ds.NumberOfSlices = geom.shape[0]
+        ds.ImageIndex = k + 1
+        ds.FrameReferenceTime = 0
+        ds.AcquisitionStartCondition = "MANU"
+        ds.CollimatorType = "NONE"  # PET Series, type 2: no septa (3D acquisition)
+        orient = _code("102538003", "SCT", "recumbent")
+        orient.PatientOrientationModifierCodeSequence = Sequence([_code("40199007", "SCT", "supine")])
+        ds.PatientOrientationCodeSequence = Sequence([orient])
+        ds.PatientGantryRelationshipCodeSequence = Sequence([_code("102540008", "SCT", "headfirst")])
+        ds.BodyPartExamined = "ABDOMEN"
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [float(v) for v in geom.slice_position(k)]
         ds.ImageOrientationPatient = geom.iop
@@ -424,3 +485,132 @@ def write_seg(path: Path, ct: Truth, mask: np.ndarray, label: str = "Liver") -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
     return path
+
+
+def _seq_item(**kw) -> Sequence:
+    item = Dataset()
+    for k, v in kw.items():
+        setattr(item, k, v)
+    return Sequence([item])
+
+
+def _enhanced_ct_modules(ds: Dataset) -> None:
+    """Image-level attributes of the Enhanced CT Image IOD (PS3.3 A.38.1) a scanner writes."""
+    ds.BodyPartExamined = "ABDOMEN"
+    ds.ManufacturerModelName = "dicom_factory"
+    ds.DeviceSerialNumber = "0001"
+    ds.SoftwareVersions = "1"
+    ds.AcquisitionContextSequence = Sequence([])
+    ds.PixelPresentation = "MONOCHROME"
+    ds.VolumetricProperties = "VOLUME"
+    ds.VolumeBasedCalculationTechnique = "NONE"
+    ds.ContentQualification = "PRODUCT"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.AcquisitionDuration = 5.0
+
+
+def _enhanced_ct_shared_macros(shared: Dataset, geom: Geometry) -> None:
+    """The CT functional group macros of PS3.3 C.8.15.3 (one item each, in the shared groups): an abdominal helical
+    acquisition at 120 kV as a 64-slice scanner records it."""
+    anat = Dataset()
+    anat.AnatomicRegionSequence = Sequence([_code("818981001", "SCT", "Abdomen")])
+    anat.FrameLaterality = "U"
+    shared.FrameAnatomySequence = Sequence([anat])
+    shared.IrradiationEventIdentificationSequence = _seq_item(IrradiationEventUID=generate_uid())
+    shared.CTImageFrameTypeSequence = _seq_item(FrameType=["ORIGINAL", "PRIMARY", "VOLUME", "NONE"],
+                                                PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
+                                                VolumeBasedCalculationTechnique="NONE")
+    shared.CTAcquisitionTypeSequence = _seq_item(AcquisitionType="SPIRAL", ConstantVolumeFlag="NO",
+                                                 FluoroscopyFlag="NO")
+    shared.CTAcquisitionDetailsSequence = _seq_item(DataCollectionDiameter=500.0, RevolutionTime=0.5,
+                                                    SingleCollimationWidth=0.625, TotalCollimationWidth=40.0,
+                                                    TableHeight=150.0, GantryDetectorTilt=0.0)
+    shared.CTTableDynamicsSequence = _seq_item(TableSpeed=80.0, TableFeedPerRotation=40.0, SpiralPitchFactor=1.0)
+    shared.CTPositionSequence = _seq_item(TablePosition=0.0, ReconstructionTargetCenterPatient=[0.0, 0.0, 0.0],
+                                          DataCollectionCenterPatient=[0.0, 0.0, 0.0])
+    shared.CTGeometrySequence = _seq_item(DistanceSourceToDetector=1085.6, DistanceSourceToDataCollectionCenter=595.0)
+    shared.CTReconstructionSequence = _seq_item(
+        ReconstructionAlgorithm="ITERATIVE", ConvolutionKernel="B30f", ConvolutionKernelGroup="SOFT_TISSUE",
+        ReconstructionDiameter=geom.shape[2] * geom.spacing[2], ReconstructionPixelSpacing=[geom.spacing[1], geom.spacing[2]],
+        ReconstructionAngle=360.0, ImageFilter="NONE")
+    shared.CTExposureSequence = _seq_item(ExposureTimeInms=500.0, XRayTubeCurrentInmA=200.0, ExposureInmAs=100.0,
+                                          ExposureModulationType="NONE", CTDIvol=8.0,
+                                          CTDIPhantomTypeCodeSequence=Sequence([
+                                              _code("113691", "DCM", "IEC Body Dosimetry Phantom")]))
+    shared.CTXRayDetailsSequence = _seq_item(KVP=120.0, FocalSpots=[1.2], FilterType="BODY", FilterMaterial=["ALUMINUM"])
+
+
+def write_enhanced_ct(
+    path: Path, geom: Geometry, hu: np.ndarray, study: Study, *, series_uid: str | None = None,
+    frame_order: list[int] | None = None, intercept: float = -1024.0, slope: float = 1.0,
+) -> Truth:
+    """An Enhanced CT Image (PS3.3 A.38) in one file: orientation, pixel measures and pixel value transformation in
+    the Shared Functional Groups, each frame's Plane Position and Frame Content in its Per-frame item. Frames are
+    stored in ``frame_order`` (slice indices k; default: along the slices)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    raw = np.rint((np.asarray(hu, float) - intercept) / slope).astype(np.int16)
+    values = raw * slope + intercept
+    order = list(range(geom.shape[0])) if frame_order is None else list(frame_order)
+    ds = _base(ENHANCED_CT_IMAGE, "CT", study, series_uid)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.SeriesDate = study.study_date
+    ds.SeriesTime = "084500"
+    ds.ContentDate = study.study_date
+    ds.ContentTime = "084510"
+    ds.AcquisitionDateTime = study.study_date + "084510"
+    ds.AcquisitionNumber = 1
+    ds.InstanceNumber = 1
+    ds.PatientPosition = "HFS"
+    ds.NumberOfFrames = len(order)
+    _enhanced_ct_modules(ds)
+    dim_uid = generate_uid()
+    org = Dataset()
+    org.DimensionOrganizationUID = dim_uid
+    ds.DimensionOrganizationSequence = Sequence([org])
+    dims = []
+    for pointer in (0x00209056, 0x00209057):  # Stack ID, In-Stack Position Number (Frame Content Sequence)
+        item = Dataset()
+        item.DimensionOrganizationUID = dim_uid
+        item.DimensionIndexPointer = pointer
+        item.FunctionalGroupPointer = 0x00209111
+        dims.append(item)
+    ds.DimensionIndexSequence = Sequence(dims)
+    shared = Dataset()
+    _enhanced_ct_shared_macros(shared, geom)
+    po = Dataset()
+    po.ImageOrientationPatient = geom.iop
+    shared.PlaneOrientationSequence = Sequence([po])
+    pm = Dataset()
+    pm.PixelSpacing = [geom.spacing[1], geom.spacing[2]]
+    pm.SliceThickness = geom.spacing[0]
+    shared.PixelMeasuresSequence = Sequence([pm])
+    pvt = Dataset()
+    pvt.RescaleIntercept = intercept
+    pvt.RescaleSlope = slope
+    pvt.RescaleType = "HU"
+    shared.PixelValueTransformationSequence = Sequence([pvt])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per = []
+    for n, k in enumerate(order):
+        fr = Dataset()
+        pp = Dataset()
+        pp.ImagePositionPatient = [float(v) for v in geom.slice_position(k)]
+        fr.PlanePositionSequence = Sequence([pp])
+        fc = Dataset()
+        fc.StackID = "1"
+        fc.InStackPositionNumber = k + 1
+        fc.FrameAcquisitionNumber = n + 1
+        fc.DimensionIndexValues = [1, k + 1]
+        fc.FrameReferenceDateTime = ds.AcquisitionDateTime
+        fc.FrameAcquisitionDateTime = ds.AcquisitionDateTime
+        fc.FrameAcquisitionDuration = 500.0
+        fr.FrameContentSequence = Sequence([fc])
+        per.append(fr)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per)
+    _image_pixel(ds, raw[order], signed=True)
+    ds.save_as(path, enforce_file_format=True)
+    return Truth(geom=geom, values=values, paths=[path], series_uid=series_uid, for_uid=study.for_uid,
+                 sop_instance_uids=[ds.SOPInstanceUID])

@@ -121,10 +121,13 @@ def _ct(tmp_path, rng, study, n=6, **kw):
     return fac.write_ct_series(tmp_path / "ct", geom, rng.integers(-500, 500, geom.shape), study, **kw)
 
 
-def test_missing_slice_is_named(tmp_path, rng, study):
+def test_missing_slices_beyond_tolerance_are_named(tmp_path, rng, study):
+    """Issue 17: one missing slice is interpolated (tests/imaging/test_dicom_realworld.py); two are refused."""
     truth = _ct(tmp_path, rng, study)
     truth.paths[3].unlink()
-    with pytest.raises(ImagingError, match=r"missing slice.*gap of 5\.000 mm.*2 x the spacing 2\.500"):
+    truth.paths[2].unlink()
+    with pytest.raises(ImagingError, match=r"gap of 7\.500 mm between slices ct_0001\.dcm .*ct_0004\.dcm .*3\.00 x the "
+                                           r"nominal spacing 2\.500 mm, beyond max_slice_gap_factor=2"):
         read_ct_series(tmp_path / "ct")
 
 
@@ -133,8 +136,10 @@ def test_non_uniform_spacing_is_named(tmp_path, rng, study):
     ds = pydicom.dcmread(truth.paths[4])
     ds.ImagePositionPatient = [10.0, 20.0, 30.0 + 4 * 2.5 + 0.6]
     ds.save_as(truth.paths[4])
-    with pytest.raises(ImagingError, match=r"non-uniform slice spacing: gap of 3\.100 mm"):
-        read_ct_series(tmp_path / "ct")
+    with pytest.raises(ImagingError, match=r"gap of 3\.100 mm between slices ct_0003\.dcm .*ct_0004\.dcm"):
+        read_ct_series(tmp_path / "ct", max_slice_gap_factor=1.2)
+    vol = read_ct_series(tmp_path / "ct")  # within the default tolerance: resampled, with a note
+    assert "non-uniform slice spacing" in vol.meta["geometry_note"] and vol.grid.shape[0] == 6
 
 
 def test_spacing_within_tolerance_is_accepted(tmp_path, rng, study):
@@ -154,14 +159,22 @@ def test_duplicate_slice_position(tmp_path, rng, study):
         read_ct_series(tmp_path / "ct")
 
 
-def test_gantry_tilt_is_rejected(tmp_path, rng, study):
+def test_sheared_series_is_rejected(tmp_path, rng, study):
+    """Offsets across the plane that are not the straight line of a gantry tilt are refused (a tilt is resampled:
+    tests/imaging/test_dicom_realworld.py)."""
     truth = _ct(tmp_path, rng, study)
+    for k, p in enumerate(truth.paths):
+        ds = pydicom.dcmread(p)
+        ds.ImagePositionPatient = [10.0, 20.0 + 0.3 * k * k, 30.0 + 2.5 * k]
+        ds.save_as(p)
+    with pytest.raises(ImagingError, match="off the line of a gantry tilt"):
+        read_ct_series(tmp_path / "ct")
     for k, p in enumerate(truth.paths):
         ds = pydicom.dcmread(p)
         ds.ImagePositionPatient = [10.0, 20.0 + 0.3 * k, 30.0 + 2.5 * k]
         ds.save_as(p)
-    with pytest.raises(ImagingError, match="shifted .* across the slice plane"):
-        read_ct_series(tmp_path / "ct")
+    with pytest.raises(ImagingError, match=r"gantry tilt 6\.84 deg .* exceeds max_gantry_tilt_deg=5"):
+        read_ct_series(tmp_path / "ct", max_gantry_tilt_deg=5.0)
 
 
 def test_mixed_series_is_named_and_selectable(tmp_path, rng, study):
@@ -170,8 +183,10 @@ def test_mixed_series_is_named_and_selectable(tmp_path, rng, study):
     b = fac.write_ct_series(tmp_path / "other", geom, rng.integers(-5, 5, geom.shape), study)
     for p in b.paths:
         shutil.move(p, tmp_path / "ct" / ("b_" + p.name))
-    with pytest.raises(ImagingError, match=rf"mixed series \(2 CT series: .*{b.series_uid}"):
-        read_ct_series(tmp_path / "ct")
+    # issue 17: the 3-slice series is set aside (too short), the 6-slice one chosen with a note
+    vol = read_ct_series(tmp_path / "ct")
+    assert vol.series_instance_uid == a.series_uid
+    assert b.series_uid in vol.meta["series_selection"] and "fewer than 5 slices" in vol.meta["series_selection"]
     assert read_ct_series(tmp_path / "ct", series_instance_uid=a.series_uid).grid.shape == (6, 6, 7)
     assert read_ct_series(tmp_path / "ct", series_instance_uid=b.series_uid).grid.shape == (3, 6, 7)
 
