@@ -1038,7 +1038,7 @@ def warmup(
 
         with _progress("Compiling the dose engine (numba) ..."):
             seconds = run_warmup(float32=float32)
-        info = {"seconds": round(seconds, 3), "cache": cache_locations()}
+        info: dict[str, Any] = {"seconds": round(seconds, 3), "cache": cache_locations()}
         if as_json:
             _print_json(info)
         else:
@@ -1068,7 +1068,7 @@ def batch(
         if display_enabled() and logging.getLogger("embplan").getEffectiveLevel() > logging.INFO:
             logging.getLogger("embplan.cohort").setLevel(logging.INFO)  # counts in the log, unless --quiet
         res = run_batch(cases, output, scheduler=scheduler, workers=workers, report=report)
-        info = {"cases": len(res.rows), "planned": res.planned, "skipped": res.skipped,
+        info: dict[str, Any] = {"cases": len(res.rows), "planned": res.planned, "skipped": res.skipped,
                 "duplicates": res.duplicates, "errors": res.errors, "seconds": round(res.seconds, 2),
                 "workers": res.workers, "table": [str(res.csv_path), str(res.parquet_path)],
                 "failed": {r["case_id"]: r.get("error") for r in res.rows if r.get("status") != "ok"}}

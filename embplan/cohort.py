@@ -258,7 +258,7 @@ def plan_case_task(case_file: str, out_dir: str, case_id: str, digest: str, repo
         if numba_threads:
             import numba
 
-            numba.set_num_threads(max(1, min(int(numba_threads), numba.config.NUMBA_NUM_THREADS)))
+            numba.set_num_threads(max(1, min(int(numba_threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]  # numba sets it at import
         from .case import load_case
         from .io.hdf5 import save_plan
         from .planner import plan as make_plan

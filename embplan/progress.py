@@ -78,7 +78,7 @@ def stage(name: str, level: int | None = logging.INFO) -> Iterator[None]:
         with contextlib.suppress(Exception):  # a display must never break a plan
             listener(name)
     rec = _RECORDER.get()
-    frame = [name, 0.0]  # name, time of the stages nested inside
+    frame: list[Any] = [name, 0.0]  # name, time of the stages nested inside
     if rec is not None:
         rec._stack.append(frame)
     t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,13 +36,13 @@ def _exercise(dtype: type) -> None:
 
     shape = (12, 12, 12)
     grid = Grid(shape=shape, spacing_mm=(4.42, 4.42, 4.42))
-    tia = np.zeros(shape, dtype=dtype)
+    tia: np.ndarray = np.zeros(shape, dtype=dtype)
     tia[4:8, 5:9, 3:7] = 1.0
-    density = np.full(shape, 1.04, dtype=dtype)
+    density: np.ndarray = np.full(shape, 1.04, dtype=dtype)
     density[:, :, :2] = 0.3  # lung-like voxels: the vsv low-density branch
     roi = np.zeros(shape, dtype=bool)
     roi[2:10, 2:10, 2:10] = True
-    kernel = np.asarray(y90_voxel_kernel(4.42).mgy_per_mbq_s, dtype=dtype)
+    kernel: np.ndarray = np.asarray(y90_voxel_kernel(4.42).mgy_per_mbq_s, dtype=dtype)
     for method in ("direct", "fft"):
         convolve(tia, kernel, method=method)
         convolve(tia, kernel, roi, method=method)
@@ -68,12 +69,16 @@ def cache_locations() -> dict[str, str]:
 
     pkg = Path(__file__).resolve().parent
     out = {"package": str(pkg / "__pycache__")}
-    if config.CACHE_DIR:
-        out["NUMBA_CACHE_DIR"] = str(config.CACHE_DIR)
+    cache_dir = getattr(config, "CACHE_DIR", "")  # set from NUMBA_CACHE_DIR at import; not in numba's typing
+    if cache_dir:
+        out["NUMBA_CACHE_DIR"] = str(cache_dir)
     try:
-        from numba.core.caching import _UserWideCacheLocator
+        from numba.core import caching
 
-        loc = _UserWideCacheLocator.from_function(_exercise, str(Path(__file__).resolve()))
+        # public name in recent numba (0.68: UserWideCacheLocator), private before; found by mypy (issue 17): the
+        # private name alone failed on numba 0.68 and the user-wide folder was never reported
+        locator: Any = getattr(caching, "UserWideCacheLocator", None) or getattr(caching, "_UserWideCacheLocator", None)
+        loc = locator.from_function(_exercise, str(Path(__file__).resolve()))
         if loc is not None:
             out["user_wide"] = loc.get_cache_path()
     except Exception:  # pragma: no cover - numba internals moved
