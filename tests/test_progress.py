@@ -78,3 +78,13 @@ def test_warmup_command(tmp_path):
     assert r.exit_code == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["seconds"] >= 0 and "package" in info["cache"]
+
+
+def test_cache_locations_names_numba_user_wide_folder():
+    # found by mypy (issue 17): the private _UserWideCacheLocator is UserWideCacheLocator in recent numba, and the
+    # user-wide folder was silently missing from cache_locations()
+    from embplan.dosimetry.warmup import cache_locations
+
+    out = cache_locations()
+    assert out["package"].endswith("__pycache__")
+    assert "user_wide" in out and "dosimetry" in out["user_wide"]
