@@ -19,12 +19,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 __all__ = ["stage", "timed", "record_stages", "listen", "StageTimes"]
 
 log = logging.getLogger("embplan.stages")
 F = TypeVar("F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -97,16 +99,16 @@ def stage(name: str, level: int | None = logging.INFO) -> Iterator[None]:
             log.log(level, "%s: %.2f s", name, dt)
 
 
-def timed(name: str, level: int | None = logging.DEBUG) -> Callable[[F], F]:
+def timed(name: str, level: int | None = logging.DEBUG) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Decorator: every call of the function is stage ``name`` (``DEBUG`` log line by default)."""
 
-    def wrap(func: F) -> F:
+    def wrap(func: Callable[_P, _R]) -> Callable[_P, _R]:
         @functools.wraps(func)
-        def inner(*args: Any, **kwargs: Any) -> Any:
+        def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             with stage(name, level):
                 return func(*args, **kwargs)
 
-        return inner  # type: ignore[return-value]
+        return inner
 
     return wrap
 

@@ -350,7 +350,9 @@ def _rasterize_aligned_box(
     bk0, bk1 = weights[0][0], weights[-1][0] + 1
     box = np.zeros((bk1 - bk0, bj1 - bj0, bi1 - bi0), dtype=np.float32)
     for k, p, w in weights:
-        j0, i0, frac = fills[p]  # type: ignore[misc]
+        fill = fills[p]
+        assert fill is not None  # weights only name planes whose fill is not empty (built above)
+        j0, i0, frac = fill
         box[k - bk0, j0 - bj0:j0 - bj0 + frac.shape[0], i0 - bi0:i0 - bi0 + frac.shape[1]] += np.float32(w) * frac
     np.clip(box, 0.0, 1.0, out=box)
     return (slice(bk0, bk1), slice(bj0, bj1), slice(bi0, bi1)), box
