@@ -751,10 +751,6 @@ def kernel(
             )
 
 
-#: Tissue Heterogeneity Correction (3004,0014) written for each dose method.
-_HETEROGENEITY = {"vsv_density": "IMAGE", "vsv": "WATER"}
-
-
 @app.command("export-dicom")
 def export_dicom(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN.h5", help="A plan file written by embplan.")],
@@ -778,41 +774,18 @@ def export_dicom(
     --reference-ct)."""
     with _errors(as_json):
         from .imaging.rtdose import write_rt_dose
+        from .io.export import rt_dose_export
         from .io.hdf5 import load_plan
 
         _check_output(output, "RT Dose")
-        plan = load_plan(plan_file)
-        if plan.voxel is None or not plan.voxel.dose_maps():
-            raise _Failure(f"{plan_file}: the plan has no dose map (no images were given): nothing to export")
-        maps = plan.voxel.dose_maps()
-        if method is None:
-            method = plan.dosimetry.method if plan.dosimetry is not None and plan.dosimetry.method in maps else None
-            method = method or sorted(maps)[0]
-        if method not in maps:
-            raise _Failure(f"--method: the plan has no {method!r} dose map; it has {', '.join(sorted(maps))}")
-        images = plan.voxel.attributes.get("images")
-        stored = images.get("rt_dose_reference") if isinstance(images, dict) else None
-        if reference_ct is not None:
-            reference: Any = reference_ct
-            reference_source = "reference-ct"
-        elif isinstance(stored, dict) and stored.get("frame_of_reference_uid"):
-            # a DICOM case: the CT's patient, study and frame of reference, stored with the plan
-            reference, reference_source = stored, "stored"
-        else:
-            from pydicom.uid import generate_uid
-
-            # no CT: a new frame of reference, and the patient id of the case
-            reference = {"patient_id": plan.case.patient.id, "frame_of_reference_uid": generate_uid()}
-            reference_source = "new"
-        activity = plan.dosimetry.activity_gbq if plan.dosimetry is not None else None
-        comment = f"embplan {__version__}; {method}" + (f"; {activity:.3f} GBq" if activity is not None else "")
-        dose_map, grid = maps[method], plan.voxel.grid
+        e = rt_dose_export(load_plan(plan_file), method, reference_ct)
+        method = e.method
         _write_files([(output, "RT Dose", lambda fh: write_rt_dose(
-            dose_map, grid, fh, reference_ct=reference, dose_comment=comment,
-            tissue_heterogeneity_correction=_HETEROGENEITY.get(method), conservative=conservative,
+            e.dose_gy, e.grid, fh, reference_ct=e.reference, dose_comment=e.comment,
+            tissue_heterogeneity_correction=e.heterogeneity, conservative=conservative,
         ))])
-        info = {"written": str(output), "method": method, "max_gy": float(maps[method].max()),
-                "reference": reference_source}
+        info = {"written": str(output), "method": method, "max_gy": float(e.dose_gy.max()),
+                "reference": e.reference_source}
         if conservative:  # issue 17
             import pydicom
 

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,7 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXPORT_FORMATS", "export_plan", "export_volumes", "sitk_image", "plan_reference", "dose_map"]
+__all__ = ["EXPORT_FORMATS", "export_plan", "export_volumes", "sitk_image", "plan_reference", "dose_map",
+           "RtDoseExport", "rt_dose_export", "RT_DOSE_HETEROGENEITY"]
 
 EXPORT_FORMATS = ("rtdose", "seg", "nrrd", "nifti")
 _EXTENSIONS = {"nrrd": ".nrrd", "nifti": ".nii.gz"}
@@ -92,6 +94,42 @@ def plan_reference(plan: Plan, reference_ct: Any = None) -> tuple[Any, str]:
     if isinstance(stored, dict) and stored.get("frame_of_reference_uid"):
         return stored, "stored"
     return None, "new"
+
+
+#: Tissue Heterogeneity Correction (3004,0014) of each dose method's map in an RT Dose: the plain kernel assumes
+#: water-like tissue, the density-corrected kernel uses the image; local deposition states none.
+RT_DOSE_HETEROGENEITY = {"vsv_density": "IMAGE", "vsv": "WATER"}
+
+
+@dataclass(frozen=True)
+class RtDoseExport:
+    """What an RT Dose export of a plan writes: the map, its grid, the CT it is placed on and its description."""
+
+    method: str
+    dose_gy: np.ndarray
+    grid: Any
+    reference: Any
+    reference_source: str
+    comment: str
+    heterogeneity: str | None
+
+
+def rt_dose_export(plan: Plan, method: str | None = None, reference_ct: Any = None) -> RtDoseExport:
+    """The one recipe of an RT Dose export (``embplan export --format rtdose`` and ``embplan export-dicom``): the
+    dose map (:func:`dose_map`), the reference CT (:func:`plan_reference`; without one a new frame of reference
+    with the case's patient id), the dose comment (embplan version, method, activity)."""
+    from .. import __version__
+
+    m, dose = dose_map(plan, method)
+    assert plan.voxel is not None  # dose_map refuses a plan without voxel data
+    reference, source = plan_reference(plan, reference_ct)
+    if reference is None:  # no CT: a new frame of reference, and the patient id of the case
+        from pydicom.uid import generate_uid
+
+        reference = {"patient_id": plan.case.patient.id, "frame_of_reference_uid": generate_uid()}
+    activity = plan.dosimetry.activity_gbq if plan.dosimetry is not None else None
+    comment = f"embplan {__version__}; {m}" + (f"; {activity:.3f} GBq" if activity is not None else "")
+    return RtDoseExport(m, dose, plan.voxel.grid, reference, source, comment, RT_DOSE_HETEROGENEITY.get(m))
 
 
 def export_volumes(plan: Plan, folder: str | os.PathLike, fmt: Literal["nrrd", "nifti"], *,
@@ -164,15 +202,13 @@ def export_plan(plan: Plan, output: str | os.PathLike, fmt: str, *, method: str 
 
         reference = {"patient_id": plan.case.patient.id, "frame_of_reference_uid": generate_uid()}
     if fmt == "rtdose":
-        from .. import __version__
         from ..imaging.rtdose import write_rt_dose
 
-        m, dose = dose_map(plan, method)
-        activity = plan.dosimetry.activity_gbq if plan.dosimetry is not None else None
-        comment = f"embplan {__version__}; {m}" + (f"; {activity:.3f} GBq" if activity is not None else "")
-        write_rt_dose(dose, plan.voxel.grid, out, reference_ct=reference, dose_comment=comment,
-                      tissue_heterogeneity_correction={"vsv_density": "IMAGE", "vsv": "WATER"}.get(m))
-        return {"format": fmt, "written": [str(out)], "method": m, "max_gy": float(dose.max()), "reference": source}
+        e = rt_dose_export(plan, method, reference_ct)
+        write_rt_dose(e.dose_gy, e.grid, out, reference_ct=e.reference, dose_comment=e.comment,
+                      tissue_heterogeneity_correction=e.heterogeneity)
+        return {"format": fmt, "written": [str(out)], "method": e.method, "max_gy": float(e.dose_gy.max()),
+                "reference": e.reference_source}
     from ..imaging.seg import write_seg
 
     masks = plan.voxel.masks()
