@@ -7,6 +7,9 @@ data model. Everything JSON-like is a frozen pydantic model; the voxel arrays tr
 
 from __future__ import annotations
 
+import datetime as _dt
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +39,27 @@ __all__ = [
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types for the records a plan (or a verification) stores: mappings -> dicts with string keys,
+    tuples -> lists, numpy arrays and scalars -> Python values, non-finite floats -> None, dates -> ISO text,
+    anything else -> its text."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, _dt.datetime | _dt.date):
+        return obj.isoformat()
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)
 
 
 class ProcedureSummary(BaseModel):

@@ -60,6 +60,7 @@ from .plan_model import (
     SequenceSummary,
     StructureDose,
     VoxelData,
+    jsonable,
 )
 from .progress import timed
 from .protocols import TAREProcedure, standards_from_thresholds
@@ -1138,14 +1139,14 @@ def _voxel_workflow(
     for s_name, mask in structs.items():
         arrays[f"mask_{s_name}"] = mask
         units[f"mask_{s_name}"] = "1"
-    kernel_params: dict[str, Any] = {m_name: _jsonable(dm.provenance()) for m_name, dm in maps.items()}
+    kernel_params: dict[str, Any] = {m_name: jsonable(dm.provenance()) for m_name, dm in maps.items()}
     voxel = VoxelData(
         grid=grid,
         arrays=arrays,
         units=units,
         attributes={
-            "dose_methods": _jsonable(kernel_params),
-            "images": _jsonable(dict(img.attributes)),
+            "dose_methods": jsonable(kernel_params),
+            "images": jsonable(dict(img.attributes)),
             "activity_model": "administered activity distributed as the Tc-99m MAA map; permanent trapping, "
             "physical decay only",
             "dose_density": "CT density floored at the air floor; liver and tumours at their nominal densities",
@@ -1231,20 +1232,3 @@ def _lesions(img: ImageSet, structs: Mapping[str, np.ndarray], fractions: Mappin
             note="; ".join(notes),
         ))
     return out
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON types (tuples -> lists, numpy scalars -> Python numbers, mappings -> dicts)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is None or isinstance(obj, str | int | float | bool):
-        return obj
-    return str(obj)

@@ -66,7 +66,7 @@ from .imaging.registration import (
     settings_from,
 )
 from .nuclides import K_GY_KG_PER_GBQ_DEFAULT, decay_factor, y90_mean_life_s
-from .plan_model import Plan
+from .plan_model import Plan, jsonable
 from .protocols.base import IsoDateTime, Issue, StrictModel, case_error, raise_issues, validation_problems
 from .protocols.history import PriorTreatment
 from .risk import DoseFacts, Flag, Severity, assess_dose
@@ -1091,11 +1091,11 @@ def verify(
         plan_sha256=plan_sha,
         plan_activity_gbq=p.dosimetry.activity_gbq,
         device=str(proc.device),  # TARE (checked above)
-        post=_jsonable(post_m.model_dump(mode="json") | {"base_dir": str(post_m.base_dir)}),
+        post=jsonable(post_m.model_dump(mode="json") | {"base_dir": str(post_m.base_dir)}),
         delivered=delivered,
         emission=post_m.emission,
-        calibration=_jsonable(calibration),
-        registration=_jsonable(reg.as_dict()),
+        calibration=jsonable(calibration),
+        registration=jsonable(reg.as_dict()),
         dose_method=method,
         planned_dose_source=planned_source,
         structures=rows,
@@ -1116,7 +1116,7 @@ def verify(
         provenance={"embplan_version": __version__, "created_utc": _dt.datetime.now(_dt.UTC).isoformat(
             timespec="seconds").replace("+00:00", "Z"), "dose_method": method, "k_gy_kg_per_gbq": k,
             "dose_reference": CHIESA_2021, "options": opts.model_dump(mode="json"),
-            "kernel": _jsonable(dm.provenance())},
+            "kernel": jsonable(dm.provenance())},
     )
     out_arrays: dict[str, np.ndarray] = {
         "delivered_activity_mbq": act,
@@ -1145,21 +1145,3 @@ def prior_treatment(verification: Verification | VerificationResult) -> PriorTre
     cumulative lung limit, its normal-liver dose toward the cumulative liver figures."""
     res = verification.result if isinstance(verification, Verification) else verification
     return PriorTreatment.model_validate(res.prior_treatment)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, _dt.datetime | _dt.date):
-        return obj.isoformat()
-    if obj is None or isinstance(obj, str | int | float | bool):
-        return obj
-    return str(obj)
