@@ -173,12 +173,37 @@ def check_anatomy(
 
 
 # ----------------------------------------------------------------------------------------------------- alignment
+def _nonzero_bounds(a: np.ndarray) -> tuple[list[int], list[int]] | None:
+    """(first, last) index of the non-zero voxels of ``a`` per axis, or None when ``a`` is all zero."""
+    lo: list[int] = []
+    hi: list[int] = []
+    for ax in range(a.ndim):
+        other = tuple(i for i in range(a.ndim) if i != ax)
+        idx = np.flatnonzero(np.any(a, axis=other))
+        if not idx.size:
+            return None
+        lo.append(int(idx[0]))
+        hi.append(int(idx[-1]))
+    return lo, hi
+
+
 def _block_reduce(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
-    if f == (1, 1, 1):
-        return a.astype(np.float32)
-    n = [(s // k) * k for s, k in zip(a.shape, f, strict=True)]
-    b = a[: n[0], : n[1], : n[2]].astype(np.float32)
-    return b.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(axis=(1, 3, 5))
+    """Mean of each f0 x f1 x f2 block (float64) of an array whose shape is a multiple of ``f``, summed one axis at
+    a time from strided views (numpy reduces a short inner axis slowly). Boolean input is counted in integers, so
+    its block means are exact fractions."""
+    prod = math.prod(f)
+    b = a.view(np.uint8) if a.dtype == bool else a
+    acc = (np.uint8 if prod < 256 else np.int64) if a.dtype == bool else np.float64
+    for ax, k in enumerate(f):
+        if k == 1:
+            continue
+        parts = [b[tuple(slice(o, None, k) if i == ax else slice(None) for i in range(3))] for o in range(k)]
+        s = np.add(parts[0], parts[1], dtype=acc)
+        for part in parts[2:]:
+            s += part
+        b = s
+    out = np.asarray(b, dtype=np.float64)
+    return out / float(prod) if prod > 1 else out
 
 
 def _best_shift(
@@ -187,30 +212,42 @@ def _best_shift(
     """Overlap sum(weights where mask moved by s), divided by sum(mask) (``per="mask"``) or by sum(weights)
     (``per="weights"``), for every shift s up to ``max_shift_mm`` (per axis, whole voxels of at least
     :data:`ALIGNMENT_WORK_VOXEL_MM`): (overlap in place, best overlap, best shift in patient mm (x, y, z)).
-    ``mask`` must have a voxel."""
-    from scipy.signal import fftconvolve
+    ``mask`` must have a voxel (in the part of the grid that whole work voxels cover).
+
+    Work voxels are blocks of f0 x f1 x f2 grid voxels from index 0 (a remainder at the far edge is left out); only
+    the blocks within the shift range of the mask's bounding box are reduced. The overlaps of every shift come from
+    one circular cross-correlation (FFT) of that box, zero-padded by at least the shift range on every axis so that
+    no shift within the range wraps onto the mask: each equals the direct sum over the box (and the box holds every
+    voxel the moved mask can reach)."""
+    from scipy import fft as sfft
 
     sp = np.asarray(grid.spacing_mm, dtype=float)
-    fz, fy, fx = (max(1, int(ALIGNMENT_WORK_VOXEL_MM // s)) for s in sp)
-    f = (fz, fy, fx)
-    m = _block_reduce(mask, f)
-    a = _block_reduce(weights, f)
+    f = tuple(max(1, int(ALIGNMENT_WORK_VOXEL_MM // s)) for s in sp)
+    nb = [s // k for s, k in zip(mask.shape, f, strict=True)]  # whole work voxels per axis
+    full = tuple(slice(0, n * k) for n, k in zip(nb, f, strict=True))
     wsp = sp * np.asarray(f)
     r = [int(math.ceil(max_shift_mm / s)) for s in wsp]
-    nz = np.nonzero(m > 0)
-    lo = [max(0, int(idx.min()) - rr) for idx, rr in zip(nz, r, strict=True)]
-    hi = [min(n, int(idx.max()) + 1 + rr) for idx, n, rr in zip(nz, m.shape, r, strict=True)]
-    mc = m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    ac = a[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    total = float(mc.sum()) if per == "mask" else float(a.sum())
-    # overlap(s) = sum_x M(x - s) A(x): the correlation of A with M, every shift at once
-    corr = fftconvolve(ac.astype(np.float64), mc[::-1, ::-1, ::-1].astype(np.float64), mode="full")
-    c = np.asarray(mc.shape) - 1  # index of shift 0
-    win = np.zeros([2 * rr + 1 for rr in r])
-    # the window may reach past the correlation's extent when the crop is small: pad with no overlap
-    src = [slice(max(0, c[i] - r[i]), min(corr.shape[i], c[i] + r[i] + 1)) for i in range(3)]
-    dst = [slice(s_.start - (c[i] - r[i]), s_.stop - (c[i] - r[i])) for i, s_ in enumerate(src)]
-    win[tuple(dst)] = corr[tuple(src)] / total
+    bounds = _nonzero_bounds(np.asarray(mask)[full])
+    if bounds is None:
+        raise ValueError("_best_shift: the mask has no voxel")
+    lo = [max(0, b // k - rr) for b, k, rr in zip(bounds[0], f, r, strict=True)]
+    hi = [min(n, b // k + 1 + rr) for b, k, n, rr in zip(bounds[1], f, nb, r, strict=True)]
+    box = tuple(slice(a_ * k, b_ * k) for a_, b_, k in zip(lo, hi, f, strict=True))
+    mc = _block_reduce(np.asarray(mask)[box], f)
+    ac = _block_reduce(np.asarray(weights)[box], f)
+    if per == "mask":
+        total = float(mc.sum())
+    else:
+        w = np.asarray(weights)[full]
+        w_sum = float(np.sum(w, dtype=np.float64) if w.dtype != bool else np.count_nonzero(w))
+        total = w_sum / float(math.prod(f))  # the sum of the block means over the whole grid
+    # overlap(s) = sum_x M(x - s) A(x) for |s| <= r: a circular correlation of size >= box + r does not wrap
+    shape = [sfft.next_fast_len(max(c + rr, 2 * rr + 1), real=True) for c, rr in zip(mc.shape, r, strict=True)]
+    spec = sfft.rfftn(ac, s=shape, workers=-1)
+    spec *= np.conj(sfft.rfftn(mc, s=shape, workers=-1))
+    corr = sfft.irfftn(spec, s=shape, workers=-1)
+    idx = [np.arange(-rr, rr + 1) % n for rr, n in zip(r, shape, strict=True)]
+    win = corr[np.ix_(*idx)] / total
     at0 = float(win[r[0], r[1], r[2]])
     best = tuple(int(i) for i in np.unravel_index(int(np.argmax(win)), win.shape))
     if float(win[best]) <= at0 + 1e-12:
@@ -246,7 +283,9 @@ def check_activity_alignment(
     ``activity_alignment_tolerance_mm``. Tc-99m MAA (and a Y-90 image) lies in the perfused liver and the lungs, so a
     SPECT shifted against the CT moves counts out of them (issue 12, found by tests/imaging/test_dicom_set_fuzz.py:
     a SPECT shifted 21 mm changed the tumour dose 339 -> 215 Gy). Returns the measurement (recorded with the plan)."""
-    act = np.clip(np.asarray(activity, dtype=np.float64), 0.0, None)
+    act = np.asarray(activity, dtype=np.float64)
+    if act.size and float(act.min()) < 0.0:  # the image set has clipped them already: no copy then
+        act = np.clip(act, 0.0, None)
     total = float(act.sum())
     roi = np.asarray(liver, dtype=bool) | np.asarray(lungs, dtype=bool)
     if not total > 0 or not roi.any():
