@@ -272,11 +272,13 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     if ct.grid == grid:
         ct_hu = np.asarray(ct.array, dtype=np.float32)
     else:
-        ct_hu = np.asarray(resample_to_grid(ct.array, ct.grid, grid, "linear", default_value=HU_OUTSIDE_CT),
-                           dtype=np.float32)
-        inside = np.asarray(resample_to_grid(np.ones(ct.grid.shape, np.uint8), ct.grid, grid, "linear"))
-        inside_ct = np.asarray(inside) >= 0.5
-        outside = float(np.mean(inside < 0.5))
+        # one resampling: the points outside the CT get NaN (the CT's values are finite), which marks them; inside,
+        # linear interpolation does not depend on the default (what resampling an array of ones showed before)
+        hu_nan = np.asarray(resample_to_grid(ct.array, ct.grid, grid, "linear", default_value=float("nan")))
+        inside_ct = ~np.isnan(hu_nan)
+        ct_hu = np.where(inside_ct, hu_nan, HU_OUTSIDE_CT).astype(np.float32)
+        del hu_nan
+        outside = float(np.mean(~inside_ct))
         if outside > 0:
             notes.append(f"{outside:.1%} of the dosimetry grid lies outside the CT: taken as air ({HU_OUTSIDE_CT:g} HU).")
     density = hu_to_density_g_cm3(ct_hu).astype(np.float32)
