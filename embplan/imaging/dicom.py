@@ -1300,8 +1300,14 @@ def read_rtstruct_with_notes(
 
 
 def _contour_area_mm2(pts: np.ndarray) -> float:
-    q = np.roll(pts, -1, axis=0)
-    return 0.5 * float(np.linalg.norm(np.cross(pts, q).sum(axis=0)))
+    """Area of a closed polygon in 3D: half the length of sum_i p_i x p_(i+1) (the vector area), by dot products
+    (np.cross and np.roll cost more than the sums on a contour of a hundred points)."""
+    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+    xn, yn, zn = np.roll(x, -1), np.roll(y, -1), np.roll(z, -1)
+    cx = float(np.dot(y, zn) - np.dot(z, yn))
+    cy = float(np.dot(z, xn) - np.dot(x, zn))
+    cz = float(np.dot(x, yn) - np.dot(y, xn))
+    return 0.5 * math.sqrt(cx * cx + cy * cy + cz * cz)
 
 
 def _read_rtstruct(

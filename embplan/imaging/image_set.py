@@ -330,10 +330,13 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
             f"{field_base}.structures); it has {', '.join(repr(a) for a in available) or 'none'}"
         )
 
-    def union(names: list[str]) -> np.ndarray:
-        out = np.zeros(grid.shape, dtype=bool)
-        for n in names:
-            out |= rois[n]
+    def union(names: list[str], within: np.ndarray | None = None) -> np.ndarray:
+        """A new mask: the union of the named ROIs (cut to ``within`` when given)."""
+        if not names:
+            return np.zeros(grid.shape, dtype=bool)
+        out = np.logical_and(rois[names[0]], within) if within is not None else rois[names[0]].copy()
+        for n in names[1:]:
+            np.logical_or(out, np.logical_and(rois[n], within) if within is not None else rois[n], out=out)
         return out
 
     tumor_keys = _tumor_keys(list(roles.tumors))
@@ -345,16 +348,16 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     liver |= tumors
     if not liver.any():
         raise ImagingError(f"{field_base}.structures.liver: the liver ROIs cover no voxel of the dosimetry grid")
-    lungs = union(list(roles.lungs))
-    overlap = int(np.count_nonzero(lungs & liver))
+    lung_rois = union(list(roles.lungs))  # as drawn: the checks compare them with the CT
+    overlap = int(np.count_nonzero(lung_rois & liver))
+    lungs = lung_rois
     if overlap:
-        lungs &= ~liver
+        lungs = lung_rois & ~liver
         notes.append(f"{overlap} voxels in both the lung and the liver ROIs counted as liver.")
     if not lungs.any():
         raise ImagingError(f"{field_base}.structures.lungs: the lung ROIs cover no voxel of the dosimetry grid")
     masks: dict[str, np.ndarray] = {"liver": liver, "tumors": tumors, "lungs": lungs}
-    image_checks = _check_set(case, ct, grid, ct_hu, inside_ct, liver, union(list(roles.lungs)),
-                              contour_points, field_base, notes)
+    image_checks = _check_set(case, ct, grid, ct_hu, inside_ct, liver, lung_rois, contour_points, field_base, notes)
     from .checks import check_activity_alignment
 
     image_checks["activity_alignment"] = check_activity_alignment(
@@ -365,11 +368,11 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         if not rois[roi].any():
             notes.append(f"Tumour ROI {roi!r} covers no voxel of the dosimetry grid (under half a voxel): no DVH.")
     if roles.right_lobe is not None:
-        masks["liver_right"] = union(list(roles.right_lobe)) & liver
+        masks["liver_right"] = union(list(roles.right_lobe), within=liver)
     if roles.left_lobe is not None:
-        masks["liver_left"] = union(list(roles.left_lobe)) & liver
+        masks["liver_left"] = union(list(roles.left_lobe), within=liver)
     for number, names in (roles.segments or {}).items():
-        masks[f"segment_{number}"] = union(list(names)) & liver
+        masks[f"segment_{number}"] = union(list(names), within=liver)
     perfused = union(list(roles.perfused)) if roles.perfused is not None else territory_mask(case, masks, grid.shape)
     if not (perfused & liver).any():
         raise ImagingError(f"{field_base}.structures: the perfused territory does not overlap the liver")
