@@ -765,6 +765,7 @@ def _series_geometry(items: list[tuple[Path, Dataset]], what: str) -> tuple[list
     rows0, cols0 = _int(ds0, "Rows", f0), _int(ds0, "Columns", f0)
     for0 = _str(ds0, "FrameOfReferenceUID")
     r, c, n = _orientation(iop0, f0)
+    pid0 = _str(ds0, "PatientID", default="")
     positions = []
     for f, ds in items:
         if _str(ds, "FrameOfReferenceUID") != for0:
@@ -772,14 +773,17 @@ def _series_geometry(items: list[tuple[Path, Dataset]], what: str) -> tuple[list
                 f"{what}: mismatched frames of reference: {f} has FrameOfReferenceUID "
                 f"{_str(ds, 'FrameOfReferenceUID')}, {f0} has {for0}"
             )
-        if _str(ds, "PatientID", default="") != _str(ds0, "PatientID", default=""):
+        if _str(ds, "PatientID", default="") != pid0:
             raise ImagingError(
                 f"{what}: {f} has PatientID (0010,0020) {_str(ds, 'PatientID', default='')!r}, {f0} has "
-                f"{_str(ds0, 'PatientID', default='')!r}: one series holds one patient"
+                f"{pid0!r}: one series holds one patient"
             )
-        if not np.allclose(_floats(ds, "ImageOrientationPatient", f, 6), iop0, atol=1e-4):
+        iop = _floats(ds, "ImageOrientationPatient", f, 6)
+        # np.allclose(iop, iop0, atol=1e-4) (rtol 1e-5), without its per-call overhead
+        if not np.all(np.abs(iop - iop0) <= 1e-4 + 1e-5 * np.abs(iop0)):
             raise ImagingError(f"{what}: {f} has another ImageOrientationPatient (0020,0037) than {f0}")
-        if not np.allclose(_floats(ds, "PixelSpacing", f, 2), ps0, rtol=1e-4):
+        ps = _floats(ds, "PixelSpacing", f, 2)
+        if not np.all(np.abs(ps - ps0) <= 1e-8 + 1e-4 * np.abs(ps0)):  # np.allclose(ps, ps0, rtol=1e-4)
             raise ImagingError(f"{what}: {f} has another PixelSpacing (0028,0030) than {f0}")
         if (_int(ds, "Rows", f), _int(ds, "Columns", f)) != (rows0, cols0):
             raise ImagingError(f"{what}: {f} has another Rows x Columns than {f0}")
@@ -1009,9 +1013,10 @@ def read_ct_series(
         if (slope == 1.0 and px.dtype.kind in "iu" and px.dtype.itemsize <= 2 and intercept == round(intercept)
                 and abs(intercept) < 2**23):
             np.add(px[0], np.float32(intercept), out=hu[k])  # integers below 2**24: float32 is exact, as float64
+            lows[k], highs[k] = float(px.min()) + intercept, float(px.max()) + intercept  # exact, on the 2-byte values
         else:
             hu[k] = px[0] * slope + intercept
-        lows[k], highs[k] = hu[k].min(), hu[k].max()  # while the slice is in cache; NaN propagates
+            lows[k], highs[k] = hu[k].min(), hu[k].max()  # while the slice is in cache; NaN propagates
     lo, hi = float(lows.min()), float(highs.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         _check_finite(hu, "CT series")
