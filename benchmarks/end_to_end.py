@@ -48,6 +48,8 @@ STAGES: list[tuple[str, str, str]] = [
     ("embplan.dosimetry.dose", "dose_map", "dose maps"),
     ("embplan.planner", "_voxel_workflow", "voxel dosimetry (rest: means, BED)"),
     ("embplan.dosimetry.metrics", "dvh", "DVHs"),
+    ("embplan.dosimetry.metrics", "dvh_from_samples", "DVHs"),
+    ("embplan.dosimetry.conventions", "dome_excluded_lung", "lung beyond the dome (distance transform)"),
 ]
 TARGETS = {"phantom15": 2.0, "clinical": 5.0, "clinical_smoke": None}
 QUARTER_EXEMPT = {"pixel decoding"}
