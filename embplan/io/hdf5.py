@@ -40,6 +40,7 @@ import platform
 import re
 import stat
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ import numpy as np
 from ..errors import EmbplanError, PlanFileError
 from ..progress import timed
 from . import atomic_file
+from .h5chunks import write_arrays
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan_model import Plan
@@ -465,31 +467,43 @@ def write_document(
     """
     plan_json = compact_json_bytes(doc.plan)
     meta_json = compact_json_bytes(doc.meta)
-    digest = content_sha256(plan_json, meta_json, doc.arrays)
     from .. import __version__
 
-    attrs = h5.attrs
-    attrs["format"] = FORMAT_NAME
-    attrs["format_version"] = doc.format_version
-    attrs["created_utc"] = created_utc or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z"
-    )
-    attrs["software"] = "embplan"
-    attrs["software_version"] = __version__
-    attrs["dependency_versions_json"] = compact_json_bytes(_dependency_versions()).decode("utf-8")
-    attrs["content_sha256"] = digest
-    attrs["axis_order"] = "z,y,x"
-    _create_text(h5, "plan_json", plan_json)
-    _create_text(h5, "meta_json", meta_json)
-    if doc.voxel is not None:
-        paths = doc.voxel["paths"]
-        units = doc.voxel["units"]
-        for name in sorted(doc.arrays):
-            path = paths[name]
-            group_name, _, leaf = path.rpartition("/")
-            group = h5.require_group(group_name or "/")
-            dset = _create_array(group, leaf, doc.arrays[name], units[name], gzip_level)
-            dset.attrs["name"] = name
+    # issue 16: the content hash (hashlib releases the GIL) runs beside the arrays' compression
+    # (h5chunks.write_arrays: the chunks are encoded on a thread pool); the digest is stored once both are done
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embplan-sha") as pool:
+        digest_future = pool.submit(content_sha256, plan_json, meta_json, doc.arrays)
+        attrs = h5.attrs
+        attrs["format"] = FORMAT_NAME
+        attrs["format_version"] = doc.format_version
+        attrs["created_utc"] = created_utc or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace(
+            "+00:00", "Z"
+        )
+        attrs["software"] = "embplan"
+        attrs["software_version"] = __version__
+        attrs["dependency_versions_json"] = compact_json_bytes(_dependency_versions()).decode("utf-8")
+        attrs["axis_order"] = "z,y,x"
+        _create_text(h5, "plan_json", plan_json)
+        _create_text(h5, "meta_json", meta_json)
+        if doc.voxel is not None:
+            paths = doc.voxel["paths"]
+            units = doc.voxel["units"]
+            big: list[tuple[h5py.Group, str, np.ndarray]] = []
+            big_names: list[str] = []
+            for name in sorted(doc.arrays):
+                group_name, _, leaf = paths[name].rpartition("/")
+                group = h5.require_group(group_name or "/")
+                data = np.asarray(doc.arrays[name])
+                if data.ndim and data.size:
+                    big.append((group, leaf, data))
+                    big_names.append(name)
+                else:
+                    _create_array(group, leaf, data, units[name], gzip_level).attrs["name"] = name
+            for name, dset in zip(big_names, write_arrays(big, gzip_level), strict=True):
+                dset.attrs["units"] = units[name]
+                dset.attrs["name"] = name
+        digest = digest_future.result()
+        attrs["content_sha256"] = digest
     return digest
 
 
