@@ -29,7 +29,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-__all__ = ["CHUNK_TARGET_BYTES", "chunk_shape", "encode_chunk", "fletcher32", "write_arrays", "writer_threads"]
+__all__ = ["CHUNK_TARGET_BYTES", "ChunkError", "chunk_shape", "decode_chunk", "encode_chunk", "fletcher32", "read_array",
+           "write_arrays", "writer_threads"]
 
 #: Target size of one chunk: whole z-planes up to about 1 MiB (a 512 x 512 float64 plane, 2 MiB, is one chunk).
 #: Large enough that the per-chunk Python work is negligible (about 50 chunks per array of the 1.5 mm phantom,
@@ -144,3 +145,79 @@ def write_arrays(items: Sequence[tuple[h5py.Group, str, np.ndarray]], level: int
         for job, payload in zip(jobs, pool.map(encode, jobs), strict=True):
             job[0].id.write_direct_chunk(job[2], payload)
     return dsets
+
+
+# ------------------------------------------------------------------------------------------------------- reading
+#: HDF5 filter ids of the pipeline this module writes, in pipeline order: shuffle, deflate, Fletcher-32.
+_PIPELINE = (2, 1, 3)
+
+
+class ChunkError(ValueError):
+    """A chunk that does not decode (checksum, decompression or size); the caller names the dataset."""
+
+
+def _pipeline_ok(dset: h5py.Dataset) -> bool:
+    """Whether ``dset`` is chunked with exactly this module's filters and a native-order numeric dtype, every
+    chunk allocated: then :func:`read_array` may decode it itself."""
+    if dset.chunks is None or dset.dtype.byteorder == ">" or dset.dtype.kind not in "biuf":
+        return False
+    dcpl = dset.id.get_create_plist()
+    ids = tuple(dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters()))
+    if ids != _PIPELINE:
+        return False
+    expected = 1
+    for n, c in zip(dset.shape, dset.chunks, strict=True):
+        expected *= -(-n // c)
+    return int(dset.id.get_num_chunks()) == expected
+
+
+def decode_chunk(payload: bytes, chunks: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """One chunk of this module's pipeline back to an array of ``chunks`` (checksum checked first, the inflated
+    size capped at the chunk's bytes); :class:`ChunkError` when it does not decode."""
+    if len(payload) < 5:
+        raise ChunkError("chunk shorter than its checksum")
+    body, stored = payload[:-4], int.from_bytes(payload[-4:], "little")
+    if fletcher32(body) != stored:
+        raise ChunkError("Fletcher-32 checksum mismatch")
+    size = dtype.itemsize
+    nbytes = int(np.prod(chunks, dtype=np.int64)) * size
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(body, nbytes)
+    except zlib.error as exc:
+        raise ChunkError(f"deflate: {exc}") from exc
+    if len(raw) != nbytes or d.unconsumed_tail or not d.eof:
+        raise ChunkError(f"inflates to other than the chunk's {nbytes} bytes")
+    b = np.frombuffer(raw, dtype=np.uint8)
+    if size > 1:
+        b = b.reshape(size, -1).T.copy()
+    out = b.view(dtype).reshape(chunks) if dtype.kind != "b" else (b != 0).reshape(chunks)
+    return out
+
+
+def read_array(dset: h5py.Dataset, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
+    """The whole dataset, its chunks decoded on ``pool`` when it has this module's pipeline (any plan file
+    embplan writes, and h5py-written gzip + shuffle + Fletcher-32 files), else read by h5py. Raises
+    :class:`ChunkError` (decoding) or ``OSError`` (h5py) for a damaged chunk."""
+    if pool is None or not _pipeline_ok(dset):
+        return np.asarray(dset[()])
+    shape, chunks, dtype = tuple(dset.shape), tuple(dset.chunks), np.dtype(dset.dtype)
+    out = np.empty(shape, dtype=dtype)
+    offsets = list(_chunks(shape, chunks))
+
+    def one(off: tuple[int, ...], payload: bytes) -> None:
+        block = decode_chunk(payload, chunks, dtype)
+        sl = tuple(slice(o, min(o + c, n)) for o, c, n in zip(off, chunks, shape, strict=True))
+        out[sl] = block[tuple(slice(0, s.stop - s.start) for s in sl)]
+
+    futures: list[Any] = []
+    for off in offsets:  # the file is read on this thread (h5py), the chunks decoded on the pool meanwhile
+        mask, payload = dset.id.read_direct_chunk(off)
+        if mask != 0:  # a chunk stored with a filter skipped: let libhdf5 decode the dataset
+            for fut in futures:
+                fut.cancel()
+            return np.asarray(dset[()])
+        futures.append(pool.submit(one, off, payload))
+    for fut in futures:
+        fut.result()
+    return out
