@@ -21,6 +21,7 @@ bool chunks, and that a damaged chunk fails HDF5's own checksum on read.
 from __future__ import annotations
 
 import os
+import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,11 +42,20 @@ CHUNK_MAX_BYTES = 4 << 20
 
 
 def writer_threads() -> int:
-    """Threads that compress: the CPUs this process may use, at most 8."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
+    """Threads that compress: the dose engine's thread count (``numba.get_num_threads()``, which ``embplan batch``
+    sets per worker) when numba is loaded, else the CPUs this process may use; at most 8."""
+    n = 0
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        try:
+            n = int(numba.get_num_threads())
+        except Exception:  # noqa: BLE001 - a numba without threading layer: fall back to the CPUs
+            n = 0
+    if n <= 0:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            n = os.cpu_count() or 1
     return max(1, min(8, n))
 
 

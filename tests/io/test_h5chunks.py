@@ -136,3 +136,16 @@ def test_decode_chunk_refuses_a_damaged_chunk(damage):
     z = zlib.compress(b"\0" * 100, 1)
     with pytest.raises(H.ChunkError, match="inflates"):
         H.decode_chunk(z + H.fletcher32(z).to_bytes(4, "little"), (8, 16, 16), np.dtype(np.float64))
+
+
+def test_writer_threads_follow_the_dose_engines_thread_count():
+    """embplan batch gives each worker a share of the CPUs through numba's thread count; the writer uses it."""
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert H.writer_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+    assert H.writer_threads() == min(8, before)
