@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import logging
 import math
 import os
@@ -157,6 +158,27 @@ def _boundary(func: Callable[P, R]) -> Callable[P, R]:
             raise ImagingError(
                 f"{func.__name__}({src}): unreadable or inconsistent DICOM data ({type(exc).__name__}: {exc})"
             ) from exc
+
+    return wrapper
+
+
+def _gc_paused(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` with Python's cyclic garbage collector paused (restored after, also on error).
+
+    A series reader creates tens of thousands of small pydicom objects that stay alive (one dataset per slice):
+    they make the collector run full collections over every object of the process (170,000 in a planning
+    process: 0.1-0.17 s per 300-slice CT, a quarter of the read). Nothing read here holds reference cycles that
+    must be freed before the reader returns; the collector resumes afterwards. A collector that was off stays off."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
 
     return wrapper
 
@@ -969,6 +991,7 @@ def read_patient_id(path: str | os.PathLike) -> str:
 
 
 @_boundary
+@_gc_paused
 def read_ct_series(
     source: str | os.PathLike | Iterable[str | os.PathLike],
     *,
@@ -1051,6 +1074,7 @@ def read_ct_series(
 
 @timed("PET series", logging.INFO)
 @_boundary
+@_gc_paused
 def read_pet_series(
     source: str | os.PathLike | Iterable[str | os.PathLike],
     *,
@@ -1315,6 +1339,7 @@ def _contour_area_mm2(pts: np.ndarray) -> float:
     return 0.5 * math.sqrt(cx * cx + cy * cy + cz * cz)
 
 
+@_gc_paused
 def _read_rtstruct(
     p: Path, frame_of_reference_uid: str | None
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:

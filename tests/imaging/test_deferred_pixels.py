@@ -99,3 +99,24 @@ def test_unusual_files_still_go_through_pydicom(tmp_path):
     _ = ds.PixelData  # read into the dataset: the deferred path is not taken
     assert _deferred_pixel_element(ds) is None
     np.testing.assert_array_equal(_pixel_frames(ds, path)[0], raw)
+
+
+def test_readers_restore_the_garbage_collector(tmp_path):
+    """The series readers pause Python's cyclic collector while they build their datasets: it is on again
+    afterwards (after an error too), and a collector the caller had turned off stays off."""
+    import gc
+
+    from embplan.imaging.dicom import read_ct_series
+
+    missing = tmp_path / "nothing-here"
+    assert gc.isenabled()
+    with pytest.raises(ImagingError):
+        read_ct_series(missing)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(ImagingError):
+            read_ct_series(missing)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
