@@ -330,6 +330,8 @@ def _rasterize_aligned_box(
     for c, p in zip(cs, plane_of, strict=True):
         by_plane.setdefault(p, []).append(c)
     fills: dict[int, tuple[int, int, np.ndarray] | None] = {}
+    # Grid.patient_mm_to_index's arithmetic, with its inverse matrix built once per structure (not per contour)
+    to_index = np.linalg.inv(a[:3, :3]).T
     # which planes weigh on which slices, and the in-plane fill of each plane (computed once)
     weights: list[tuple[int, int, float]] = []
     for k in range(nz):
@@ -343,7 +345,7 @@ def _rasterize_aligned_box(
             if w <= 1e-12:
                 continue
             if p not in fills:
-                polys = [grid.patient_mm_to_index(c)[:, 1:] for c in by_plane[p]]
+                polys = [((np.asarray(c, dtype=float) - a[:3, 3]) @ to_index)[:, 1:] for c in by_plane[p]]
                 fills[p] = _fill_even_odd(polys, ny, nx, s)
             if fills[p] is not None:
                 weights.append((k, p, w))
