@@ -990,62 +990,31 @@ def read_patient_id(path: str | os.PathLike) -> str:
     return _str(ds, "PatientID", default="") or ""
 
 
-@_boundary
-@_gc_paused
-def read_ct_series(
-    source: str | os.PathLike | Iterable[str | os.PathLike],
-    *,
-    series_instance_uid: str | None = None,
-    hu_range: tuple[float, float] = PLAUSIBLE_HU_RANGE,
-    max_slice_gap_factor: float = MAX_SLICE_GAP_FACTOR,
-    max_gantry_tilt_deg: float = MAX_GANTRY_TILT_DEG,
-    max_voxels: int | None = None,
-) -> Volume:
-    """A CT series (folder, or list of files) as a Volume in Hounsfield units (Rescale Slope/Intercept applied,
-    float32). In a folder, non-DICOM files and other modalities (RTSTRUCT, RT Dose) are skipped; several CT series
-    are an error unless ``series_instance_uid`` selects one. A single slice takes its thickness from Slice
-    Thickness (there is nothing else); a series never does.
+#: Units of a CT Volume holding stored pixel values (``read_ct_series(..., stored_values=True)``).
+CT_STORED_UNITS = "stored values (HU = rescale_slope x value + rescale_intercept)"
 
-    Several series in a folder: :func:`embplan.imaging.series.choose_series` takes the one axial volume that is
-    not a localizer (noted in ``meta["series_selection"]``) or lists them. An Enhanced CT (one multi-frame file) is
-    read by :func:`embplan.imaging.enhanced.read_enhanced_image`. A missing slice, non-uniform spacing or a gantry
-    tilt within ``max_slice_gap_factor`` / ``max_gantry_tilt_deg`` is resampled onto a regular grid
-    (:mod:`embplan.imaging.irregular`; ``meta["geometry_note"]``; voxels outside the acquired field of view -1000
-    HU), beyond them refused. Rescale Slope and Intercept are required (Type 1); ``max_voxels``: the voxel budget
-    (:func:`voxel_budget`), checked before any pixel is decoded."""
-    notes: list[str] = []
-    items = _load_series(source, "CT", series_instance_uid, max_voxels, notes=notes)
-    what = f"CT series {_describe(source)}"
-    if len(items) == 1 and _str(items[0][1], "SOPClassUID") in ENHANCED_IMAGE_SOP_CLASSES:
-        from .enhanced import read_enhanced_image
 
-        vol = read_enhanced_image(items[0][0], modality="CT", hu_range=hu_range,
-                                  max_slice_gap_factor=max_slice_gap_factor, max_gantry_tilt_deg=max_gantry_tilt_deg)
-        if notes:
-            vol = dataclasses.replace(vol, meta={**vol.meta, "series_selection": notes[0]})
-        return vol
-    items, grid, spacing_source, stack_plan = _stack_geometry(items, what, max_slice_gap_factor, max_gantry_tilt_deg)
-    hu = np.empty((len(items), *grid.shape[1:]), dtype=np.float32)
-    rescales = []
-    scratch = bytearray()
-    lows, highs = np.empty(len(items)), np.empty(len(items))
-    for k, (f, ds) in enumerate(items):
-        px = _pixel_frames(ds, f, max_voxels, scratch)
-        slope, intercept = _rescale(ds, f, required=True)
-        rescales.append((slope, intercept))
-        if (slope == 1.0 and px.dtype.kind in "iu" and px.dtype.itemsize <= 2 and intercept == round(intercept)
-                and abs(intercept) < 2**23):
-            np.add(px[0], np.float32(intercept), out=hu[k])  # integers below 2**24: float32 is exact, as float64
-            lows[k], highs[k] = float(px.min()) + intercept, float(px.max()) + intercept  # exact, on the 2-byte values
-        else:
-            hu[k] = px[0] * slope + intercept
-            lows[k], highs[k] = hu[k].min(), hu[k].max()  # while the slice is in cache; NaN propagates
-    lo, hi = float(lows.min()), float(highs.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        _check_finite(hu, "CT series")
+def _exact_in_float32(slope: float, intercept: float, dtype: np.dtype) -> bool:
+    """Whether stored values of ``dtype`` rescaled by (1, ``intercept``) are integers below 2**24: float32 holds
+    them exactly, so adding in float32 gives the same numbers as in float64."""
+    return (slope == 1.0 and dtype.kind in "iu" and dtype.itemsize <= 2 and intercept == round(intercept)
+            and abs(intercept) < 2**23)
+
+
+def _stored_to_hu(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """float32 HU of stored values, by the arithmetic of :func:`read_ct_series` (the same numbers)."""
+    if _exact_in_float32(slope, intercept, stored.dtype):
+        return np.add(stored, np.float32(intercept), dtype=np.float32)
+    return (stored * slope + intercept).astype(np.float32)
+
+
+def _check_ct_values(source: Any, items: list[tuple[Path, Dataset]], rescales: list[tuple[float, float]], lo: float,
+                     hi: float, sub_hu: np.ndarray, hu_range: tuple[float, float]) -> None:
+    """The value checks of a CT series: HU range [lo, hi] (finite), and no slice offset against its neighbour
+    (percentiles of ``sub_hu``, every 4th row and column of each slice, in HU)."""
     if lo < hu_range[0] or hi > hu_range[1]:
         raise ImagingError(f"CT series {_describe(source)}: implausible Hounsfield units [{lo:g}, {hi:g}] outside {hu_range}")
-    sub = hu[:, ::4, ::4].reshape(hu.shape[0], -1)
+    sub = sub_hu.reshape(sub_hu.shape[0], -1)
     q = np.percentile(sub, [5, 25, 50, 75, 95], axis=1)  # (5, slices)
     dq = np.diff(q, axis=1)
     offset = np.where(np.all(dq > 0, axis=0), dq.min(axis=0), np.where(np.all(dq < 0, axis=0), dq.max(axis=0), 0.0))
@@ -1059,6 +1028,125 @@ def read_ct_series(
             f"{items[k][0].name} to the adjacent {items[k + 1][0].name} (all percentiles 5-95 moved the same way by "
             f"more than {MAX_SLICE_OFFSET_HU:g} HU, which anatomy does not do): {why}"
         )
+
+
+def _ct_stored(items: list[tuple[Path, Dataset]], grid: Grid, source: Any, hu_range: tuple[float, float],
+               max_voxels: int | None) -> tuple[np.ndarray, float, float] | None:
+    """(stored values, slope, intercept) of a regular CT stack whose slices share one rescale and hold integers,
+    after the checks of :func:`read_ct_series` on the HU they give; None (the caller builds the HU volume, and
+    its checks report) when the slices differ in rescale or type, or a rescaled bound is not finite."""
+    rescales = [_rescale(ds, f, required=True) for f, ds in items]
+    if len(set(rescales)) != 1:
+        return None
+    slope, intercept = rescales[0]
+    stack: np.ndarray | None = None
+    lows, highs = np.empty(len(items)), np.empty(len(items))
+    for k, (f, ds) in enumerate(items):
+        if stack is None:
+            px = _pixel_frames(ds, f, max_voxels)
+            if px.dtype.kind not in "iu":
+                return None
+            stack = np.empty((len(items), *grid.shape[1:]), dtype=px.dtype)
+            stack[0] = px[0]
+        else:
+            px = _pixel_frames(ds, f, max_voxels, memoryview(stack[k]).cast("B"))  # read into its slice
+            if px.dtype != stack.dtype:
+                return None
+            if not np.shares_memory(px, stack[k]):
+                stack[k] = px[0]
+        lows[k], highs[k] = stack[k].min(), stack[k].max()
+    assert stack is not None  # items is never empty
+    # HU of the bounds: the rescale is monotone (slope > 0) and float32 rounding is too, so these are the
+    # smallest and largest HU of the volume that read_ct_series would build
+    lo = float(_stored_to_hu(np.array([lows.min()]).astype(stack.dtype), slope, intercept)[0])
+    hi = float(_stored_to_hu(np.array([highs.max()]).astype(stack.dtype), slope, intercept)[0])
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    _check_ct_values(source, items, rescales, lo, hi, _stored_to_hu(stack[:, ::4, ::4], slope, intercept), hu_range)
+    return stack, slope, intercept
+
+
+def ct_hu_volume(ct: Volume) -> Volume:
+    """The CT in Hounsfield units: ``ct`` itself, or the HU of stored values (``read_ct_series(...,
+    stored_values=True)``), the same numbers :func:`read_ct_series` gives."""
+    if ct.units != CT_STORED_UNITS:
+        return ct
+    hu = _stored_to_hu(ct.array, float(ct.meta["rescale_slope"]), float(ct.meta["rescale_intercept"]))
+    meta = {k: v for k, v in ct.meta.items() if k not in ("rescale_slope", "rescale_intercept")}
+    return dataclasses.replace(ct, array=hu, units="HU", meta=meta)
+
+
+@_boundary
+@_gc_paused
+def read_ct_series(
+    source: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    series_instance_uid: str | None = None,
+    hu_range: tuple[float, float] = PLAUSIBLE_HU_RANGE,
+    max_slice_gap_factor: float = MAX_SLICE_GAP_FACTOR,
+    max_gantry_tilt_deg: float = MAX_GANTRY_TILT_DEG,
+    max_voxels: int | None = None,
+    stored_values: bool = False,
+) -> Volume:
+    """A CT series (folder, or list of files) as a Volume in Hounsfield units (Rescale Slope/Intercept applied,
+    float32). In a folder, non-DICOM files and other modalities (RTSTRUCT, RT Dose) are skipped; several CT series
+    are an error unless ``series_instance_uid`` selects one. A single slice takes its thickness from Slice
+    Thickness (there is nothing else); a series never does.
+
+    Several series in a folder: :func:`embplan.imaging.series.choose_series` takes the one axial volume that is
+    not a localizer (noted in ``meta["series_selection"]``) or lists them. An Enhanced CT (one multi-frame file) is
+    read by :func:`embplan.imaging.enhanced.read_enhanced_image`. A missing slice, non-uniform spacing or a gantry
+    tilt within ``max_slice_gap_factor`` / ``max_gantry_tilt_deg`` is resampled onto a regular grid
+    (:mod:`embplan.imaging.irregular`; ``meta["geometry_note"]``; voxels outside the acquired field of view -1000
+    HU), beyond them refused. Rescale Slope and Intercept are required (Type 1); ``max_voxels``: the voxel budget
+    (:func:`voxel_budget`), checked before any pixel is decoded.
+
+    ``stored_values``: when the series is a regular stack of integer pixels sharing one Rescale Slope and
+    Intercept, return the stored values instead (units :data:`CT_STORED_UNITS`, ``meta["rescale_slope"]`` and
+    ``meta["rescale_intercept"]``; every check above is made on the HU they give): half the memory of the HU
+    volume, for a caller that resamples the CT onto another grid and rescales the result
+    (:func:`ct_hu_volume` gives the HU volume of either). Otherwise (or when False) the HU volume."""
+    notes: list[str] = []
+    items = _load_series(source, "CT", series_instance_uid, max_voxels, notes=notes)
+    what = f"CT series {_describe(source)}"
+    if len(items) == 1 and _str(items[0][1], "SOPClassUID") in ENHANCED_IMAGE_SOP_CLASSES:
+        from .enhanced import read_enhanced_image
+
+        vol = read_enhanced_image(items[0][0], modality="CT", hu_range=hu_range,
+                                  max_slice_gap_factor=max_slice_gap_factor, max_gantry_tilt_deg=max_gantry_tilt_deg)
+        if notes:
+            vol = dataclasses.replace(vol, meta={**vol.meta, "series_selection": notes[0]})
+        return vol
+    items, grid, spacing_source, stack_plan = _stack_geometry(items, what, max_slice_gap_factor, max_gantry_tilt_deg)
+    if stored_values and stack_plan is None:
+        stored = _ct_stored(items, grid, source, hu_range, max_voxels)
+        if stored is not None:
+            stack, slope, intercept = stored
+            meta = _common_meta(items)
+            meta.update(slice_spacing_source=spacing_source, rescale_slope=slope, rescale_intercept=intercept)
+            _add_notes(meta, notes, stack_plan)
+            ds0 = items[0][1]
+            return Volume(array=stack, grid=grid, units=CT_STORED_UNITS, modality="CT",
+                          frame_of_reference_uid=_str(ds0, "FrameOfReferenceUID"),
+                          series_instance_uid=_str(ds0, "SeriesInstanceUID"), meta=meta)
+    hu = np.empty((len(items), *grid.shape[1:]), dtype=np.float32)
+    rescales = []
+    scratch = bytearray()
+    lows, highs = np.empty(len(items)), np.empty(len(items))
+    for k, (f, ds) in enumerate(items):
+        px = _pixel_frames(ds, f, max_voxels, scratch)
+        slope, intercept = _rescale(ds, f, required=True)
+        rescales.append((slope, intercept))
+        if _exact_in_float32(slope, intercept, px.dtype):
+            np.add(px[0], np.float32(intercept), out=hu[k])  # integers below 2**24: float32 is exact, as float64
+            lows[k], highs[k] = float(px.min()) + intercept, float(px.max()) + intercept  # exact, on the 2-byte values
+        else:
+            hu[k] = px[0] * slope + intercept
+            lows[k], highs[k] = hu[k].min(), hu[k].max()  # while the slice is in cache; NaN propagates
+    lo, hi = float(lows.min()), float(highs.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        _check_finite(hu, "CT series")
+    _check_ct_values(source, items, rescales, lo, hi, hu[:, ::4, ::4], hu_range)
     if stack_plan is not None:  # issue 17: resampled after the checks on the slices as acquired
         hu_reg, filled = stack_plan.resample(hu, fill_value=-1000.0)
         hu = hu_reg.astype(np.float32)

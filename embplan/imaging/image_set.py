@@ -210,7 +210,10 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     notes: list[str] = []
 
     # ---- images
-    ct = dcm.read_ct_series(paths["ct"], series_instance_uid=getattr(spec, "ct_series_instance_uid", None))
+    # on the activity image's grid the CT is only resampled: its stored values (half the memory of float32 HU)
+    # are resampled and rescaled after; on the CT's own grid, or to register, the HU volume (dcm.ct_hu_volume)
+    ct = dcm.read_ct_series(paths["ct"], series_instance_uid=getattr(spec, "ct_series_instance_uid", None),
+                            stored_values=spec.grid == "activity")
     notes.extend(_reader_notes(ct))  # issue 17: the series chosen, a resampled irregular stack
     act_attrs: dict[str, Any]
     if "spect" in paths:
@@ -248,6 +251,8 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     # aligned by dosimetry.images.dicom.transform); act_grid is its grid in the CT's frame
     from .registration import align_activity_to_ct
 
+    if paths.get("transform") is not None or ct.frame_of_reference_uid != act_vol.frame_of_reference_uid:
+        ct = dcm.ct_hu_volume(ct)  # the registration reads the CT's numbers
     act_grid, for_uid, registration, reg_notes = align_activity_to_ct(
         ct, act_vol, activity_name=spec.activity_source, transform_path=paths.get("transform"),
         allow_registration=spec.register_activity_to_ct, field=field_base)
@@ -270,11 +275,15 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
     grid = act_grid if spec.grid == "activity" else ct.grid
     inside_ct = np.ones(grid.shape, dtype=bool)
     if ct.grid == grid:
+        ct = dcm.ct_hu_volume(ct)
         ct_hu = np.asarray(ct.array, dtype=np.float32)
     else:
         # one resampling: the points outside the CT get NaN (the CT's values are finite), which marks them; inside,
-        # linear interpolation does not depend on the default (what resampling an array of ones showed before)
+        # linear interpolation does not depend on the default (what resampling an array of ones showed before).
+        # Stored values are rescaled after the interpolation (linear: the same HU up to rounding)
         hu_nan = np.asarray(resample_to_grid(ct.array, ct.grid, grid, "linear", default_value=float("nan")))
+        if ct.units == dcm.CT_STORED_UNITS:
+            hu_nan = hu_nan * float(ct.meta["rescale_slope"]) + float(ct.meta["rescale_intercept"])
         inside_ct = ~np.isnan(hu_nan)
         ct_hu = np.where(inside_ct, hu_nan, HU_OUTSIDE_CT).astype(np.float32)
         del hu_nan
