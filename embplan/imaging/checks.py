@@ -87,6 +87,13 @@ def fraction_of_points_inside(points_mm: np.ndarray, grid: Grid, *, margin_voxel
     return float(np.mean(inside))
 
 
+def _within(mask: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``mask & inside``, without the pass and the new array when every voxel is inside (a CT on the dosimetry
+    grid itself)."""
+    inside = np.asarray(inside, dtype=bool)
+    return np.asarray(mask, dtype=bool) if inside.all() else np.asarray(mask, dtype=bool) & inside
+
+
 def check_coverage(
     th: Thresholds,
     *,
@@ -108,7 +115,7 @@ def check_coverage(
         n = int(np.count_nonzero(mask))
         if n == 0:
             continue
-        frac = float(np.count_nonzero(mask & inside)) / n
+        frac = float(np.count_nonzero(_within(mask, inside))) / n
         if frac < need:
             raise ImagingError(
                 f"{field}.structures.{name}: only {_pct(frac)} of the {name} ROIs lie inside the CT's field of view "
@@ -147,9 +154,9 @@ def check_anatomy(
     against their plausible ranges; returns the means (HU); ImagingError naming the structure and the value."""
     out: dict[str, float] = {}
     checks = (
-        ("liver", liver & inside_ct, th.ct_liver_mean_hu_min, th.ct_liver_mean_hu_max, "ct_liver_mean_hu"),
-        ("lungs", lungs & inside_ct, th.ct_lung_mean_hu_min, th.ct_lung_mean_hu_max, "ct_lung_mean_hu"),
-        ("body", inside_ct & (np.asarray(ct_hu) > th.ct_body_threshold_hu), th.ct_body_mean_hu_min,
+        ("liver", _within(liver, inside_ct), th.ct_liver_mean_hu_min, th.ct_liver_mean_hu_max, "ct_liver_mean_hu"),
+        ("lungs", _within(lungs, inside_ct), th.ct_lung_mean_hu_min, th.ct_lung_mean_hu_max, "ct_lung_mean_hu"),
+        ("body", _within(np.asarray(ct_hu) > th.ct_body_threshold_hu, inside_ct), th.ct_body_mean_hu_min,
          th.ct_body_mean_hu_max, "ct_body_mean_hu"),
     )
     for name, mask, lo, hi, key in checks:
@@ -264,13 +271,13 @@ def lung_alignment_profile(
 ) -> tuple[float, float, tuple[float, float, float]] | None:
     """(aerated fraction of the lung ROIs in place, best aerated fraction over all shifts, that shift in patient mm
     (x, y, z)); None when there are no lung voxels inside the CT."""
-    lungs = np.asarray(lungs, dtype=bool) & np.asarray(inside_ct, dtype=bool)
+    lungs = _within(lungs, inside_ct)
     if not lungs.any():
         return None
     # all air inside the CT, the air outside the body included: a thin chest wall sampled on a coarse grid (one
     # 8 mm voxel of fat averaged with outside air) joins the lungs to the outside air, so they cannot be told apart
     # by connectivity; a misplaced ROI gains from outside air only once moved past the chest wall.
-    air = (np.asarray(ct_hu) < th.lung_aerated_hu) & np.asarray(inside_ct, dtype=bool)
+    air = _within(np.asarray(ct_hu) < th.lung_aerated_hu, inside_ct)
     return _best_shift(air, lungs, grid, max_shift_mm)
 
 
