@@ -63,6 +63,8 @@ from .volume import PetTiming, Radiopharmaceutical, Volume, grid_from_affine
 
 __all__ = [
     "read_ct_series",
+    "ct_hu_volume",
+    "CT_STORED_UNITS",
     "read_pet_series",
     "read_nm",
     "read_rt_dose",
