@@ -195,7 +195,7 @@ def _median(xs: list[float]) -> float:
 def table(name: str, result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     runs = result["runs"]
     totals = [r["total_s"] for r in runs]
-    labels = [label for _, _, label in STAGES]
+    labels = list(dict.fromkeys(label for _, _, label in STAGES))  # a label may wrap several functions
     med = {label: _median([r["own_s"].get(label, 0.0) for r in runs]) for label in labels}
     cpu = {label: _median([r["cpu_own_s"].get(label, 0.0) for r in runs]) for label in labels}
     total = _median(totals)
