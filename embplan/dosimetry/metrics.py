@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -433,12 +434,8 @@ def _dvh_core(d: np.ndarray, w: np.ndarray, volume_w: float, voxel_volume_ml: fl
             "use a wider bin"
         )
     edges = np.arange(i_lo, i_hi + 2, dtype=np.float64) * bw
-    idx = np.floor(d / bw).astype(np.int64) - i_lo
-    # make the bin index consistent with the edges array despite rounding of d / bw
-    idx = np.clip(idx, 0, n_bins - 1)
-    idx += (d >= edges[np.minimum(idx + 1, n_bins)]) & (idx + 1 < n_bins)
-    idx -= (d < edges[idx]) & (idx > 0)
-    hist = np.bincount(idx, weights=w, minlength=n_bins)
+    hist = _histogram(np.ascontiguousarray(d, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64), bw,
+                      i_lo, n_bins, edges)
     total_w = float(w.sum())
     cum = np.cumsum(hist[::-1])[::-1] / total_w
     vf = np.append(cum, 0.0)
@@ -454,6 +451,27 @@ def _dvh_core(d: np.ndarray, w: np.ndarray, volume_w: float, voxel_volume_ml: fl
         bin_width_gy=bw,
         name=name,
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _histogram(d, w, bw, i_lo, n_bins, edges):  # pragma: no cover - compiled
+    """Weights ``w`` summed per dose bin [edges[i], edges[i + 1]): the bin index floor(d / bw) - i_lo, clipped, then
+    moved by one where the rounding of d / bw disagrees with the edges array; one pass, and the same sums in the
+    same order as ``np.bincount`` over the index array the numpy version built in a dozen passes (issue 16)."""
+    hist = np.zeros(n_bins)
+    for k in range(d.shape[0]):
+        x = d[k]
+        i = np.int64(np.floor(x / bw)) - i_lo
+        if i < 0:
+            i = 0
+        elif i > n_bins - 1:
+            i = n_bins - 1
+        if i + 1 < n_bins and x >= edges[i + 1]:
+            i += 1
+        if i > 0 and x < edges[i]:
+            i -= 1
+        hist[i] += w[k]
+    return hist
 
 
 def _density_weights(density: np.ndarray | float, dose_gy: np.ndarray, structure: np.ndarray | None) -> np.ndarray:

@@ -344,3 +344,25 @@ def test_dvh_from_samples_equals_the_grid_dvh_bit_for_bit(kind, mass):
 def test_dvh_from_samples_refuses_bad_samples(kwargs, match):
     with pytest.raises(DosimetryError, match=match):
         m.dvh_from_samples(voxel_volume_ml=0.1, name="tumour", **kwargs)
+
+
+def test_histogram_pass_equals_bincount_over_the_edges():
+    """The one-pass histogram (issue 16) bins every dose where the edges array puts it (edges[i] <= d <
+    edges[i + 1]), doses on the edges and just beside them included, and sums the weights as np.bincount does."""
+    rng = np.random.default_rng(5)
+    bw = 0.1
+    edges_all = np.arange(0, 4001, dtype=np.float64) * bw
+    d = np.concatenate([rng.gamma(2.0, 40.0, 50_000), edges_all[::7], np.nextafter(edges_all[1::11], 0),
+                        np.nextafter(edges_all[2::13], 1e9), [0.0, 399.9999999]])
+    d = d[d <= 400.0]
+    w = rng.uniform(0.1, 2.0, d.size)
+    h = m.dvh_from_samples(d, None, voxel_volume_ml=1.0, bin_width_gy=bw, mass_density_g_cm3=w)
+    edges = h.dose_bins_gy
+    n_bins = edges.size - 1
+    idx = np.searchsorted(edges, d, side="right") - 1  # the bin by definition
+    idx = np.clip(idx, 0, n_bins - 1)
+    ref = np.bincount(idx, weights=w, minlength=n_bins)
+    cum = np.cumsum(ref[::-1])[::-1] / w.sum()
+    vf = np.minimum.accumulate(np.clip(np.append(cum, 0.0), 0.0, 1.0))
+    vf[0] = 1.0
+    np.testing.assert_allclose(h.volume_fraction, vf, rtol=0, atol=1e-12)
