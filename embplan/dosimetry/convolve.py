@@ -473,8 +473,9 @@ def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, sym
                 prow[:] = 0.0
                 lo = max(rlo[zi, y], xa)
                 hi = min(rhi[zi, y], xa + wp)
-                if hi > lo:
-                    prow[lo - xa:hi - xa] = tia[zi, y, lo:hi]
+                trow = tia[zi, y]
+                for x in range(lo, hi):  # a loop, not a slice assignment: numba compiles a shape check with
+                    prow[x - xa] = trow[x]  # string formatting for that (1.6 s of the first call's compilation)
             for r in range(nprof):  # rows outside [fa, fb) must read as 0
                 for j in range(pa, min(pb, fa)):
                     rows[r, j] = 0.0
