@@ -383,207 +383,219 @@ def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
         d[:] = 0.0
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, sym, prof_ptr, prof_sx, prof_w, sym_ptr,
-                 sym_j, sym_w, cls_ptr, cls_sy, cls_prof, pl_sz, pl_cls, use_roi, roi):  # pragma: no cover
-    """The direct path for out[z0:z1, y0:y1], written whole (zeros outside the output box).
+def _make_direct_slab(symmetric: bool) -> Any:
+    """The direct path's slab function for kernels whose x-profiles are all mirror-symmetric (``symmetric``: the
+    pass along x from pair sums, ``_flat_sym``) or not (``_flat_taps``). Two compiled functions instead of one
+    runtime branch: numba prunes the branch on the closure's constant before typing, so a plan (whose kernels
+    are symmetric) compiles only its variant (0.9 s less CPU on the first call after an install; each variant is
+    cached on disk under its own key)."""
 
-    Walks z once, keeping the last 2 hz + 1 input planes' partial sums in a ring buffer that stays in cache:
-    every input plane the slab needs is (a) copied into a zero-padded frame (the output box widened by the
-    kernel; columns i <-> x = ox0 - hx + i, rows j <-> y = oy0 - hy + j), (b) convolved along x with every
-    distinct x-profile of the kernel (flat loops over its data rows; mirror-symmetric profiles from the pair sums
-    src[x - j] + src[x + j], so 2 h + 1 taps cost h + 1 multiply-adds), (c) summed along y into every distinct
-    kernel plane, over the rows that can be non-zero; each output plane is then the sum over the kernel's
-    (sz, plane) pairs whose input plane holds data anywhere (decided on the whole input box, not on the slab's
-    rows), in a fixed order. Rows recomputed by two slabs get identical values, so the result does not depend on
-    how the box is cut into slabs."""
-    oz0, oz1 = obox[0, 0], obox[0, 1]
-    oy0 = max(y0, obox[1, 0])  # the slab's part of the output box
-    oy1 = min(y1, obox[1, 1])
-    ox0, ox1 = obox[2, 0], obox[2, 1]
-    iz0, iz1 = ibox[0, 0], ibox[0, 1]
-    iy0, iy1 = ibox[1, 0], ibox[1, 1]
-    c0 = max(z0, oz0)
-    c1 = min(z1, oz1)
-    for z in range(z0, z1):
-        if z < c0 or z >= c1 or oy0 >= oy1:
-            out[z, y0:y1] = 0.0
-    if c0 >= c1 or oy0 >= oy1:
-        return
-    ly0 = max(iy0, oy0 - hy)  # the input rows this slab reads
-    ly1 = min(iy1, oy1 + hy)
-    wx = ox1 - ox0
-    wp = wx + 2 * hx
-    nyo = oy1 - oy0
-    nyf = nyo + 2 * hy
-    f0 = oy0 - hy
-    xa = ox0 - hx
-    nprof = prof_ptr.shape[0] - 1
-    ncls = cls_ptr.shape[0] - 1
-    nsl = 2 * hz + 1
-    m = pl_sz.shape[0]
-    # uninitialised buffers: every row that is read is written first, or zeroed because it is marked dirty
-    pad = np.empty((nyf, wp), dtype=out.dtype)
-    rows = np.empty((nprof, nyf, wp), dtype=out.dtype)
-    sums = np.empty((hx + 1, nyf * wp), dtype=out.dtype)
-    ring = np.empty((nsl, ncls, nyo, wp), dtype=out.dtype)
-    slot_empty = np.ones(nsl, dtype=np.bool_)
-    slot_ra = np.zeros(nsl, dtype=np.int64)  # rows [ra, rb) of a slot's planes may be non-zero, the rest is 0
-    slot_rb = np.full(nsl, nyo, dtype=np.int64)
-    src_slot = np.empty(m, dtype=np.int64)
-    src_cls = np.empty(m, dtype=np.int64)
-    offs = (hy - cls_sy) * wp
-    src = pad.reshape(-1)
-    pa = 0  # frame rows [pa, pb) of ``rows`` may be non-zero, the rest is 0
-    pb = nyf
-    nxt = max(iz0, c0 - hz)
-    for z in range(c0, c1):
-        top = min(z + hz, iz1 - 1)
-        while nxt <= top:
-            zi = nxt
-            nxt += 1
-            s = zi % nsl
-            slot_empty[s] = True
-            for y in range(iy0, iy1):
-                if rhi[zi, y] > rlo[zi, y]:
-                    slot_empty[s] = False
-                    break
-            if slot_empty[s]:
-                continue
-            a = -1
-            b = -1
-            for y in range(ly0, ly1):
-                if rhi[zi, y] > rlo[zi, y]:
-                    if a < 0:
-                        a = y
-                    b = y + 1
-            ra = slot_ra[s]
-            rb = slot_rb[s]
-            if a < 0:  # data elsewhere in the plane but not in the slab's rows: its planes read as 0 here
-                for c in range(ncls):
-                    for j in range(ra, rb):
-                        ring[s, c, j] = 0.0
-                slot_ra[s] = 0
-                slot_rb[s] = 0
-                continue
-            fa = a - f0
-            fb = b - f0
-            for y in range(a, b):  # (a) the input rows in the frame
-                prow = pad[y - f0]
-                prow[:] = 0.0
-                lo = max(rlo[zi, y], xa)
-                hi = min(rhi[zi, y], xa + wp)
-                trow = tia[zi, y]
-                for x in range(lo, hi):  # a loop, not a slice assignment: numba compiles a shape check with
-                    prow[x - xa] = trow[x]  # string formatting for that (1.6 s of the first call's compilation)
-            for r in range(nprof):  # rows outside [fa, fb) must read as 0
-                for j in range(pa, min(pb, fa)):
-                    rows[r, j] = 0.0
-                for j in range(max(pa, fb), pb):
-                    rows[r, j] = 0.0
-                rows[r, fb - 1, wx:] = 0.0
-            pa = fa
-            pb = fb
-            base = fa * wp
-            n = (fb - fa) * wp - 2 * hx
-            if sym:  # (b) along x
-                s0 = sums[0]
-                cen = src[base + hx:base + hx + n]
-                for i in range(n):
-                    s0[i] = cen[i]
-                for j in range(1, hx + 1):  # slices, so that the loop has no negative-index checks
-                    sj = sums[j]
-                    lft = src[base + hx - j:base + hx - j + n]
-                    rgt = src[base + hx + j:base + hx + j + n]
+    @numba.njit(cache=True, nogil=True, fastmath={"contract"})
+    def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, prof_ptr, prof_sx, prof_w, sym_ptr,
+                     sym_j, sym_w, cls_ptr, cls_sy, cls_prof, pl_sz, pl_cls, use_roi, roi):  # pragma: no cover
+        """The direct path for out[z0:z1, y0:y1], written whole (zeros outside the output box).
+
+        Walks z once, keeping the last 2 hz + 1 input planes' partial sums in a ring buffer that stays in cache:
+        every input plane the slab needs is (a) copied into a zero-padded frame (the output box widened by the
+        kernel; columns i <-> x = ox0 - hx + i, rows j <-> y = oy0 - hy + j), (b) convolved along x with every
+        distinct x-profile of the kernel (flat loops over its data rows; mirror-symmetric profiles from the pair sums
+        src[x - j] + src[x + j], so 2 h + 1 taps cost h + 1 multiply-adds), (c) summed along y into every distinct
+        kernel plane, over the rows that can be non-zero; each output plane is then the sum over the kernel's
+        (sz, plane) pairs whose input plane holds data anywhere (decided on the whole input box, not on the slab's
+        rows), in a fixed order. Rows recomputed by two slabs get identical values, so the result does not depend on
+        how the box is cut into slabs."""
+        oz0, oz1 = obox[0, 0], obox[0, 1]
+        oy0 = max(y0, obox[1, 0])  # the slab's part of the output box
+        oy1 = min(y1, obox[1, 1])
+        ox0, ox1 = obox[2, 0], obox[2, 1]
+        iz0, iz1 = ibox[0, 0], ibox[0, 1]
+        iy0, iy1 = ibox[1, 0], ibox[1, 1]
+        c0 = max(z0, oz0)
+        c1 = min(z1, oz1)
+        for z in range(z0, z1):
+            if z < c0 or z >= c1 or oy0 >= oy1:
+                out[z, y0:y1] = 0.0
+        if c0 >= c1 or oy0 >= oy1:
+            return
+        ly0 = max(iy0, oy0 - hy)  # the input rows this slab reads
+        ly1 = min(iy1, oy1 + hy)
+        wx = ox1 - ox0
+        wp = wx + 2 * hx
+        nyo = oy1 - oy0
+        nyf = nyo + 2 * hy
+        f0 = oy0 - hy
+        xa = ox0 - hx
+        nprof = prof_ptr.shape[0] - 1
+        ncls = cls_ptr.shape[0] - 1
+        nsl = 2 * hz + 1
+        m = pl_sz.shape[0]
+        # uninitialised buffers: every row that is read is written first, or zeroed because it is marked dirty
+        pad = np.empty((nyf, wp), dtype=out.dtype)
+        rows = np.empty((nprof, nyf, wp), dtype=out.dtype)
+        sums = np.empty((hx + 1, nyf * wp), dtype=out.dtype)
+        ring = np.empty((nsl, ncls, nyo, wp), dtype=out.dtype)
+        slot_empty = np.ones(nsl, dtype=np.bool_)
+        slot_ra = np.zeros(nsl, dtype=np.int64)  # rows [ra, rb) of a slot's planes may be non-zero, the rest is 0
+        slot_rb = np.full(nsl, nyo, dtype=np.int64)
+        src_slot = np.empty(m, dtype=np.int64)
+        src_cls = np.empty(m, dtype=np.int64)
+        offs = (hy - cls_sy) * wp
+        src = pad.reshape(-1)
+        pa = 0  # frame rows [pa, pb) of ``rows`` may be non-zero, the rest is 0
+        pb = nyf
+        nxt = max(iz0, c0 - hz)
+        for z in range(c0, c1):
+            top = min(z + hz, iz1 - 1)
+            while nxt <= top:
+                zi = nxt
+                nxt += 1
+                s = zi % nsl
+                slot_empty[s] = True
+                for y in range(iy0, iy1):
+                    if rhi[zi, y] > rlo[zi, y]:
+                        slot_empty[s] = False
+                        break
+                if slot_empty[s]:
+                    continue
+                a = -1
+                b = -1
+                for y in range(ly0, ly1):
+                    if rhi[zi, y] > rlo[zi, y]:
+                        if a < 0:
+                            a = y
+                        b = y + 1
+                ra = slot_ra[s]
+                rb = slot_rb[s]
+                if a < 0:  # data elsewhere in the plane but not in the slab's rows: its planes read as 0 here
+                    for c in range(ncls):
+                        for j in range(ra, rb):
+                            ring[s, c, j] = 0.0
+                    slot_ra[s] = 0
+                    slot_rb[s] = 0
+                    continue
+                fa = a - f0
+                fb = b - f0
+                for y in range(a, b):  # (a) the input rows in the frame
+                    prow = pad[y - f0]
+                    prow[:] = 0.0
+                    lo = max(rlo[zi, y], xa)
+                    hi = min(rhi[zi, y], xa + wp)
+                    trow = tia[zi, y]
+                    for x in range(lo, hi):  # a loop, not a slice assignment: numba compiles a shape check with
+                        prow[x - xa] = trow[x]  # string formatting for that (1.6 s of the first call's compilation)
+                for r in range(nprof):  # rows outside [fa, fb) must read as 0
+                    for j in range(pa, min(pb, fa)):
+                        rows[r, j] = 0.0
+                    for j in range(max(pa, fb), pb):
+                        rows[r, j] = 0.0
+                    rows[r, fb - 1, wx:] = 0.0
+                pa = fa
+                pb = fb
+                base = fa * wp
+                n = (fb - fa) * wp - 2 * hx
+                if symmetric:  # (b) along x (a constant: numba compiles only this variant's branch)
+                    s0 = sums[0]
+                    cen = src[base + hx:base + hx + n]
                     for i in range(n):
-                        sj[i] = lft[i] + rgt[i]
-                for r in range(nprof):
-                    dst = rows[r].reshape(-1)[base:base + n]
-                    _flat_sym(dst, sums, sym_j, sym_w, sym_ptr[r], sym_ptr[r + 1])
-            else:
-                for r in range(nprof):
-                    dst = rows[r].reshape(-1)[base:base + n]
-                    _flat_taps(dst, src, base + hx, prof_sx, prof_w, prof_ptr[r], prof_ptr[r + 1], False)
-            ca = max(0, fa - 2 * hy)  # (c) along y, over the output rows that can be non-zero
-            cb = min(nyo, fb)
-            for c in range(ncls):
-                pl = ring[s, c]
-                for j in range(ra, min(rb, ca)):
-                    pl[j] = 0.0
-                for j in range(max(ra, cb), rb):
-                    pl[j] = 0.0
-                if cb > ca:
-                    _flat_sum(pl.reshape(-1)[ca * wp:cb * wp], rows, cls_prof, offs, ca * wp, cls_ptr[c],
-                              cls_ptr[c + 1])
-            slot_ra[s] = ca
-            slot_rb[s] = cb
-        # the output plane: sum over the kernel's (sz, plane) pairs whose input plane holds data
-        k = 0
-        ua = nyo
-        ub = 0
-        for t in range(m):
-            zi = z - pl_sz[t]
-            if zi < iz0 or zi >= iz1:
+                        s0[i] = cen[i]
+                    for j in range(1, hx + 1):  # slices, so that the loop has no negative-index checks
+                        sj = sums[j]
+                        lft = src[base + hx - j:base + hx - j + n]
+                        rgt = src[base + hx + j:base + hx + j + n]
+                        for i in range(n):
+                            sj[i] = lft[i] + rgt[i]
+                    for r in range(nprof):
+                        dst = rows[r].reshape(-1)[base:base + n]
+                        _flat_sym(dst, sums, sym_j, sym_w, sym_ptr[r], sym_ptr[r + 1])
+                else:
+                    for r in range(nprof):
+                        dst = rows[r].reshape(-1)[base:base + n]
+                        _flat_taps(dst, src, base + hx, prof_sx, prof_w, prof_ptr[r], prof_ptr[r + 1], False)
+                ca = max(0, fa - 2 * hy)  # (c) along y, over the output rows that can be non-zero
+                cb = min(nyo, fb)
+                for c in range(ncls):
+                    pl = ring[s, c]
+                    for j in range(ra, min(rb, ca)):
+                        pl[j] = 0.0
+                    for j in range(max(ra, cb), rb):
+                        pl[j] = 0.0
+                    if cb > ca:
+                        _flat_sum(pl.reshape(-1)[ca * wp:cb * wp], rows, cls_prof, offs, ca * wp, cls_ptr[c],
+                                  cls_ptr[c + 1])
+                slot_ra[s] = ca
+                slot_rb[s] = cb
+            # the output plane: sum over the kernel's (sz, plane) pairs whose input plane holds data
+            k = 0
+            ua = nyo
+            ub = 0
+            for t in range(m):
+                zi = z - pl_sz[t]
+                if zi < iz0 or zi >= iz1:
+                    continue
+                s = zi % nsl
+                if slot_empty[s]:
+                    continue
+                src_slot[k] = s
+                src_cls[k] = pl_cls[t]
+                k += 1
+                ua = min(ua, slot_ra[s])
+                ub = max(ub, slot_rb[s])
+            if k == 0 or ua >= ub:
+                out[z, y0:y1] = 0.0
                 continue
-            s = zi % nsl
-            if slot_empty[s]:
-                continue
-            src_slot[k] = s
-            src_cls[k] = pl_cls[t]
-            k += 1
-            ua = min(ua, slot_ra[s])
-            ub = max(ub, slot_rb[s])
-        if k == 0 or ua >= ub:
-            out[z, y0:y1] = 0.0
-            continue
-        for y in range(y0, oy0 + ua):
-            out[z, y] = 0.0
-        for y in range(oy0 + ub, y1):
-            out[z, y] = 0.0
-        for yo in range(ua, ub):
-            orow = out[z, oy0 + yo]
-            orow[:ox0] = 0.0
-            orow[ox1:] = 0.0
-            o = orow[ox0:ox1]
-            j = 0
-            first = True
-            while j + 4 <= k:
-                p0 = ring[src_slot[j], src_cls[j], yo]
-                p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
-                p2 = ring[src_slot[j + 2], src_cls[j + 2], yo]
-                p3 = ring[src_slot[j + 3], src_cls[j + 3], yo]
-                if first:
+            for y in range(y0, oy0 + ua):
+                out[z, y] = 0.0
+            for y in range(oy0 + ub, y1):
+                out[z, y] = 0.0
+            for yo in range(ua, ub):
+                orow = out[z, oy0 + yo]
+                orow[:ox0] = 0.0
+                orow[ox1:] = 0.0
+                o = orow[ox0:ox1]
+                j = 0
+                first = True
+                while j + 4 <= k:
+                    p0 = ring[src_slot[j], src_cls[j], yo]
+                    p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
+                    p2 = ring[src_slot[j + 2], src_cls[j + 2], yo]
+                    p3 = ring[src_slot[j + 3], src_cls[j + 3], yo]
+                    if first:
+                        for x in range(wx):
+                            o[x] = p0[x] + p1[x] + p2[x] + p3[x]
+                    else:
+                        for x in range(wx):
+                            o[x] += p0[x] + p1[x] + p2[x] + p3[x]
+                    first = False
+                    j += 4
+                if j + 2 <= k:
+                    p0 = ring[src_slot[j], src_cls[j], yo]
+                    p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
+                    if first:
+                        for x in range(wx):
+                            o[x] = p0[x] + p1[x]
+                    else:
+                        for x in range(wx):
+                            o[x] += p0[x] + p1[x]
+                    first = False
+                    j += 2
+                if j < k:
+                    p0 = ring[src_slot[j], src_cls[j], yo]
+                    if first:
+                        for x in range(wx):
+                            o[x] = p0[x]
+                    else:
+                        for x in range(wx):
+                            o[x] += p0[x]
+                if use_roi:
+                    mrow = roi[z, oy0 + yo]
                     for x in range(wx):
-                        o[x] = p0[x] + p1[x] + p2[x] + p3[x]
-                else:
-                    for x in range(wx):
-                        o[x] += p0[x] + p1[x] + p2[x] + p3[x]
-                first = False
-                j += 4
-            if j + 2 <= k:
-                p0 = ring[src_slot[j], src_cls[j], yo]
-                p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
-                if first:
-                    for x in range(wx):
-                        o[x] = p0[x] + p1[x]
-                else:
-                    for x in range(wx):
-                        o[x] += p0[x] + p1[x]
-                first = False
-                j += 2
-            if j < k:
-                p0 = ring[src_slot[j], src_cls[j], yo]
-                if first:
-                    for x in range(wx):
-                        o[x] = p0[x]
-                else:
-                    for x in range(wx):
-                        o[x] += p0[x]
-            if use_roi:
-                mrow = roi[z, oy0 + yo]
-                for x in range(wx):
-                    if not mrow[ox0 + x]:
-                        o[x] = 0.0
+                        if not mrow[ox0 + x]:
+                            o[x] = 0.0
+
+    return _direct_slab
+
+
+_DIRECT_SLAB = {True: _make_direct_slab(True), False: _make_direct_slab(False)}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1049,9 +1061,10 @@ def _run_direct(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool 
     else:
         roi, use_roi = np.ones((1, 1, 1), dtype=np.bool_), False
 
+    direct_slab = _DIRECT_SLAB[bool(prof.symmetric_x)]
+
     def slab(i: int) -> None:
-        _direct_slab(p.tia, p.rlo, p.rhi, out, *items[i], obox, ibox, hz, hy, hx, prof.symmetric_x,
-                     prof.prof_ptr, prof.prof_sx, prof.prof_w, prof.sym_ptr, prof.sym_j, prof.sym_w, prof.cls_ptr,
+        direct_slab(p.tia, p.rlo, p.rhi, out, *items[i], obox, ibox, hz, hy, hx, prof.prof_ptr, prof.prof_sx, prof.prof_w, prof.sym_ptr, prof.sym_j, prof.sym_w, prof.cls_ptr,
                      prof.cls_sy, prof.cls_prof, prof.pl_sz, prof.pl_cls, use_roi, roi)
 
     _parallel(slab, len(items), threads)
