@@ -281,7 +281,7 @@ def _flat_taps(d, src, base, tap_sx, tap_w, t0, t1, accumulate):  # pragma: no c
 
 @numba.njit(cache=True, nogil=True)
 def _flat_sum(d, rows, prof, offs, base, k0, k1):  # pragma: no cover - compiled
-    """d[i] = sum over k in k0:k1 of rows[prof[k]].flat[offs[k] + base + i], for i < len(d): four sources at a
+    """d[i] = sum over k in k0:k1 of rows[prof[k], offs[k] + base + i], for i < len(d): four sources at a
     time (one load and store of d per four), the first group assigning. The order of the sum at i does not depend
     on i."""
     n = d.shape[0]
@@ -292,10 +292,10 @@ def _flat_sum(d, rows, prof, offs, base, k0, k1):  # pragma: no cover - compiled
         o1 = offs[k + 1] + base
         o2 = offs[k + 2] + base
         o3 = offs[k + 3] + base
-        p0 = rows[prof[k]].reshape(-1)[o0:o0 + n]
-        p1 = rows[prof[k + 1]].reshape(-1)[o1:o1 + n]
-        p2 = rows[prof[k + 2]].reshape(-1)[o2:o2 + n]
-        p3 = rows[prof[k + 3]].reshape(-1)[o3:o3 + n]
+        p0 = rows[prof[k], o0:o0 + n]
+        p1 = rows[prof[k + 1], o1:o1 + n]
+        p2 = rows[prof[k + 2], o2:o2 + n]
+        p3 = rows[prof[k + 3], o3:o3 + n]
         if first:
             for i in range(n):
                 d[i] = p0[i] + p1[i] + p2[i] + p3[i]
@@ -307,8 +307,8 @@ def _flat_sum(d, rows, prof, offs, base, k0, k1):  # pragma: no cover - compiled
     if k + 2 <= k1:
         o0 = offs[k] + base
         o1 = offs[k + 1] + base
-        p0 = rows[prof[k]].reshape(-1)[o0:o0 + n]
-        p1 = rows[prof[k + 1]].reshape(-1)[o1:o1 + n]
+        p0 = rows[prof[k], o0:o0 + n]
+        p1 = rows[prof[k + 1], o1:o1 + n]
         if first:
             for i in range(n):
                 d[i] = p0[i] + p1[i]
@@ -319,7 +319,7 @@ def _flat_sum(d, rows, prof, offs, base, k0, k1):  # pragma: no cover - compiled
         k += 2
     if k < k1:
         o0 = offs[k] + base
-        p0 = rows[prof[k]].reshape(-1)[o0:o0 + n]
+        p0 = rows[prof[k], o0:o0 + n]
         if first:
             for i in range(n):
                 d[i] = p0[i]
@@ -392,7 +392,8 @@ def _make_direct_slab(symmetric: bool) -> Any:
 
     @numba.njit(cache=True, nogil=True, fastmath={"contract"})
     def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, prof_ptr, prof_sx, prof_w, sym_ptr,
-                     sym_j, sym_w, cls_ptr, cls_sy, cls_prof, pl_sz, pl_cls, use_roi, roi):  # pragma: no cover
+                     sym_j, sym_w, cls_ptr, offs, cls_prof, pl_sz, pl_cls, use_roi, roi, pad, rows, sums, ring,
+                     slot_empty, slot_ra, slot_rb, src_slot, src_cls):  # pragma: no cover
         """The direct path for out[z0:z1, y0:y1], written whole (zeros outside the output box).
 
         Walks z once, keeping the last 2 hz + 1 input planes' partial sums in a ring buffer that stays in cache:
@@ -403,7 +404,12 @@ def _make_direct_slab(symmetric: bool) -> Any:
         kernel plane, over the rows that can be non-zero; each output plane is then the sum over the kernel's
         (sz, plane) pairs whose input plane holds data anywhere (decided on the whole input box, not on the slab's
         rows), in a fixed order. Rows recomputed by two slabs get identical values, so the result does not depend on
-        how the box is cut into slabs."""
+        how the box is cut into slabs.
+
+        The work buffers come from the caller, uninitialised and flat along (y, x) (``_direct_buffers``; no
+        allocation or reshape compiled here): ``pad`` (nyf * wp), ``rows`` (nprof, nyf * wp), ``sums``
+        (hx + 1, nyf * wp), ``ring`` (2 hz + 1, ncls, nyo * wp), ``slot_*`` (2 hz + 1), ``src_*`` (len(pl_sz)).
+        ``offs`` = (hy - sy) * wp per plane row."""
         oz0, oz1 = obox[0, 0], obox[0, 1]
         oy0 = max(y0, obox[1, 0])  # the slab's part of the output box
         oy1 = min(y1, obox[1, 1])
@@ -430,17 +436,11 @@ def _make_direct_slab(symmetric: bool) -> Any:
         nsl = 2 * hz + 1
         m = pl_sz.shape[0]
         # uninitialised buffers: every row that is read is written first, or zeroed because it is marked dirty
-        pad = np.empty((nyf, wp), dtype=out.dtype)
-        rows = np.empty((nprof, nyf, wp), dtype=out.dtype)
-        sums = np.empty((hx + 1, nyf * wp), dtype=out.dtype)
-        ring = np.empty((nsl, ncls, nyo, wp), dtype=out.dtype)
-        slot_empty = np.ones(nsl, dtype=np.bool_)
-        slot_ra = np.zeros(nsl, dtype=np.int64)  # rows [ra, rb) of a slot's planes may be non-zero, the rest is 0
-        slot_rb = np.full(nsl, nyo, dtype=np.int64)
-        src_slot = np.empty(m, dtype=np.int64)
-        src_cls = np.empty(m, dtype=np.int64)
-        offs = (hy - cls_sy) * wp
-        src = pad.reshape(-1)
+        for s in range(nsl):
+            slot_empty[s] = True
+            slot_ra[s] = 0  # rows [ra, rb) of a slot's planes may be non-zero, the rest is 0
+            slot_rb[s] = nyo
+        src = pad
         pa = 0  # frame rows [pa, pb) of ``rows`` may be non-zero, the rest is 0
         pb = nyf
         nxt = max(iz0, c0 - hz)
@@ -468,15 +468,14 @@ def _make_direct_slab(symmetric: bool) -> Any:
                 rb = slot_rb[s]
                 if a < 0:  # data elsewhere in the plane but not in the slab's rows: its planes read as 0 here
                     for c in range(ncls):
-                        for j in range(ra, rb):
-                            ring[s, c, j] = 0.0
+                        ring[s, c, ra * wp:rb * wp] = 0.0
                     slot_ra[s] = 0
                     slot_rb[s] = 0
                     continue
                 fa = a - f0
                 fb = b - f0
                 for y in range(a, b):  # (a) the input rows in the frame
-                    prow = pad[y - f0]
+                    prow = pad[(y - f0) * wp:(y - f0 + 1) * wp]
                     prow[:] = 0.0
                     lo = max(rlo[zi, y], xa)
                     hi = min(rhi[zi, y], xa + wp)
@@ -484,11 +483,9 @@ def _make_direct_slab(symmetric: bool) -> Any:
                     for x in range(lo, hi):  # a loop, not a slice assignment: numba compiles a shape check with
                         prow[x - xa] = trow[x]  # string formatting for that (1.6 s of the first call's compilation)
                 for r in range(nprof):  # rows outside [fa, fb) must read as 0
-                    for j in range(pa, min(pb, fa)):
-                        rows[r, j] = 0.0
-                    for j in range(max(pa, fb), pb):
-                        rows[r, j] = 0.0
-                    rows[r, fb - 1, wx:] = 0.0
+                    rows[r, pa * wp:min(pb, fa) * wp] = 0.0
+                    rows[r, max(pa, fb) * wp:pb * wp] = 0.0
+                    rows[r, (fb - 1) * wp + wx:fb * wp] = 0.0
                 pa = fa
                 pb = fb
                 base = fa * wp
@@ -505,22 +502,20 @@ def _make_direct_slab(symmetric: bool) -> Any:
                         for i in range(n):
                             sj[i] = lft[i] + rgt[i]
                     for r in range(nprof):
-                        dst = rows[r].reshape(-1)[base:base + n]
+                        dst = rows[r, base:base + n]
                         _flat_sym(dst, sums, sym_j, sym_w, sym_ptr[r], sym_ptr[r + 1])
                 else:
                     for r in range(nprof):
-                        dst = rows[r].reshape(-1)[base:base + n]
+                        dst = rows[r, base:base + n]
                         _flat_taps(dst, src, base + hx, prof_sx, prof_w, prof_ptr[r], prof_ptr[r + 1], False)
                 ca = max(0, fa - 2 * hy)  # (c) along y, over the output rows that can be non-zero
                 cb = min(nyo, fb)
                 for c in range(ncls):
                     pl = ring[s, c]
-                    for j in range(ra, min(rb, ca)):
-                        pl[j] = 0.0
-                    for j in range(max(ra, cb), rb):
-                        pl[j] = 0.0
+                    pl[ra * wp:min(rb, ca) * wp] = 0.0
+                    pl[max(ra, cb) * wp:rb * wp] = 0.0
                     if cb > ca:
-                        _flat_sum(pl.reshape(-1)[ca * wp:cb * wp], rows, cls_prof, offs, ca * wp, cls_ptr[c],
+                        _flat_sum(pl[ca * wp:cb * wp], rows, cls_prof, offs, ca * wp, cls_ptr[c],
                                   cls_ptr[c + 1])
                 slot_ra[s] = ca
                 slot_rb[s] = cb
@@ -555,10 +550,10 @@ def _make_direct_slab(symmetric: bool) -> Any:
                 j = 0
                 first = True
                 while j + 4 <= k:
-                    p0 = ring[src_slot[j], src_cls[j], yo]
-                    p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
-                    p2 = ring[src_slot[j + 2], src_cls[j + 2], yo]
-                    p3 = ring[src_slot[j + 3], src_cls[j + 3], yo]
+                    p0 = ring[src_slot[j], src_cls[j], yo * wp:(yo + 1) * wp]
+                    p1 = ring[src_slot[j + 1], src_cls[j + 1], yo * wp:(yo + 1) * wp]
+                    p2 = ring[src_slot[j + 2], src_cls[j + 2], yo * wp:(yo + 1) * wp]
+                    p3 = ring[src_slot[j + 3], src_cls[j + 3], yo * wp:(yo + 1) * wp]
                     if first:
                         for x in range(wx):
                             o[x] = p0[x] + p1[x] + p2[x] + p3[x]
@@ -568,8 +563,8 @@ def _make_direct_slab(symmetric: bool) -> Any:
                     first = False
                     j += 4
                 if j + 2 <= k:
-                    p0 = ring[src_slot[j], src_cls[j], yo]
-                    p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
+                    p0 = ring[src_slot[j], src_cls[j], yo * wp:(yo + 1) * wp]
+                    p1 = ring[src_slot[j + 1], src_cls[j + 1], yo * wp:(yo + 1) * wp]
                     if first:
                         for x in range(wx):
                             o[x] = p0[x] + p1[x]
@@ -579,7 +574,7 @@ def _make_direct_slab(symmetric: bool) -> Any:
                     first = False
                     j += 2
                 if j < k:
-                    p0 = ring[src_slot[j], src_cls[j], yo]
+                    p0 = ring[src_slot[j], src_cls[j], yo * wp:(yo + 1) * wp]
                     if first:
                         for x in range(wx):
                             o[x] = p0[x]
@@ -1039,6 +1034,28 @@ def _kernel_spectrum(kc: np.ndarray, info: _KernelInfo, fshape: tuple[int, int, 
 
 # ----------------------------------------------------------------------------------------------- execution
 
+def _direct_buffers(item: tuple[int, int, int, int], obox: tuple[tuple[int, int], ...], he: tuple[int, int, int],
+                   wp: int, prof: _Profiles, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """The uninitialised work buffers of one ``_direct_slab`` call (see its docstring), allocated here rather than
+    in compiled code (numba compiles an allocator per array type: 0.5 s of the first call); empty for an item
+    that lies outside the output box (it only zeroes)."""
+    z0, z1, y0, y1 = item
+    hz, hy, hx = he
+    (oz0, oz1), (by0, by1), _ = obox
+    nyo = min(y1, by1) - max(y0, by0)
+    if nyo <= 0 or min(z1, oz1) <= max(z0, oz0):
+        nyo, wp = 0, 0
+    nyf = nyo + 2 * hy if nyo else 0
+    nprof = prof.prof_ptr.shape[0] - 1
+    ncls = prof.cls_ptr.shape[0] - 1
+    nsl = 2 * hz + 1
+    m = prof.pl_sz.shape[0]
+    return (np.empty(nyf * wp, dtype=dtype), np.empty((nprof, nyf * wp), dtype=dtype),
+            np.empty((hx + 1, nyf * wp), dtype=dtype), np.empty((nsl, ncls, nyo * wp), dtype=dtype),
+            np.empty(nsl, dtype=np.bool_), np.empty(nsl, dtype=np.int64), np.empty(nsl, dtype=np.int64),
+            np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64))
+
+
 def _run_direct(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool = True) -> None:
     """Direct path into an uninitialised ``out``: the output box cut along y into one slab per thread (each
     walks the box's planes once, see ``_direct_slab``; a cut costs only 2 hy rows of the pass along x), and the
@@ -1062,10 +1079,14 @@ def _run_direct(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool 
         roi, use_roi = np.ones((1, 1, 1), dtype=np.bool_), False
 
     direct_slab = _DIRECT_SLAB[bool(prof.symmetric_x)]
+    ox0, ox1 = plan.output_box[2]
+    wp = ox1 - ox0 + 2 * hx
+    offs = (hy - prof.cls_sy) * wp
 
     def slab(i: int) -> None:
+        bufs = _direct_buffers(items[i], plan.output_box, (hz, hy, hx), wp, prof, out.dtype)
         direct_slab(p.tia, p.rlo, p.rhi, out, *items[i], obox, ibox, hz, hy, hx, prof.prof_ptr, prof.prof_sx, prof.prof_w, prof.sym_ptr, prof.sym_j, prof.sym_w, prof.cls_ptr,
-                     prof.cls_sy, prof.cls_prof, prof.pl_sz, prof.pl_cls, use_roi, roi)
+                     offs, prof.cls_prof, prof.pl_sz, prof.pl_cls, use_roi, roi, *bufs)
 
     _parallel(slab, len(items), threads)
 
