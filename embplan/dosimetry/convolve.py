@@ -393,7 +393,7 @@ def _make_direct_slab(symmetric: bool) -> Any:
     @numba.njit(cache=True, nogil=True, fastmath={"contract"})
     def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, prof_ptr, prof_sx, prof_w, sym_ptr,
                      sym_j, sym_w, cls_ptr, offs, cls_prof, pl_sz, pl_cls, use_roi, roi, pad, rows, sums, ring,
-                     slot_empty, slot_ra, slot_rb, src_slot, src_cls):  # pragma: no cover
+                     slot_empty, slot_ra, slot_rb, src_row, src_off):  # pragma: no cover
         """The direct path for out[z0:z1, y0:y1], written whole (zeros outside the output box).
 
         Walks z once, keeping the last 2 hz + 1 input planes' partial sums in a ring buffer that stays in cache:
@@ -408,7 +408,7 @@ def _make_direct_slab(symmetric: bool) -> Any:
 
         The work buffers come from the caller, uninitialised and flat along (y, x) (``_direct_buffers``; no
         allocation or reshape compiled here): ``pad`` (nyf * wp), ``rows`` (nprof, nyf * wp), ``sums``
-        (hx + 1, nyf * wp), ``ring`` (2 hz + 1, ncls, nyo * wp), ``slot_*`` (2 hz + 1), ``src_*`` (len(pl_sz)).
+        (hx + 1, nyf * wp), ``ring`` ((2 hz + 1) * ncls, nyo * wp), ``slot_*`` (2 hz + 1), ``src_*`` (len(pl_sz)).
         ``offs`` = (hy - sy) * wp per plane row."""
         oz0, oz1 = obox[0, 0], obox[0, 1]
         oy0 = max(y0, obox[1, 0])  # the slab's part of the output box
@@ -440,7 +440,10 @@ def _make_direct_slab(symmetric: bool) -> Any:
             slot_empty[s] = True
             slot_ra[s] = 0  # rows [ra, rb) of a slot's planes may be non-zero, the rest is 0
             slot_rb[s] = nyo
+        for t in range(m):
+            src_off[t] = 0
         src = pad
+        nil = np.int64(0)
         pa = 0  # frame rows [pa, pb) of ``rows`` may be non-zero, the rest is 0
         pb = nyf
         nxt = max(iz0, c0 - hz)
@@ -468,7 +471,7 @@ def _make_direct_slab(symmetric: bool) -> Any:
                 rb = slot_rb[s]
                 if a < 0:  # data elsewhere in the plane but not in the slab's rows: its planes read as 0 here
                     for c in range(ncls):
-                        ring[s, c, ra * wp:rb * wp] = 0.0
+                        ring[s * ncls + c, ra * wp:rb * wp] = 0.0
                     slot_ra[s] = 0
                     slot_rb[s] = 0
                     continue
@@ -511,7 +514,7 @@ def _make_direct_slab(symmetric: bool) -> Any:
                 ca = max(0, fa - 2 * hy)  # (c) along y, over the output rows that can be non-zero
                 cb = min(nyo, fb)
                 for c in range(ncls):
-                    pl = ring[s, c]
+                    pl = ring[s * ncls + c]
                     pl[ra * wp:min(rb, ca) * wp] = 0.0
                     pl[max(ra, cb) * wp:rb * wp] = 0.0
                     if cb > ca:
@@ -520,7 +523,9 @@ def _make_direct_slab(symmetric: bool) -> Any:
                 slot_ra[s] = ca
                 slot_rb[s] = cb
             # the output plane: sum over the kernel's (sz, plane) pairs whose input plane holds data
-            k = 0
+            # np.int64, not a literal 0: numba's type inference would first see k as Literal[int](0) and compile
+            # _flat_sum for it too (0.45 s)
+            k = np.int64(0)
             ua = nyo
             ub = 0
             for t in range(m):
@@ -530,8 +535,7 @@ def _make_direct_slab(symmetric: bool) -> Any:
                 s = zi % nsl
                 if slot_empty[s]:
                     continue
-                src_slot[k] = s
-                src_cls[k] = pl_cls[t]
+                src_row[k] = s * ncls + pl_cls[t]  # the ring's row of (slot, plane)
                 k += 1
                 ua = min(ua, slot_ra[s])
                 ub = max(ub, slot_rb[s])
@@ -547,40 +551,7 @@ def _make_direct_slab(symmetric: bool) -> Any:
                 orow[:ox0] = 0.0
                 orow[ox1:] = 0.0
                 o = orow[ox0:ox1]
-                j = 0
-                first = True
-                while j + 4 <= k:
-                    p0 = ring[src_slot[j], src_cls[j], yo * wp:(yo + 1) * wp]
-                    p1 = ring[src_slot[j + 1], src_cls[j + 1], yo * wp:(yo + 1) * wp]
-                    p2 = ring[src_slot[j + 2], src_cls[j + 2], yo * wp:(yo + 1) * wp]
-                    p3 = ring[src_slot[j + 3], src_cls[j + 3], yo * wp:(yo + 1) * wp]
-                    if first:
-                        for x in range(wx):
-                            o[x] = p0[x] + p1[x] + p2[x] + p3[x]
-                    else:
-                        for x in range(wx):
-                            o[x] += p0[x] + p1[x] + p2[x] + p3[x]
-                    first = False
-                    j += 4
-                if j + 2 <= k:
-                    p0 = ring[src_slot[j], src_cls[j], yo * wp:(yo + 1) * wp]
-                    p1 = ring[src_slot[j + 1], src_cls[j + 1], yo * wp:(yo + 1) * wp]
-                    if first:
-                        for x in range(wx):
-                            o[x] = p0[x] + p1[x]
-                    else:
-                        for x in range(wx):
-                            o[x] += p0[x] + p1[x]
-                    first = False
-                    j += 2
-                if j < k:
-                    p0 = ring[src_slot[j], src_cls[j], yo * wp:(yo + 1) * wp]
-                    if first:
-                        for x in range(wx):
-                            o[x] = p0[x]
-                    else:
-                        for x in range(wx):
-                            o[x] += p0[x]
+                _flat_sum(o, ring, src_row, src_off, yo * wp, nil, k)  # the planes' sum, four sources a pass
                 if use_roi:
                     mrow = roi[z, oy0 + yo]
                     for x in range(wx):
@@ -1051,7 +1022,7 @@ def _direct_buffers(item: tuple[int, int, int, int], obox: tuple[tuple[int, int]
     nsl = 2 * hz + 1
     m = prof.pl_sz.shape[0]
     return (np.empty(nyf * wp, dtype=dtype), np.empty((nprof, nyf * wp), dtype=dtype),
-            np.empty((hx + 1, nyf * wp), dtype=dtype), np.empty((nsl, ncls, nyo * wp), dtype=dtype),
+            np.empty((hx + 1, nyf * wp), dtype=dtype), np.empty((nsl * ncls, nyo * wp), dtype=dtype),
             np.empty(nsl, dtype=np.bool_), np.empty(nsl, dtype=np.int64), np.empty(nsl, dtype=np.int64),
             np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64))
 
