@@ -279,75 +279,30 @@ def _flat_taps(d, src, base, tap_sx, tap_w, t0, t1, accumulate):  # pragma: no c
                 d[i] = w0 * p0[i]
 
 
-@numba.njit(cache=True, nogil=True)
-def _flat_sum(d, rows, prof, offs, base, k0, k1):  # pragma: no cover - compiled
-    """d[i] = sum over k in k0:k1 of rows[prof[k], offs[k] + base + i], for i < len(d): four sources at a
-    time (one load and store of d per four), the first group assigning. The order of the sum at i does not depend
-    on i."""
-    n = d.shape[0]
-    k = k0
-    first = True
-    while k + 4 <= k1:
-        o0 = offs[k] + base
-        o1 = offs[k + 1] + base
-        o2 = offs[k + 2] + base
-        o3 = offs[k + 3] + base
-        p0 = rows[prof[k], o0:o0 + n]
-        p1 = rows[prof[k + 1], o1:o1 + n]
-        p2 = rows[prof[k + 2], o2:o2 + n]
-        p3 = rows[prof[k + 3], o3:o3 + n]
-        if first:
-            for i in range(n):
-                d[i] = p0[i] + p1[i] + p2[i] + p3[i]
-        else:
-            for i in range(n):
-                d[i] += p0[i] + p1[i] + p2[i] + p3[i]
-        first = False
-        k += 4
-    if k + 2 <= k1:
-        o0 = offs[k] + base
-        o1 = offs[k + 1] + base
-        p0 = rows[prof[k], o0:o0 + n]
-        p1 = rows[prof[k + 1], o1:o1 + n]
-        if first:
-            for i in range(n):
-                d[i] = p0[i] + p1[i]
-        else:
-            for i in range(n):
-                d[i] += p0[i] + p1[i]
-        first = False
-        k += 2
-    if k < k1:
-        o0 = offs[k] + base
-        p0 = rows[prof[k], o0:o0 + n]
-        if first:
-            for i in range(n):
-                d[i] = p0[i]
-        else:
-            for i in range(n):
-                d[i] += p0[i]
-        first = False
-    if first:
-        d[:] = 0.0
-
-
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
-    """d[i] = sum over the terms t0:t1 of a mirror-symmetric x-profile of w * sums[j, i], where sums[0] is the
-    centre row and sums[j] the pair sum src[i - j] + src[i + j]; four terms at a time, the first group assigning.
-    The order of the sum at i does not depend on i."""
+def _flat_wsum(d, srcs, src, offs, w, base, t0, t1):  # pragma: no cover - compiled
+    """d[i] = sum over the terms t0:t1 of w[t] * srcs[src[t], offs[t] + base + i], for i < len(d); four terms at a
+    time (one load and store of d per four), the first group assigning. The order of the sum at i does not depend
+    on i. One function for the direct path's three sums (the pass along x from pair sums, the sum along y into the
+    kernel planes and the output planes' sum; the last two with weights 1.0, exact: 1.0 * p = p, and a contracted
+    fma(1.0, p, q) rounds p + q once, as the add does), so numba compiles one loop nest instead of three (0.4 s of
+    the first call's compilation)."""
     n = d.shape[0]
     t = t0
     first = True
     while t + 4 <= t1:
-        w0 = sym_w[t]
-        w1 = sym_w[t + 1]
-        w2 = sym_w[t + 2]
-        w3 = sym_w[t + 3]
-        p0 = sums[sym_j[t]]
-        p1 = sums[sym_j[t + 1]]
-        p2 = sums[sym_j[t + 2]]
-        p3 = sums[sym_j[t + 3]]
+        w0 = w[t]
+        w1 = w[t + 1]
+        w2 = w[t + 2]
+        w3 = w[t + 3]
+        o0 = offs[t] + base
+        o1 = offs[t + 1] + base
+        o2 = offs[t + 2] + base
+        o3 = offs[t + 3] + base
+        p0 = srcs[src[t], o0:o0 + n]
+        p1 = srcs[src[t + 1], o1:o1 + n]
+        p2 = srcs[src[t + 2], o2:o2 + n]
+        p3 = srcs[src[t + 3], o3:o3 + n]
         if first:
             for i in range(n):
                 d[i] = w0 * p0[i] + w1 * p1[i] + w2 * p2[i] + w3 * p3[i]
@@ -357,10 +312,12 @@ def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
         first = False
         t += 4
     if t + 2 <= t1:
-        w0 = sym_w[t]
-        w1 = sym_w[t + 1]
-        p0 = sums[sym_j[t]]
-        p1 = sums[sym_j[t + 1]]
+        w0 = w[t]
+        w1 = w[t + 1]
+        o0 = offs[t] + base
+        o1 = offs[t + 1] + base
+        p0 = srcs[src[t], o0:o0 + n]
+        p1 = srcs[src[t + 1], o1:o1 + n]
         if first:
             for i in range(n):
                 d[i] = w0 * p0[i] + w1 * p1[i]
@@ -370,8 +327,9 @@ def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
         first = False
         t += 2
     if t < t1:
-        w0 = sym_w[t]
-        p0 = sums[sym_j[t]]
+        w0 = w[t]
+        o0 = offs[t] + base
+        p0 = srcs[src[t], o0:o0 + n]
         if first:
             for i in range(n):
                 d[i] = w0 * p0[i]
@@ -385,15 +343,15 @@ def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
 
 def _make_direct_slab(symmetric: bool) -> Any:
     """The direct path's slab function for kernels whose x-profiles are all mirror-symmetric (``symmetric``: the
-    pass along x from pair sums, ``_flat_sym``) or not (``_flat_taps``). Two compiled functions instead of one
+    pass along x from pair sums) or not (``_flat_taps``). Two compiled functions instead of one
     runtime branch: numba prunes the branch on the closure's constant before typing, so a plan (whose kernels
     are symmetric) compiles only its variant (0.9 s less CPU on the first call after an install; each variant is
     cached on disk under its own key)."""
 
     @numba.njit(cache=True, nogil=True, fastmath={"contract"})
     def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, prof_ptr, prof_sx, prof_w, sym_ptr,
-                     sym_j, sym_w, cls_ptr, offs, cls_prof, pl_sz, pl_cls, use_roi, roi, pad, rows, sums, ring,
-                     slot_empty, slot_ra, slot_rb, src_row, src_off):  # pragma: no cover
+                     sym_j, sym_w, cls_ptr, offs, cls_prof, pl_sz, pl_cls, use_roi, roi, sym_off, ones, pad, rows,
+                     sums, ring, acc, slot_empty, slot_ra, slot_rb, src_row, src_off):  # pragma: no cover
         """The direct path for out[z0:z1, y0:y1], written whole (zeros outside the output box).
 
         Walks z once, keeping the last 2 hz + 1 input planes' partial sums in a ring buffer that stays in cache:
@@ -409,7 +367,8 @@ def _make_direct_slab(symmetric: bool) -> Any:
         The work buffers come from the caller, uninitialised and flat along (y, x) (``_direct_buffers``; no
         allocation or reshape compiled here): ``pad`` (nyf * wp), ``rows`` (nprof, nyf * wp), ``sums``
         (hx + 1, nyf * wp), ``ring`` ((2 hz + 1) * ncls, nyo * wp), ``slot_*`` (2 hz + 1), ``src_*`` (len(pl_sz)).
-        ``offs`` = (hy - sy) * wp per plane row."""
+        ``offs`` = (hy - sy) * wp per plane row; ``sym_off`` zeros (len(sym_j)); ``ones`` 1.0 (at least
+        max(len(cls_prof), len(pl_sz))): the weights of the unweighted sums."""
         oz0, oz1 = obox[0, 0], obox[0, 1]
         oy0 = max(y0, obox[1, 0])  # the slab's part of the output box
         oy1 = min(y1, obox[1, 1])
@@ -506,7 +465,7 @@ def _make_direct_slab(symmetric: bool) -> Any:
                             sj[i] = lft[i] + rgt[i]
                     for r in range(nprof):
                         dst = rows[r, base:base + n]
-                        _flat_sym(dst, sums, sym_j, sym_w, sym_ptr[r], sym_ptr[r + 1])
+                        _flat_wsum(dst, sums, sym_j, sym_off, sym_w, nil, sym_ptr[r], sym_ptr[r + 1])
                 else:
                     for r in range(nprof):
                         dst = rows[r, base:base + n]
@@ -518,13 +477,13 @@ def _make_direct_slab(symmetric: bool) -> Any:
                     pl[ra * wp:min(rb, ca) * wp] = 0.0
                     pl[max(ra, cb) * wp:rb * wp] = 0.0
                     if cb > ca:
-                        _flat_sum(pl[ca * wp:cb * wp], rows, cls_prof, offs, ca * wp, cls_ptr[c],
+                        _flat_wsum(pl[ca * wp:cb * wp], rows, cls_prof, offs, ones, ca * wp, cls_ptr[c],
                                   cls_ptr[c + 1])
                 slot_ra[s] = ca
                 slot_rb[s] = cb
             # the output plane: sum over the kernel's (sz, plane) pairs whose input plane holds data
             # np.int64, not a literal 0: numba's type inference would first see k as Literal[int](0) and compile
-            # _flat_sum for it too (0.45 s)
+            # _flat_wsum for it too (0.45 s)
             k = np.int64(0)
             ua = nyo
             ub = 0
@@ -546,17 +505,21 @@ def _make_direct_slab(symmetric: bool) -> Any:
                 out[z, y] = 0.0
             for y in range(oy0 + ub, y1):
                 out[z, y] = 0.0
+            # the planes' sum over the rows [ua, ub) at once (one call, whole ring rows), then copied out
+            _flat_wsum(acc[:(ub - ua) * wp], ring, src_row, src_off, ones, ua * wp, nil, k)
             for yo in range(ua, ub):
                 orow = out[z, oy0 + yo]
                 orow[:ox0] = 0.0
                 orow[ox1:] = 0.0
+                a_row = acc[(yo - ua) * wp:(yo - ua) * wp + wx]
                 o = orow[ox0:ox1]
-                _flat_sum(o, ring, src_row, src_off, yo * wp, nil, k)  # the planes' sum, four sources a pass
                 if use_roi:
-                    mrow = roi[z, oy0 + yo]
+                    mrow = roi[z, oy0 + yo, ox0:ox1]
                     for x in range(wx):
-                        if not mrow[ox0 + x]:
-                            o[x] = 0.0
+                        o[x] = a_row[x] if mrow[x] else 0.0
+                else:
+                    for x in range(wx):
+                        o[x] = a_row[x]
 
     return _direct_slab
 
@@ -1023,6 +986,7 @@ def _direct_buffers(item: tuple[int, int, int, int], obox: tuple[tuple[int, int]
     m = prof.pl_sz.shape[0]
     return (np.empty(nyf * wp, dtype=dtype), np.empty((nprof, nyf * wp), dtype=dtype),
             np.empty((hx + 1, nyf * wp), dtype=dtype), np.empty((nsl * ncls, nyo * wp), dtype=dtype),
+            np.empty(nyo * wp, dtype=dtype),
             np.empty(nsl, dtype=np.bool_), np.empty(nsl, dtype=np.int64), np.empty(nsl, dtype=np.int64),
             np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64))
 
@@ -1053,11 +1017,14 @@ def _run_direct(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool 
     ox0, ox1 = plan.output_box[2]
     wp = ox1 - ox0 + 2 * hx
     offs = (hy - prof.cls_sy) * wp
+    sym_off = np.zeros(prof.sym_j.shape[0], dtype=np.int64)
+    ones = np.ones(max(prof.cls_prof.shape[0], prof.pl_sz.shape[0]), dtype=prof.sym_w.dtype)
 
     def slab(i: int) -> None:
         bufs = _direct_buffers(items[i], plan.output_box, (hz, hy, hx), wp, prof, out.dtype)
-        direct_slab(p.tia, p.rlo, p.rhi, out, *items[i], obox, ibox, hz, hy, hx, prof.prof_ptr, prof.prof_sx, prof.prof_w, prof.sym_ptr, prof.sym_j, prof.sym_w, prof.cls_ptr,
-                     offs, prof.cls_prof, prof.pl_sz, prof.pl_cls, use_roi, roi, *bufs)
+        direct_slab(p.tia, p.rlo, p.rhi, out, *items[i], obox, ibox, hz, hy, hx, prof.prof_ptr, prof.prof_sx,
+                    prof.prof_w, prof.sym_ptr, prof.sym_j, prof.sym_w, prof.cls_ptr, offs, prof.cls_prof, prof.pl_sz,
+                    prof.pl_cls, use_roi, roi, sym_off, ones, *bufs)
 
     _parallel(slab, len(items), threads)
 
