@@ -1014,14 +1014,15 @@ def _run_direct(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool 
         roi, use_roi = np.ones((1, 1, 1), dtype=np.bool_), False
 
     direct_slab = _DIRECT_SLAB[bool(prof.symmetric_x)]
-    ox0, ox1 = plan.output_box[2]
+    out_box = plan.output_box
+    ox0, ox1 = out_box[2]
     wp = ox1 - ox0 + 2 * hx
     offs = (hy - prof.cls_sy) * wp
     sym_off = np.zeros(prof.sym_j.shape[0], dtype=np.int64)
     ones = np.ones(max(prof.cls_prof.shape[0], prof.pl_sz.shape[0]), dtype=prof.sym_w.dtype)
 
     def slab(i: int) -> None:
-        bufs = _direct_buffers(items[i], plan.output_box, (hz, hy, hx), wp, prof, out.dtype)
+        bufs = _direct_buffers(items[i], out_box, (hz, hy, hx), wp, prof, out.dtype)
         direct_slab(p.tia, p.rlo, p.rhi, out, *items[i], obox, ibox, hz, hy, hx, prof.prof_ptr, prof.prof_sx,
                     prof.prof_w, prof.sym_ptr, prof.sym_j, prof.sym_w, prof.cls_ptr, offs, prof.cls_prof, prof.pl_sz,
                     prof.pl_cls, use_roi, roi, sym_off, ones, *bufs)
