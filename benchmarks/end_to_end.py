@@ -48,9 +48,13 @@ STAGES: list[tuple[str, str, str]] = [
     ("embplan.dosimetry.dose", "dose_map", "dose maps"),
     ("embplan.planner", "_voxel_workflow", "voxel dosimetry (rest: means, BED)"),
     ("embplan.dosimetry.metrics", "dvh", "DVHs"),
+    ("embplan.dosimetry.metrics", "dvh_from_samples", "DVHs"),
+    ("embplan.dosimetry.conventions", "dome_excluded_lung", "lung beyond the dome (distance transform)"),
 ]
 TARGETS = {"phantom15": 2.0, "clinical": 5.0, "clinical_smoke": None}
 QUARTER_EXEMPT = {"pixel decoding"}
+#: Cases the quarter rule is a target for (issue 16: "that plan ... and no step but pixel decoding above a quarter").
+QUARTER_CASES = {"phantom15"}
 
 
 class _Timer:
@@ -225,6 +229,33 @@ def table(name: str, result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), {"median_own_s": med, **verdict}
 
 
+def _summary(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per target checked in this run: the warm plan time, the quarter rule, the cold start."""
+    rows: list[dict[str, Any]] = []
+    for name, entry in report["cases"].items():
+        v = entry["verdict"]
+        if v["target_s"] is not None:
+            rows.append({"case": name, "target": f"plan <= {v['target_s']:g} s warm (median)",
+                         "measured": f"{v['total_s']:.2f} s (CPU {v['cpu_total_s']:.2f} s)", "met": v["total_ok"]})
+        if v["worst_stage"] is not None and v["target_s"] is not None:
+            label, share = v["worst_stage"]
+            # the issue asks it of phantom15; for the clinical case it is shown for information
+            rows.append({"case": name, "target": "no stage but pixel decoding above 25 % of the plan"
+                         + ("" if name in QUARTER_CASES else " (information: the issue asks it of phantom15)"),
+                         "measured": f"largest: {label} {share:.0%}", "met": v["quarter_ok"]})
+        if "fresh_process" in entry:
+            mem = entry["fresh_process"]
+            rows.append({"case": name, "target": "peak memory stated (fresh process, first plan)",
+                         "measured": f"{mem['peak_rss_mb']:.0f} MB peak RSS; first plan {mem['first_plan_s']:.2f} s",
+                         "met": True})
+        if "cold" in entry:
+            extra = entry["cold"]["extra_s"]
+            rows.append({"case": name, "target": "first plan after an install <= 5 s more than with the cache",
+                         "measured": f"{extra:+.2f} s ({entry['cold']['cold']['first_plan_s']:.2f} vs "
+                                     f"{entry['cold']['warm_process']['first_plan_s']:.2f} s)", "met": extra <= 5.0})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default="phantom15,clinical", help="phantom15, clinical, clinical_smoke")
@@ -275,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"(CPU {warm['first_plan_cpu_s']:.2f} s): {extra:+.2f} s -> "
                   f"{'met' if extra <= 5.0 else 'NOT met'} (<= 5 s)")
         report["cases"][name] = entry
+    summary = _summary(report)
+    report["targets"] = summary
+    print("\n### Targets (issue 16), this run\n")
+    print("| case | target | measured | met |")
+    print("|---|---|---|---|")
+    for row in summary:
+        print(f"| {row['case']} | {row['target']} | {row['measured']} | {'yes' if row['met'] else 'NO'} |")
     out = Path(args.json) if args.json else Path(".benchmarks/end_to_end") / (
         _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)

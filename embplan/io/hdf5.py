@@ -40,6 +40,7 @@ import platform
 import re
 import stat
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ import numpy as np
 from ..errors import EmbplanError, PlanFileError
 from ..progress import timed
 from . import atomic_file
+from .h5chunks import ChunkError, read_array, write_arrays, writer_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan_model import Plan
@@ -168,21 +170,38 @@ def content_sha256(plan_json: bytes, meta_json: bytes, arrays: Mapping[str, np.n
     order: the name (UTF-8), ``dtype.str`` (e.g. ``<f8``, ``|b1``), the shape as comma-joined decimals
     (``"64,64,64"``), and the raw C-order bytes.
     """
-    h = hashlib.sha256()
-
-    def put(b: bytes | memoryview) -> None:
-        h.update(len(b).to_bytes(8, "little") if isinstance(b, bytes) else b.nbytes.to_bytes(8, "little"))
-        h.update(b)
-
-    put(plan_json)
-    put(meta_json)
+    h = ContentHasher(plan_json, meta_json)
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        put(name.encode("utf-8"))
-        put(a.dtype.str.encode("ascii"))
-        put(",".join(str(n) for n in a.shape).encode("ascii"))
-        put(a.reshape(-1).view(np.uint8).data if a.size else b"")  # .data: the memoryview of the bytes
+        h.add(name, arrays[name])
     return h.hexdigest()
+
+
+class ContentHasher:
+    """:func:`content_sha256` one array at a time (in sorted name order), so that a reader can hash each array as
+    soon as it is read."""
+
+    def __init__(self, plan_json: bytes, meta_json: bytes) -> None:
+        self._h = hashlib.sha256()
+        self._last: str | None = None
+        self._put(plan_json)
+        self._put(meta_json)
+
+    def _put(self, b: bytes | memoryview) -> None:
+        self._h.update(len(b).to_bytes(8, "little") if isinstance(b, bytes) else b.nbytes.to_bytes(8, "little"))
+        self._h.update(b)
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        if self._last is not None and name <= self._last:
+            raise ValueError(f"ContentHasher: arrays must come in sorted name order ({name!r} after {self._last!r})")
+        self._last = name
+        a = np.ascontiguousarray(array)
+        self._put(name.encode("utf-8"))
+        self._put(a.dtype.str.encode("ascii"))
+        self._put(",".join(str(n) for n in a.shape).encode("ascii"))
+        self._put(a.reshape(-1).view(np.uint8).data if a.size else b"")  # .data: the memoryview of the bytes
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 # ====================================================================================== Plan <-> document
@@ -465,31 +484,43 @@ def write_document(
     """
     plan_json = compact_json_bytes(doc.plan)
     meta_json = compact_json_bytes(doc.meta)
-    digest = content_sha256(plan_json, meta_json, doc.arrays)
     from .. import __version__
 
-    attrs = h5.attrs
-    attrs["format"] = FORMAT_NAME
-    attrs["format_version"] = doc.format_version
-    attrs["created_utc"] = created_utc or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z"
-    )
-    attrs["software"] = "embplan"
-    attrs["software_version"] = __version__
-    attrs["dependency_versions_json"] = compact_json_bytes(_dependency_versions()).decode("utf-8")
-    attrs["content_sha256"] = digest
-    attrs["axis_order"] = "z,y,x"
-    _create_text(h5, "plan_json", plan_json)
-    _create_text(h5, "meta_json", meta_json)
-    if doc.voxel is not None:
-        paths = doc.voxel["paths"]
-        units = doc.voxel["units"]
-        for name in sorted(doc.arrays):
-            path = paths[name]
-            group_name, _, leaf = path.rpartition("/")
-            group = h5.require_group(group_name or "/")
-            dset = _create_array(group, leaf, doc.arrays[name], units[name], gzip_level)
-            dset.attrs["name"] = name
+    # issue 16: the content hash (hashlib releases the GIL) runs beside the arrays' compression
+    # (h5chunks.write_arrays: the chunks are encoded on a thread pool); the digest is stored once both are done
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embplan-sha") as pool:
+        digest_future = pool.submit(content_sha256, plan_json, meta_json, doc.arrays)
+        attrs = h5.attrs
+        attrs["format"] = FORMAT_NAME
+        attrs["format_version"] = doc.format_version
+        attrs["created_utc"] = created_utc or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace(
+            "+00:00", "Z"
+        )
+        attrs["software"] = "embplan"
+        attrs["software_version"] = __version__
+        attrs["dependency_versions_json"] = compact_json_bytes(_dependency_versions()).decode("utf-8")
+        attrs["axis_order"] = "z,y,x"
+        _create_text(h5, "plan_json", plan_json)
+        _create_text(h5, "meta_json", meta_json)
+        if doc.voxel is not None:
+            paths = doc.voxel["paths"]
+            units = doc.voxel["units"]
+            big: list[tuple[h5py.Group, str, np.ndarray]] = []
+            big_names: list[str] = []
+            for name in sorted(doc.arrays):
+                group_name, _, leaf = paths[name].rpartition("/")
+                group = h5.require_group(group_name or "/")
+                data = np.asarray(doc.arrays[name])
+                if data.ndim and data.size:
+                    big.append((group, leaf, data))
+                    big_names.append(name)
+                else:
+                    _create_array(group, leaf, data, units[name], gzip_level).attrs["name"] = name
+            for name, dset in zip(big_names, write_arrays(big, gzip_level), strict=True):
+                dset.attrs["units"] = units[name]
+                dset.attrs["name"] = name
+        digest = digest_future.result()
+        attrs["content_sha256"] = digest
     return digest
 
 
@@ -843,6 +874,7 @@ def _read_open(h5: h5py.File, source: str, verify: bool, file_size: int | None =
     ):
         raise PlanFileError(f"{source}: /meta_json is not a metadata object")
     arrays: dict[str, np.ndarray] = {}
+    hasher: ContentHasher | None = None
     voxel_obj = meta_obj.get("voxel")
     array_paths = {path for path, obj in objects if isinstance(obj, h5py.Dataset) and _is_array_path(path)}
     if voxel_obj is not None:
@@ -868,20 +900,31 @@ def _read_open(h5: h5py.File, source: str, verify: bool, file_size: int | None =
             raise PlanFileError(f"{source}: the voxel arrays declare {total} bytes, more than a {file_size}-byte "
                                 f"file can inflate to ({_GZIP_MAX_RATIO}:1): damaged or crafted file")
         array_paths -= {dpath for _, dpath, _ in planned}
-        for name, dpath, dset in planned:
-            try:
-                arrays[name] = np.asarray(dset[()])
-            except OSError as exc:
-                raise PlanFileError(
-                    f"{source}: dataset {dpath} is corrupted (checksum or decompression failure): {exc}"
-                ) from exc
+        # issue 16: the chunks are decoded on a thread pool (h5chunks.read_array) and each array is hashed, in the
+        # content hash's order, on another thread while the next one is read
+        hasher = ContentHasher(plan_json, meta_json) if verify else None
+        with ThreadPoolExecutor(max_workers=writer_threads(), thread_name_prefix="embplan-h5") as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="embplan-sha") as hash_pool:
+            hashed = []
+            for name, dpath, dset in sorted(planned):
+                try:
+                    arrays[name] = read_array(dset, pool)
+                except (OSError, ChunkError) as exc:
+                    raise PlanFileError(
+                        f"{source}: dataset {dpath} is corrupted (checksum or decompression failure): {exc}"
+                    ) from exc
+                if hasher is not None:
+                    hashed.append(hash_pool.submit(hasher.add, name, arrays[name]))
+            for fut in hashed:
+                fut.result()
+        arrays = {name: arrays[name] for name, _, _ in planned}  # the file's order, as before
     if array_paths:
         raise PlanFileError(f"{source}: {sorted(array_paths)[0]} is not an array of the plan: altered file")
     stored = _attr_str(h5.attrs, "content_sha256")
     if verify:
         if stored is None:
             raise PlanFileError(f"{source}: root attribute 'content_sha256' is missing")
-        actual = content_sha256(plan_json, meta_json, arrays)
+        actual = hasher.hexdigest() if hasher is not None else content_sha256(plan_json, meta_json, arrays)
         if actual != stored:
             raise PlanFileError(
                 f"{source}: checksum mismatch: content SHA-256 {actual[:16]}... != stored {stored[:16]}... "
