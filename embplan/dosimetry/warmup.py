@@ -16,8 +16,8 @@ load 1.5-2, 2026-12-07; issue 16, docs/performance.md "Cold start"):
   The voxel kernel's quadrature (2.7 s of compilation) is numpy now, with the same values bit for bit.
 * phantom15 (1.5 mm, FFT path): 0.8 s (was 3.4 s: the kernel quadrature 2.6 s).
 
-End to end (``python -m benchmarks.end_to_end --cold``), the first plan costs +2.2-2.9 s on the clinical case
-(was +9.4 s) and +1.3-1.5 s on phantom15 (was +3.8 s) over a fresh process whose cache exists.
+End to end (``python -m benchmarks.end_to_end --cold``), the first plan costs +2.0-2.9 s on the clinical case
+(was +9.4 s) and +1.1-1.5 s on phantom15 (was +3.8 s) over a fresh process whose cache exists.
 
 :func:`warmup` runs every compiled function once on tiny inputs, for the array types a plan uses (float64;
 ``float32=True`` adds the float32 specialisations that :func:`~embplan.dosimetry.convolve.convolve` uses for
