@@ -42,8 +42,8 @@ kernel gives its closed form to 1e-6, and a seeded Monte Carlo of the same integ
 as ragged expansions), with every operation of the former scalar numba loops in their order and each sum
 accumulated node after node, so the S-values are bit for bit those of the loops (tests/dosimetry/
 test_kernel_quadrature.py). Building a 4.42 mm kernel (7^3, 261,000 point-kernel evaluations) takes about 0.03 s,
-1 mm (23^3) 0.04 s, 1.5 mm (17^3, 743,000) 0.07 s, once per process (cached in memory); the numba loops took
-0.01-0.03 s but cost 2.7 s of compilation on the first plan after an install (issue 16's cold start).
+1 mm (23^3) 0.045 s, 1.5 mm (17^3, 743,000) 0.07 s, once per process (cached in memory); the numba loops took
+0.004-0.014 s but cost 2.7 s of compilation on the first plan after an install (issue 16's cold start).
 
 Energy normalisation and truncation
 -----------------------------------
