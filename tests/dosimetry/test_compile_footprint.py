@@ -5,7 +5,8 @@ empty numba cache, through numba's compile events.
 * the direct convolution of a mirror-symmetric kernel (every kernel a plan uses) compiles the symmetric variant of
   the slab function only, not the asymmetric one nor its tap helper;
 * each compiled function of the dose engine is compiled once for float64 inputs: no second specialisation (a
-  literal ``0`` argument used to type a helper a second time as ``Literal[int](0)``).
+  literal ``0`` argument used to type a helper a second time as ``Literal[int](0)``);
+* the next process loads all of it from the cache (the slab variants are closures, cached under their own keys).
 """
 
 from __future__ import annotations
@@ -61,3 +62,4 @@ def test_first_direct_convolution_compiles_one_variant_once_and_the_kernel_nothi
     assert len(slab) == 1  # one variant (the symmetric one), one specialisation
     assert len(names) == len(set(names)), names  # no function compiled twice
     assert not any("Literal" in args for _, _, args in compiled), compiled
+    assert _compiled(tmp_path) == []  # a second process: everything from the cache
