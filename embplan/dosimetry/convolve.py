@@ -19,9 +19,12 @@ What makes it fast is only what is exactly true:
     output box: every input row convolved along x with every profile (a mirror-symmetric profile, w(-s) == w(s)
     exactly, from the pair sums src[x - s] + src[x + s]: 31 multiply-adds and 3 adds instead of 53 taps), those
     rows summed along y into every distinct plane, kept in a ring of the last 2 hz + 1 input planes that stays
-    in cache, and each output plane the sum of the ring's planes along z, written straight into the output.
-    About 66 operations per voxel instead of 251 for that kernel, all of them flat loops over whole planes, four
-    sources at a time.
+    in cache, and each output plane the sum of the ring's planes along z (into a one-plane buffer of the slab,
+    then copied into the output with the roi mask). About 66 operations per voxel instead of 251 for that
+    kernel, all of them flat loops over whole planes, four sources at a time, in one compiled weighted-sum
+    helper. The slab function is compiled in two variants, for mirror-symmetric kernels (all that embplan builds)
+    and for others, so that the first call compiles only the branch it takes (issue 16's cold start; see
+    ``dosimetry/warmup.py``).
   - *fft*: real FFTs (``scipy.fft``, pocketfft) of fast 5-smooth lengths over the output box only. The kernel is
     stored centred on index 0 of the circular buffer; when it is point-symmetric (checked exactly:
     ``k == k[::-1, ::-1, ::-1]``; true for every radial dose kernel) its spectrum is real, which halves the cached
