@@ -19,9 +19,12 @@ What makes it fast is only what is exactly true:
     output box: every input row convolved along x with every profile (a mirror-symmetric profile, w(-s) == w(s)
     exactly, from the pair sums src[x - s] + src[x + s]: 31 multiply-adds and 3 adds instead of 53 taps), those
     rows summed along y into every distinct plane, kept in a ring of the last 2 hz + 1 input planes that stays
-    in cache, and each output plane the sum of the ring's planes along z, written straight into the output.
-    About 66 operations per voxel instead of 251 for that kernel, all of them flat loops over whole planes, four
-    sources at a time.
+    in cache, and each output plane the sum of the ring's planes along z (into a one-plane buffer of the slab,
+    then copied into the output with the roi mask). About 66 operations per voxel instead of 251 for that
+    kernel, all of them flat loops over whole planes, four sources at a time, in one compiled weighted-sum
+    helper. The slab function is compiled in two variants, for mirror-symmetric kernels (all that embplan builds)
+    and for others, so that the first call compiles only the branch it takes (issue 16's cold start; see
+    ``dosimetry/warmup.py``).
   - *fft*: real FFTs (``scipy.fft``, pocketfft) of fast 5-smooth lengths over the output box only. The kernel is
     stored centred on index 0 of the circular buffer; when it is point-symmetric (checked exactly:
     ``k == k[::-1, ::-1, ::-1]``; true for every radial dose kernel) its spectrum is real, which halves the cached
@@ -279,75 +282,30 @@ def _flat_taps(d, src, base, tap_sx, tap_w, t0, t1, accumulate):  # pragma: no c
                 d[i] = w0 * p0[i]
 
 
-@numba.njit(cache=True, nogil=True)
-def _flat_sum(d, rows, prof, offs, base, k0, k1):  # pragma: no cover - compiled
-    """d[i] = sum over k in k0:k1 of rows[prof[k]].flat[offs[k] + base + i], for i < len(d): four sources at a
-    time (one load and store of d per four), the first group assigning. The order of the sum at i does not depend
-    on i."""
-    n = d.shape[0]
-    k = k0
-    first = True
-    while k + 4 <= k1:
-        o0 = offs[k] + base
-        o1 = offs[k + 1] + base
-        o2 = offs[k + 2] + base
-        o3 = offs[k + 3] + base
-        p0 = rows[prof[k]].reshape(-1)[o0:o0 + n]
-        p1 = rows[prof[k + 1]].reshape(-1)[o1:o1 + n]
-        p2 = rows[prof[k + 2]].reshape(-1)[o2:o2 + n]
-        p3 = rows[prof[k + 3]].reshape(-1)[o3:o3 + n]
-        if first:
-            for i in range(n):
-                d[i] = p0[i] + p1[i] + p2[i] + p3[i]
-        else:
-            for i in range(n):
-                d[i] += p0[i] + p1[i] + p2[i] + p3[i]
-        first = False
-        k += 4
-    if k + 2 <= k1:
-        o0 = offs[k] + base
-        o1 = offs[k + 1] + base
-        p0 = rows[prof[k]].reshape(-1)[o0:o0 + n]
-        p1 = rows[prof[k + 1]].reshape(-1)[o1:o1 + n]
-        if first:
-            for i in range(n):
-                d[i] = p0[i] + p1[i]
-        else:
-            for i in range(n):
-                d[i] += p0[i] + p1[i]
-        first = False
-        k += 2
-    if k < k1:
-        o0 = offs[k] + base
-        p0 = rows[prof[k]].reshape(-1)[o0:o0 + n]
-        if first:
-            for i in range(n):
-                d[i] = p0[i]
-        else:
-            for i in range(n):
-                d[i] += p0[i]
-        first = False
-    if first:
-        d[:] = 0.0
-
-
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
-    """d[i] = sum over the terms t0:t1 of a mirror-symmetric x-profile of w * sums[j, i], where sums[0] is the
-    centre row and sums[j] the pair sum src[i - j] + src[i + j]; four terms at a time, the first group assigning.
-    The order of the sum at i does not depend on i."""
+def _flat_wsum(d, srcs, src, offs, w, base, t0, t1):  # pragma: no cover - compiled
+    """d[i] = sum over the terms t0:t1 of w[t] * srcs[src[t], offs[t] + base + i], for i < len(d); four terms at a
+    time (one load and store of d per four), the first group assigning. The order of the sum at i does not depend
+    on i. One function for the direct path's three sums (the pass along x from pair sums, the sum along y into the
+    kernel planes and the output planes' sum; the last two with weights 1.0, exact: 1.0 * p = p, and a contracted
+    fma(1.0, p, q) rounds p + q once, as the add does), so numba compiles one loop nest instead of three (0.4 s of
+    the first call's compilation)."""
     n = d.shape[0]
     t = t0
     first = True
     while t + 4 <= t1:
-        w0 = sym_w[t]
-        w1 = sym_w[t + 1]
-        w2 = sym_w[t + 2]
-        w3 = sym_w[t + 3]
-        p0 = sums[sym_j[t]]
-        p1 = sums[sym_j[t + 1]]
-        p2 = sums[sym_j[t + 2]]
-        p3 = sums[sym_j[t + 3]]
+        w0 = w[t]
+        w1 = w[t + 1]
+        w2 = w[t + 2]
+        w3 = w[t + 3]
+        o0 = offs[t] + base
+        o1 = offs[t + 1] + base
+        o2 = offs[t + 2] + base
+        o3 = offs[t + 3] + base
+        p0 = srcs[src[t], o0:o0 + n]
+        p1 = srcs[src[t + 1], o1:o1 + n]
+        p2 = srcs[src[t + 2], o2:o2 + n]
+        p3 = srcs[src[t + 3], o3:o3 + n]
         if first:
             for i in range(n):
                 d[i] = w0 * p0[i] + w1 * p1[i] + w2 * p2[i] + w3 * p3[i]
@@ -357,10 +315,12 @@ def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
         first = False
         t += 4
     if t + 2 <= t1:
-        w0 = sym_w[t]
-        w1 = sym_w[t + 1]
-        p0 = sums[sym_j[t]]
-        p1 = sums[sym_j[t + 1]]
+        w0 = w[t]
+        w1 = w[t + 1]
+        o0 = offs[t] + base
+        o1 = offs[t + 1] + base
+        p0 = srcs[src[t], o0:o0 + n]
+        p1 = srcs[src[t + 1], o1:o1 + n]
         if first:
             for i in range(n):
                 d[i] = w0 * p0[i] + w1 * p1[i]
@@ -370,8 +330,9 @@ def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
         first = False
         t += 2
     if t < t1:
-        w0 = sym_w[t]
-        p0 = sums[sym_j[t]]
+        w0 = w[t]
+        o0 = offs[t] + base
+        p0 = srcs[src[t], o0:o0 + n]
         if first:
             for i in range(n):
                 d[i] = w0 * p0[i]
@@ -383,206 +344,190 @@ def _flat_sym(d, sums, sym_j, sym_w, t0, t1):  # pragma: no cover - compiled
         d[:] = 0.0
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, sym, prof_ptr, prof_sx, prof_w, sym_ptr,
-                 sym_j, sym_w, cls_ptr, cls_sy, cls_prof, pl_sz, pl_cls, use_roi, roi):  # pragma: no cover
-    """The direct path for out[z0:z1, y0:y1], written whole (zeros outside the output box).
+def _make_direct_slab(symmetric: bool) -> Any:
+    """The direct path's slab function for kernels whose x-profiles are all mirror-symmetric (``symmetric``: the
+    pass along x from pair sums) or not (``_flat_taps``). Two compiled functions instead of one
+    runtime branch: numba prunes the branch on the closure's constant before typing, so a plan (whose kernels
+    are symmetric) compiles only its variant (0.9 s less CPU on the first call after an install; each variant is
+    cached on disk under its own key)."""
 
-    Walks z once, keeping the last 2 hz + 1 input planes' partial sums in a ring buffer that stays in cache:
-    every input plane the slab needs is (a) copied into a zero-padded frame (the output box widened by the
-    kernel; columns i <-> x = ox0 - hx + i, rows j <-> y = oy0 - hy + j), (b) convolved along x with every
-    distinct x-profile of the kernel (flat loops over its data rows; mirror-symmetric profiles from the pair sums
-    src[x - j] + src[x + j], so 2 h + 1 taps cost h + 1 multiply-adds), (c) summed along y into every distinct
-    kernel plane, over the rows that can be non-zero; each output plane is then the sum over the kernel's
-    (sz, plane) pairs whose input plane holds data anywhere (decided on the whole input box, not on the slab's
-    rows), in a fixed order. Rows recomputed by two slabs get identical values, so the result does not depend on
-    how the box is cut into slabs."""
-    oz0, oz1 = obox[0, 0], obox[0, 1]
-    oy0 = max(y0, obox[1, 0])  # the slab's part of the output box
-    oy1 = min(y1, obox[1, 1])
-    ox0, ox1 = obox[2, 0], obox[2, 1]
-    iz0, iz1 = ibox[0, 0], ibox[0, 1]
-    iy0, iy1 = ibox[1, 0], ibox[1, 1]
-    c0 = max(z0, oz0)
-    c1 = min(z1, oz1)
-    for z in range(z0, z1):
-        if z < c0 or z >= c1 or oy0 >= oy1:
-            out[z, y0:y1] = 0.0
-    if c0 >= c1 or oy0 >= oy1:
-        return
-    ly0 = max(iy0, oy0 - hy)  # the input rows this slab reads
-    ly1 = min(iy1, oy1 + hy)
-    wx = ox1 - ox0
-    wp = wx + 2 * hx
-    nyo = oy1 - oy0
-    nyf = nyo + 2 * hy
-    f0 = oy0 - hy
-    xa = ox0 - hx
-    nprof = prof_ptr.shape[0] - 1
-    ncls = cls_ptr.shape[0] - 1
-    nsl = 2 * hz + 1
-    m = pl_sz.shape[0]
-    # uninitialised buffers: every row that is read is written first, or zeroed because it is marked dirty
-    pad = np.empty((nyf, wp), dtype=out.dtype)
-    rows = np.empty((nprof, nyf, wp), dtype=out.dtype)
-    sums = np.empty((hx + 1, nyf * wp), dtype=out.dtype)
-    ring = np.empty((nsl, ncls, nyo, wp), dtype=out.dtype)
-    slot_empty = np.ones(nsl, dtype=np.bool_)
-    slot_ra = np.zeros(nsl, dtype=np.int64)  # rows [ra, rb) of a slot's planes may be non-zero, the rest is 0
-    slot_rb = np.full(nsl, nyo, dtype=np.int64)
-    src_slot = np.empty(m, dtype=np.int64)
-    src_cls = np.empty(m, dtype=np.int64)
-    offs = (hy - cls_sy) * wp
-    src = pad.reshape(-1)
-    pa = 0  # frame rows [pa, pb) of ``rows`` may be non-zero, the rest is 0
-    pb = nyf
-    nxt = max(iz0, c0 - hz)
-    for z in range(c0, c1):
-        top = min(z + hz, iz1 - 1)
-        while nxt <= top:
-            zi = nxt
-            nxt += 1
-            s = zi % nsl
+    @numba.njit(cache=True, nogil=True, fastmath={"contract"})
+    def _direct_slab(tia, rlo, rhi, out, z0, z1, y0, y1, obox, ibox, hz, hy, hx, prof_ptr, prof_sx, prof_w, sym_ptr,
+                     sym_j, sym_w, cls_ptr, offs, cls_prof, pl_sz, pl_cls, use_roi, roi, sym_off, ones, pad, rows,
+                     sums, ring, acc, slot_empty, slot_ra, slot_rb, src_row, src_off):  # pragma: no cover
+        """The direct path for out[z0:z1, y0:y1], written whole (zeros outside the output box).
+
+        Walks z once, keeping the last 2 hz + 1 input planes' partial sums in a ring buffer that stays in cache:
+        every input plane the slab needs is (a) copied into a zero-padded frame (the output box widened by the
+        kernel; columns i <-> x = ox0 - hx + i, rows j <-> y = oy0 - hy + j), (b) convolved along x with every
+        distinct x-profile of the kernel (flat loops over its data rows; mirror-symmetric profiles from the pair sums
+        src[x - j] + src[x + j], so 2 h + 1 taps cost h + 1 multiply-adds), (c) summed along y into every distinct
+        kernel plane, over the rows that can be non-zero; each output plane is then the sum over the kernel's
+        (sz, plane) pairs whose input plane holds data anywhere (decided on the whole input box, not on the slab's
+        rows), in a fixed order. Rows recomputed by two slabs get identical values, so the result does not depend on
+        how the box is cut into slabs.
+
+        The work buffers come from the caller, uninitialised and flat along (y, x) (``_direct_buffers``; no
+        allocation or reshape compiled here): ``pad`` (nyf * wp), ``rows`` (nprof, nyf * wp), ``sums``
+        (hx + 1, nyf * wp), ``ring`` ((2 hz + 1) * ncls, nyo * wp), ``slot_*`` (2 hz + 1), ``src_*`` (len(pl_sz)).
+        ``offs`` = (hy - sy) * wp per plane row; ``sym_off`` zeros (len(sym_j)); ``ones`` 1.0 (at least
+        max(len(cls_prof), len(pl_sz))): the weights of the unweighted sums."""
+        oz0, oz1 = obox[0, 0], obox[0, 1]
+        oy0 = max(y0, obox[1, 0])  # the slab's part of the output box
+        oy1 = min(y1, obox[1, 1])
+        ox0, ox1 = obox[2, 0], obox[2, 1]
+        iz0, iz1 = ibox[0, 0], ibox[0, 1]
+        iy0, iy1 = ibox[1, 0], ibox[1, 1]
+        c0 = max(z0, oz0)
+        c1 = min(z1, oz1)
+        for z in range(z0, z1):
+            if z < c0 or z >= c1 or oy0 >= oy1:
+                out[z, y0:y1] = 0.0
+        if c0 >= c1 or oy0 >= oy1:
+            return
+        ly0 = max(iy0, oy0 - hy)  # the input rows this slab reads
+        ly1 = min(iy1, oy1 + hy)
+        wx = ox1 - ox0
+        wp = wx + 2 * hx
+        nyo = oy1 - oy0
+        nyf = nyo + 2 * hy
+        f0 = oy0 - hy
+        xa = ox0 - hx
+        nprof = prof_ptr.shape[0] - 1
+        ncls = cls_ptr.shape[0] - 1
+        nsl = 2 * hz + 1
+        m = pl_sz.shape[0]
+        # uninitialised buffers: every row that is read is written first, or zeroed because it is marked dirty
+        for s in range(nsl):
             slot_empty[s] = True
-            for y in range(iy0, iy1):
-                if rhi[zi, y] > rlo[zi, y]:
-                    slot_empty[s] = False
-                    break
-            if slot_empty[s]:
-                continue
-            a = -1
-            b = -1
-            for y in range(ly0, ly1):
-                if rhi[zi, y] > rlo[zi, y]:
-                    if a < 0:
-                        a = y
-                    b = y + 1
-            ra = slot_ra[s]
-            rb = slot_rb[s]
-            if a < 0:  # data elsewhere in the plane but not in the slab's rows: its planes read as 0 here
-                for c in range(ncls):
-                    for j in range(ra, rb):
-                        ring[s, c, j] = 0.0
-                slot_ra[s] = 0
-                slot_rb[s] = 0
-                continue
-            fa = a - f0
-            fb = b - f0
-            for y in range(a, b):  # (a) the input rows in the frame
-                prow = pad[y - f0]
-                prow[:] = 0.0
-                lo = max(rlo[zi, y], xa)
-                hi = min(rhi[zi, y], xa + wp)
-                if hi > lo:
-                    prow[lo - xa:hi - xa] = tia[zi, y, lo:hi]
-            for r in range(nprof):  # rows outside [fa, fb) must read as 0
-                for j in range(pa, min(pb, fa)):
-                    rows[r, j] = 0.0
-                for j in range(max(pa, fb), pb):
-                    rows[r, j] = 0.0
-                rows[r, fb - 1, wx:] = 0.0
-            pa = fa
-            pb = fb
-            base = fa * wp
-            n = (fb - fa) * wp - 2 * hx
-            if sym:  # (b) along x
-                s0 = sums[0]
-                cen = src[base + hx:base + hx + n]
-                for i in range(n):
-                    s0[i] = cen[i]
-                for j in range(1, hx + 1):  # slices, so that the loop has no negative-index checks
-                    sj = sums[j]
-                    lft = src[base + hx - j:base + hx - j + n]
-                    rgt = src[base + hx + j:base + hx + j + n]
-                    for i in range(n):
-                        sj[i] = lft[i] + rgt[i]
-                for r in range(nprof):
-                    dst = rows[r].reshape(-1)[base:base + n]
-                    _flat_sym(dst, sums, sym_j, sym_w, sym_ptr[r], sym_ptr[r + 1])
-            else:
-                for r in range(nprof):
-                    dst = rows[r].reshape(-1)[base:base + n]
-                    _flat_taps(dst, src, base + hx, prof_sx, prof_w, prof_ptr[r], prof_ptr[r + 1], False)
-            ca = max(0, fa - 2 * hy)  # (c) along y, over the output rows that can be non-zero
-            cb = min(nyo, fb)
-            for c in range(ncls):
-                pl = ring[s, c]
-                for j in range(ra, min(rb, ca)):
-                    pl[j] = 0.0
-                for j in range(max(ra, cb), rb):
-                    pl[j] = 0.0
-                if cb > ca:
-                    _flat_sum(pl.reshape(-1)[ca * wp:cb * wp], rows, cls_prof, offs, ca * wp, cls_ptr[c],
-                              cls_ptr[c + 1])
-            slot_ra[s] = ca
-            slot_rb[s] = cb
-        # the output plane: sum over the kernel's (sz, plane) pairs whose input plane holds data
-        k = 0
-        ua = nyo
-        ub = 0
+            slot_ra[s] = 0  # rows [ra, rb) of a slot's planes may be non-zero, the rest is 0
+            slot_rb[s] = nyo
         for t in range(m):
-            zi = z - pl_sz[t]
-            if zi < iz0 or zi >= iz1:
+            src_off[t] = 0
+        src = pad
+        nil = np.int64(0)
+        pa = 0  # frame rows [pa, pb) of ``rows`` may be non-zero, the rest is 0
+        pb = nyf
+        nxt = max(iz0, c0 - hz)
+        for z in range(c0, c1):
+            top = min(z + hz, iz1 - 1)
+            while nxt <= top:
+                zi = nxt
+                nxt += 1
+                s = zi % nsl
+                slot_empty[s] = True
+                for y in range(iy0, iy1):
+                    if rhi[zi, y] > rlo[zi, y]:
+                        slot_empty[s] = False
+                        break
+                if slot_empty[s]:
+                    continue
+                a = -1
+                b = -1
+                for y in range(ly0, ly1):
+                    if rhi[zi, y] > rlo[zi, y]:
+                        if a < 0:
+                            a = y
+                        b = y + 1
+                ra = slot_ra[s]
+                rb = slot_rb[s]
+                if a < 0:  # data elsewhere in the plane but not in the slab's rows: its planes read as 0 here
+                    for c in range(ncls):
+                        ring[s * ncls + c, ra * wp:rb * wp] = 0.0
+                    slot_ra[s] = 0
+                    slot_rb[s] = 0
+                    continue
+                fa = a - f0
+                fb = b - f0
+                for y in range(a, b):  # (a) the input rows in the frame
+                    prow = pad[(y - f0) * wp:(y - f0 + 1) * wp]
+                    prow[:] = 0.0
+                    lo = max(rlo[zi, y], xa)
+                    hi = min(rhi[zi, y], xa + wp)
+                    trow = tia[zi, y]
+                    for x in range(lo, hi):  # a loop, not a slice assignment: numba compiles a shape check with
+                        prow[x - xa] = trow[x]  # string formatting for that (1.6 s of the first call's compilation)
+                for r in range(nprof):  # rows outside [fa, fb) must read as 0
+                    rows[r, pa * wp:min(pb, fa) * wp] = 0.0
+                    rows[r, max(pa, fb) * wp:pb * wp] = 0.0
+                    rows[r, (fb - 1) * wp + wx:fb * wp] = 0.0
+                pa = fa
+                pb = fb
+                base = fa * wp
+                n = (fb - fa) * wp - 2 * hx
+                if symmetric:  # (b) along x (a constant: numba compiles only this variant's branch)
+                    s0 = sums[0]
+                    cen = src[base + hx:base + hx + n]
+                    for i in range(n):
+                        s0[i] = cen[i]
+                    for j in range(1, hx + 1):  # slices, so that the loop has no negative-index checks
+                        sj = sums[j]
+                        lft = src[base + hx - j:base + hx - j + n]
+                        rgt = src[base + hx + j:base + hx + j + n]
+                        for i in range(n):
+                            sj[i] = lft[i] + rgt[i]
+                    for r in range(nprof):
+                        dst = rows[r, base:base + n]
+                        _flat_wsum(dst, sums, sym_j, sym_off, sym_w, nil, sym_ptr[r], sym_ptr[r + 1])
+                else:
+                    for r in range(nprof):
+                        dst = rows[r, base:base + n]
+                        _flat_taps(dst, src, base + hx, prof_sx, prof_w, prof_ptr[r], prof_ptr[r + 1], False)
+                ca = max(0, fa - 2 * hy)  # (c) along y, over the output rows that can be non-zero
+                cb = min(nyo, fb)
+                for c in range(ncls):
+                    pl = ring[s * ncls + c]
+                    pl[ra * wp:min(rb, ca) * wp] = 0.0
+                    pl[max(ra, cb) * wp:rb * wp] = 0.0
+                    if cb > ca:
+                        _flat_wsum(pl[ca * wp:cb * wp], rows, cls_prof, offs, ones, ca * wp, cls_ptr[c],
+                                  cls_ptr[c + 1])
+                slot_ra[s] = ca
+                slot_rb[s] = cb
+            # the output plane: sum over the kernel's (sz, plane) pairs whose input plane holds data
+            # np.int64, not a literal 0: numba's type inference would first see k as Literal[int](0) and compile
+            # _flat_wsum for it too (0.45 s)
+            k = np.int64(0)
+            ua = nyo
+            ub = 0
+            for t in range(m):
+                zi = z - pl_sz[t]
+                if zi < iz0 or zi >= iz1:
+                    continue
+                s = zi % nsl
+                if slot_empty[s]:
+                    continue
+                src_row[k] = s * ncls + pl_cls[t]  # the ring's row of (slot, plane)
+                k += 1
+                ua = min(ua, slot_ra[s])
+                ub = max(ub, slot_rb[s])
+            if k == 0 or ua >= ub:
+                out[z, y0:y1] = 0.0
                 continue
-            s = zi % nsl
-            if slot_empty[s]:
-                continue
-            src_slot[k] = s
-            src_cls[k] = pl_cls[t]
-            k += 1
-            ua = min(ua, slot_ra[s])
-            ub = max(ub, slot_rb[s])
-        if k == 0 or ua >= ub:
-            out[z, y0:y1] = 0.0
-            continue
-        for y in range(y0, oy0 + ua):
-            out[z, y] = 0.0
-        for y in range(oy0 + ub, y1):
-            out[z, y] = 0.0
-        for yo in range(ua, ub):
-            orow = out[z, oy0 + yo]
-            orow[:ox0] = 0.0
-            orow[ox1:] = 0.0
-            o = orow[ox0:ox1]
-            j = 0
-            first = True
-            while j + 4 <= k:
-                p0 = ring[src_slot[j], src_cls[j], yo]
-                p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
-                p2 = ring[src_slot[j + 2], src_cls[j + 2], yo]
-                p3 = ring[src_slot[j + 3], src_cls[j + 3], yo]
-                if first:
+            for y in range(y0, oy0 + ua):
+                out[z, y] = 0.0
+            for y in range(oy0 + ub, y1):
+                out[z, y] = 0.0
+            # the planes' sum over the rows [ua, ub) at once (one call, whole ring rows), then copied out
+            _flat_wsum(acc[:(ub - ua) * wp], ring, src_row, src_off, ones, ua * wp, nil, k)
+            for yo in range(ua, ub):
+                orow = out[z, oy0 + yo]
+                orow[:ox0] = 0.0
+                orow[ox1:] = 0.0
+                a_row = acc[(yo - ua) * wp:(yo - ua) * wp + wx]
+                o = orow[ox0:ox1]
+                if use_roi:
+                    mrow = roi[z, oy0 + yo, ox0:ox1]
                     for x in range(wx):
-                        o[x] = p0[x] + p1[x] + p2[x] + p3[x]
+                        o[x] = a_row[x] if mrow[x] else 0.0
                 else:
                     for x in range(wx):
-                        o[x] += p0[x] + p1[x] + p2[x] + p3[x]
-                first = False
-                j += 4
-            if j + 2 <= k:
-                p0 = ring[src_slot[j], src_cls[j], yo]
-                p1 = ring[src_slot[j + 1], src_cls[j + 1], yo]
-                if first:
-                    for x in range(wx):
-                        o[x] = p0[x] + p1[x]
-                else:
-                    for x in range(wx):
-                        o[x] += p0[x] + p1[x]
-                first = False
-                j += 2
-            if j < k:
-                p0 = ring[src_slot[j], src_cls[j], yo]
-                if first:
-                    for x in range(wx):
-                        o[x] = p0[x]
-                else:
-                    for x in range(wx):
-                        o[x] += p0[x]
-            if use_roi:
-                mrow = roi[z, oy0 + yo]
-                for x in range(wx):
-                    if not mrow[ox0 + x]:
-                        o[x] = 0.0
+                        o[x] = a_row[x]
+
+    return _direct_slab
+
+
+_DIRECT_SLAB = {True: _make_direct_slab(True), False: _make_direct_slab(False)}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1026,6 +971,29 @@ def _kernel_spectrum(kc: np.ndarray, info: _KernelInfo, fshape: tuple[int, int, 
 
 # ----------------------------------------------------------------------------------------------- execution
 
+def _direct_buffers(item: tuple[int, int, int, int], obox: tuple[tuple[int, int], ...], he: tuple[int, int, int],
+                   wp: int, prof: _Profiles, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """The uninitialised work buffers of one ``_direct_slab`` call (see its docstring), allocated here rather than
+    in compiled code (numba compiles an allocator per array type: 0.5 s of the first call); empty for an item
+    that lies outside the output box (it only zeroes)."""
+    z0, z1, y0, y1 = item
+    hz, hy, hx = he
+    (oz0, oz1), (by0, by1), _ = obox
+    nyo = min(y1, by1) - max(y0, by0)
+    if nyo <= 0 or min(z1, oz1) <= max(z0, oz0):
+        nyo, wp = 0, 0
+    nyf = nyo + 2 * hy if nyo else 0
+    nprof = prof.prof_ptr.shape[0] - 1
+    ncls = prof.cls_ptr.shape[0] - 1
+    nsl = 2 * hz + 1
+    m = prof.pl_sz.shape[0]
+    return (np.empty(nyf * wp, dtype=dtype), np.empty((nprof, nyf * wp), dtype=dtype),
+            np.empty((hx + 1, nyf * wp), dtype=dtype), np.empty((nsl * ncls, nyo * wp), dtype=dtype),
+            np.empty(nyo * wp, dtype=dtype),
+            np.empty(nsl, dtype=np.bool_), np.empty(nsl, dtype=np.int64), np.empty(nsl, dtype=np.int64),
+            np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64))
+
+
 def _run_direct(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool = True) -> None:
     """Direct path into an uninitialised ``out``: the output box cut along y into one slab per thread (each
     walks the box's planes once, see ``_direct_slab``; a cut costs only 2 hy rows of the pass along x), and the
@@ -1048,10 +1016,19 @@ def _run_direct(p: _Prepared, out: np.ndarray, threads: int, zero_outside: bool 
     else:
         roi, use_roi = np.ones((1, 1, 1), dtype=np.bool_), False
 
+    direct_slab = _DIRECT_SLAB[bool(prof.symmetric_x)]
+    out_box = plan.output_box
+    ox0, ox1 = out_box[2]
+    wp = ox1 - ox0 + 2 * hx
+    offs = (hy - prof.cls_sy) * wp
+    sym_off = np.zeros(prof.sym_j.shape[0], dtype=np.int64)
+    ones = np.ones(max(prof.cls_prof.shape[0], prof.pl_sz.shape[0]), dtype=prof.sym_w.dtype)
+
     def slab(i: int) -> None:
-        _direct_slab(p.tia, p.rlo, p.rhi, out, *items[i], obox, ibox, hz, hy, hx, prof.symmetric_x,
-                     prof.prof_ptr, prof.prof_sx, prof.prof_w, prof.sym_ptr, prof.sym_j, prof.sym_w, prof.cls_ptr,
-                     prof.cls_sy, prof.cls_prof, prof.pl_sz, prof.pl_cls, use_roi, roi)
+        bufs = _direct_buffers(items[i], out_box, (hz, hy, hx), wp, prof, out.dtype)
+        direct_slab(p.tia, p.rlo, p.rhi, out, *items[i], obox, ibox, hz, hy, hx, prof.prof_ptr, prof.prof_sx,
+                    prof.prof_w, prof.sym_ptr, prof.sym_j, prof.sym_w, prof.cls_ptr, offs, prof.cls_prof, prof.pl_sz,
+                    prof.pl_cls, use_roi, roi, sym_off, ones, *bufs)
 
     _parallel(slab, len(items), threads)
 

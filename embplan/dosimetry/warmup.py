@@ -1,17 +1,33 @@
 """Compile (or load from numba's cache) the numba code of the dose engine before it is needed.
 
-The dose engine's compiled functions (:mod:`embplan.dosimetry.convolve`, :mod:`~embplan.dosimetry.dose`,
-:mod:`~embplan.dosimetry.kernels`) are compiled on first use and cached on disk (``cache=True``; numba writes
-``__pycache__`` beside the package, or a user-wide cache folder where the package folder is read-only, or
-``NUMBA_CACHE_DIR`` when set). The first plan after an install therefore pays the compilation (about 10 s of CPU
-on a 2-core VM, most of it the direct convolution path); every later process loads the cache (well under 1 s).
+The dose engine's compiled functions (:mod:`embplan.dosimetry.convolve`, :mod:`~embplan.dosimetry.dose`) are
+compiled on first use and cached on disk (``cache=True``; numba writes ``__pycache__`` beside the package, or a
+user-wide cache folder where the package folder is read-only, or ``NUMBA_CACHE_DIR`` when set). The first plan
+after an install therefore pays the compilation; every later process loads the cache.
+
+What a first plan compiles, CPU seconds per function with an empty cache (numba's compile events; 2-vCPU VM,
+load 1.5-2, 2026-12-07; issue 16, docs/performance.md "Cold start"):
+
+* clinical case (CT 512 x 512 x 300, SPECT 128^3 at 4.42 mm: direct convolution path): 2.7 s, was 10.2 s on
+  7ee6fdf. The direct path's slab function 2.2 s (its one weighted-sum helper 0.4 s included; was 6.9 s: a
+  slice assignment's shape-check message 1.6 s, allocators and reshapes 0.7 s, three sum helpers and six
+  inlined sum loops, and the asymmetric-kernel branch 0.9 s, which a plan never takes and which is now a
+  separately compiled variant), the input scan 0.26 s, the dose finish 0.2-0.3 s, the bit-range check 0.09 s.
+  The voxel kernel's quadrature (2.7 s of compilation) is numpy now, with the same values bit for bit.
+* phantom15 (1.5 mm, FFT path): 0.8 s (was 3.4 s: the kernel quadrature 2.6 s).
+
+End to end (``python -m benchmarks.end_to_end --cold``), the first plan costs +2.0-2.9 s on the clinical case
+(was +9.4 s) and +1.1-1.5 s on phantom15 (was +3.8 s) over a fresh process whose cache exists.
 
 :func:`warmup` runs every compiled function once on tiny inputs, for the array types a plan uses (float64;
 ``float32=True`` adds the float32 specialisations that :func:`~embplan.dosimetry.convolve.convolve` uses for
 float32 inputs), so that the compilation happens at a moment the user chooses (``embplan warmup`` after an
-install, in a container build, on each cluster worker). Measured on this project's 2-core VM (docs/performance.md):
-a background warm-up while a plan reads its images compiled both convolution paths where a plan needs one, and
-cost more CPU than it hid, so the planner does not start one.
+install, in a container build, on each cluster worker): 4.4 s of CPU with an empty cache (both convolution
+paths, the three dose methods), 0.8 s once cached. It compiles the direct path for mirror-symmetric kernels (every
+kernel embplan builds or reads is symmetrised); an asymmetric kernel passed to
+:func:`~embplan.dosimetry.convolve.convolve` compiles its own variant on first use. Measured on this project's
+2-core VM (docs/performance.md): a background warm-up while a plan reads its images compiled both convolution
+paths where a plan needs one, and cost more CPU than it hid, so the planner does not start one.
 """
 
 from __future__ import annotations
