@@ -229,7 +229,8 @@ def _best_shift(
     from scipy import fft as sfft
 
     sp = np.asarray(grid.spacing_mm, dtype=float)
-    f = tuple(max(1, int(ALIGNMENT_WORK_VOXEL_MM // s)) for s in sp)
+    fz, fy, fx = (max(1, int(ALIGNMENT_WORK_VOXEL_MM // s)) for s in sp)
+    f = (fz, fy, fx)
     nb = [s // k for s, k in zip(mask.shape, f, strict=True)]  # whole work voxels per axis
     full = tuple(slice(0, n * k) for n, k in zip(nb, f, strict=True))
     wsp = sp * np.asarray(f)

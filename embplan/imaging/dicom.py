@@ -525,7 +525,8 @@ def _check_budget(src: Any, shape: tuple[int, ...], max_voxels: int | None) -> N
 
 
 @timed("pixel decoding", level=None)
-def _pixel_frames(ds: Dataset, src: Any, max_voxels: int | None = None, buffer: bytearray | None = None) -> np.ndarray:
+def _pixel_frames(ds: Dataset, src: Any, max_voxels: int | None = None,
+                  buffer: bytearray | memoryview | None = None) -> np.ndarray:
     """Stored pixel values as (frames, rows, columns); the size is checked against Rows x Columns x Frames and
     the voxel budget before decoding. ``buffer``: scratch memory the caller reuses from slice to slice (the array
     returned may then be a view of it, valid until the next call): deferred uncompressed pixel data are read into
@@ -567,13 +568,13 @@ def _deferred_pixel_element(ds: Dataset) -> Any:
         return None
     if elem is None or not getattr(elem, "is_raw", False) or elem.value is not None:
         return None
-    if getattr(elem, "is_undefined_length", False) or elem.length in (None, 0xFFFFFFFF):
+    if getattr(elem, "is_undefined_length", False) or getattr(elem, "length", None) in (None, 0xFFFFFFFF):
         return None
     return elem
 
 
 def _deferred_native_pixels(ds: Dataset, src: Any, rows: int, cols: int, frames: int,
-                            buffer: bytearray | None = None) -> np.ndarray | None:
+                            buffer: bytearray | memoryview | None = None) -> np.ndarray | None:
     """The stored values of a grayscale uncompressed little-endian image whose Pixel Data pydicom deferred, read
     from the file at the element's offset: the array ``ds.pixel_array`` gives (dtype from Bits Allocated and Pixel
     Representation; bits above Bits Stored cleared, or filled with the sign, as pydicom does), without reading the
@@ -604,11 +605,14 @@ def _deferred_native_pixels(ds: Dataset, src: Any, rows: int, cols: int, frames:
     try:
         if getattr(ds, "timestamp", None) != os.stat(filename).st_mtime:
             return None
-        buf = buffer if buffer is not None else bytearray(expected)
+        buf: bytearray | memoryview = buffer if buffer is not None else bytearray(expected)
         if len(buf) < expected:
-            try:
-                buf.extend(bytes(expected - len(buf)))
-            except BufferError:  # an array of the caller's still views it
+            if isinstance(buf, bytearray):
+                try:
+                    buf.extend(bytes(expected - len(buf)))
+                except BufferError:  # an array of the caller's still views it
+                    buf = bytearray(expected)
+            else:  # a view of the caller's array (a slice of another size): read into memory of our own
                 buf = bytearray(expected)
         with open(filename, "rb") as fh:
             fh.seek(int(elem.value_tell))

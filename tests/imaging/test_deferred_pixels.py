@@ -120,3 +120,16 @@ def test_readers_restore_the_garbage_collector(tmp_path):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_view_too_small_for_the_file_is_not_grown(tmp_path):
+    """The series reader passes a view of its stack's slice: a file with more pixels than that slice (a slice of
+    another size in the series) is read into memory of its own, never by growing the caller's view (found in review:
+    a memoryview has no extend, so this raised AttributeError)."""
+    rng = np.random.default_rng(9)
+    raw = rng.integers(-1000, 1000, size=(40, 50)).astype("<i2")
+    path = _write(tmp_path / "big.dcm", raw, bits=16, stored=16, signed=True, ts=ExplicitVRLittleEndian)
+    small = np.zeros((20, 50), dtype="<i2")
+    got = _pixel_frames(_read(path, defer_size=256), path, buffer=memoryview(small).cast("B"))
+    np.testing.assert_array_equal(got[0], raw)
+    assert not small.any()  # the caller's array was not written
