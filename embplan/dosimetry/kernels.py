@@ -82,10 +82,12 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from scipy.interpolate import PchipInterpolator
 
 from ..errors import DosimetryError
 from ..nuclides import (
@@ -221,6 +223,8 @@ class PointKernel:
 
     @functools.cached_property
     def _interpolant(self) -> PchipInterpolator:
+        from scipy.interpolate import PchipInterpolator  # here: 0.2 s of every command's start-up (issue 16)
+
         return PchipInterpolator(
             np.asarray(self.radius_mm), np.asarray(self.energy_within_mev), extrapolate=False
         )

@@ -1,6 +1,7 @@
 """Compile (or load from numba's cache) the numba code of the dose engine before it is needed.
 
-The dose engine's compiled functions (:mod:`embplan.dosimetry.convolve`, :mod:`~embplan.dosimetry.dose`) are
+The dose engine's compiled functions (:mod:`embplan.dosimetry.convolve`, :mod:`~embplan.dosimetry.dose`, and the
+DVH histogram of :mod:`~embplan.dosimetry.metrics`) are
 compiled on first use and cached on disk (``cache=True``; numba writes ``__pycache__`` beside the package, or a
 user-wide cache folder where the package folder is read-only, or ``NUMBA_CACHE_DIR`` when set). The first plan
 after an install therefore pays the compilation; every later process loads the cache.
@@ -49,6 +50,7 @@ def _exercise(dtype: type) -> None:
     from .convolve import convolve
     from .dose import absorbed_dose_gy
     from .kernels import y90_voxel_kernel
+    from .metrics import dvh
 
     shape = (12, 12, 12)
     grid = Grid(shape=shape, spacing_mm=(4.42, 4.42, 4.42))
@@ -64,6 +66,8 @@ def _exercise(dtype: type) -> None:
         convolve(tia, kernel, roi, method=method)
     for dose_method in ("ldm", "vsv", "vsv_density"):
         absorbed_dose_gy(tia, grid, dose_method, density)
+    # the DVH's one-pass histogram (float64 whatever the dose's dtype)
+    dvh(absorbed_dose_gy(tia, grid, "ldm", density), roi, voxel_volume_ml=grid.voxel_volume_ml)
 
 
 def warmup(*, float32: bool = False) -> float:
