@@ -565,7 +565,7 @@ def _dose_density(img: ImageSet, opts: PlannerOptions) -> tuple[np.ndarray, list
     notes: list[str] = []
     if img.ct_hu is not None and np.any(liver & ~tumors):
         med = float(np.median(np.asarray(img.ct_hu)[liver & ~tumors]))
-        ct_rho = np.asarray(img.density_g_cm3, dtype=np.float64)[liver]
+        ct_rho = np.asarray(img.density_g_cm3)[liver].astype(np.float64)
         if med > opts.contrast_liver_hu:
             notes.append(
                 f"The liver's median CT number is {med:.0f} HU (> {opts.contrast_liver_hu:g} HU): the CT looks "
@@ -586,7 +586,6 @@ def _compartments_from_images(img: ImageSet, opts: PlannerOptions, rho32: np.nda
     lung shunt from the activity counts."""
     m, perfused, maa = img.masks, img.perfused, img.activity
     v_ml = img.grid.voxel_volume_ml
-    rho = rho32.astype(np.float64)
     liver, tumors, lungs = m["liver"], m["tumors"], m["lungs"]
     perf = perfused & liver
     ptum = perf & tumors
@@ -596,7 +595,8 @@ def _compartments_from_images(img: ImageSet, opts: PlannerOptions, rho32: np.nda
         return float(np.count_nonzero(mask)) * v_ml
 
     def mass(mask: np.ndarray) -> float:
-        return float(rho[mask].sum()) * v_ml / 1000.0
+        # the mask's voxels, then float64 (the same sum as over a float64 copy of the grid, without the copy)
+        return float(rho32[mask].astype(np.float64).sum()) * v_ml / 1000.0
 
     liver_counts = float(maa[liver].sum())
     lsf = rx.lung_shunt_fraction_from_counts(float(maa[lungs].sum()), liver_counts)

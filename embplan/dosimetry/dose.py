@@ -133,13 +133,19 @@ DEFAULT_HU_DENSITY_CALIBRATION = HUDensityCalibration(
 )
 
 
+#: Voxels converted per piece by :func:`hu_to_density_g_cm3` (its float64 temporaries stay in the allocator's
+#: reused memory instead of fresh pages: issue 16).
+HU_DENSITY_PIECE_VOXELS = 1 << 20
+
+
 @timed("HU to density")
 def hu_to_density_g_cm3(
-    hu: Any, calibration: HUDensityCalibration = DEFAULT_HU_DENSITY_CALIBRATION
+    hu: Any, calibration: HUDensityCalibration = DEFAULT_HU_DENSITY_CALIBRATION, *, dtype: Any = np.float64
 ) -> np.ndarray:
-    """Mass density (g/cm3, float64 array of the input's shape) from CT numbers (HU), by piecewise-linear
-    interpolation of ``calibration``; below the first node and above the last the end densities hold. Lung keeps
-    its own density (about 0.26-0.30 g/cm3 at -740..-700 HU): it is never clipped to water."""
+    """Mass density (g/cm3, an array of the input's shape, float64 unless ``dtype`` says otherwise) from CT numbers
+    (HU), by piecewise-linear interpolation of ``calibration`` (in float64, then rounded to ``dtype``); below the
+    first node and above the last the end densities hold. Lung keeps its own density (about 0.26-0.30 g/cm3 at
+    -740..-700 HU): it is never clipped to water."""
     if not isinstance(calibration, HUDensityCalibration):
         raise DosimetryError(
             f"calibration: must be an HUDensityCalibration, got {type(calibration).__name__}"
@@ -147,11 +153,24 @@ def hu_to_density_g_cm3(
     h = np.asarray(hu)
     if h.dtype.kind not in "iuf":
         raise DosimetryError(f"hu: must be a real numeric array, got dtype {h.dtype}")
-    h = h.astype(np.float64, copy=False)
-    bad = ~np.isfinite(h)
-    if np.any(bad):
-        raise DosimetryError(f"hu: {int(np.count_nonzero(bad))} values are NaN or infinite")
-    return np.interp(h, np.asarray(calibration.hu), np.asarray(calibration.density_g_cm3))
+    out_dtype = np.dtype(dtype)
+    if out_dtype.kind != "f":
+        raise DosimetryError(f"dtype: must be a floating-point type, got {out_dtype}")
+    xp, fp = np.asarray(calibration.hu), np.asarray(calibration.density_g_cm3)
+    flat = h.reshape(-1)
+    out = np.empty(h.shape, dtype=out_dtype)
+    out_flat = out.reshape(-1)
+    bad = 0
+    for a in range(0, flat.size, HU_DENSITY_PIECE_VOXELS):
+        piece = flat[a:a + HU_DENSITY_PIECE_VOXELS].astype(np.float64, copy=False)
+        finite = np.isfinite(piece)
+        if not finite.all():
+            bad += int(np.count_nonzero(~finite))
+            continue
+        out_flat[a:a + piece.size] = np.interp(piece, xp, fp)
+    if bad:
+        raise DosimetryError(f"hu: {bad} values are NaN or infinite")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- results
@@ -500,7 +519,9 @@ def _compute(
     if method == "ldm":
         factor = ldm_factor_gy_per_mbq_s(grid.voxel_volume_ml, 1.0, k_gy_kg_per_gbq=k_gy_kg_per_gbq)
         dens = kernel_density_g_cm3 if rho is None else rho
-        dose = np.asarray(tia * factor / dens, dtype=dtype)
+        dose = np.multiply(tia, dtype(factor) if dtype is np.float32 else factor)  # (tia * factor) / dens,
+        np.divide(dose, dens, out=dose)  # in place: one array of the grid, not two
+        dose = np.asarray(dose, dtype=dtype)
         if r is not None:
             dose[~r] = 0
         meta["notes"] = (

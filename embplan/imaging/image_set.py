@@ -290,7 +290,7 @@ def _images_from_dicom(case: Case, spec: Any) -> ImageSet:
         outside = float(np.mean(~inside_ct))
         if outside > 0:
             notes.append(f"{outside:.1%} of the dosimetry grid lies outside the CT: taken as air ({HU_OUTSIDE_CT:g} HU).")
-    density = hu_to_density_g_cm3(ct_hu).astype(np.float32)
+    density = hu_to_density_g_cm3(ct_hu, dtype=np.float32)
     if act_grid == grid:
         activity = act_array
     else:

@@ -393,3 +393,23 @@ def test_input_check_agrees_with_an_exact_float_test(dtype, allow_zero, layout, 
         if big:
             mp.setattr(D, "_PARALLEL_MIN_BYTES", 0)  # the threaded split, on a small array
         assert D._all_finite_positive(a, allow_zero) is exact
+
+
+def test_hu_to_density_in_pieces_equals_one_interpolation(monkeypatch):
+    """The conversion runs piece by piece (issue 16): the same values as one np.interp over the whole volume, in
+    float64 or rounded once to float32, across piece boundaries; NaN counted over every piece."""
+    monkeypatch.setattr(D, "HU_DENSITY_PIECE_VOXELS", 1000)
+    rng = np.random.default_rng(3)
+    hu = rng.uniform(-1100, 1700, size=(7, 13, 29)).astype(np.float32)
+    cal = D.DEFAULT_HU_DENSITY_CALIBRATION
+    ref = np.interp(hu.astype(np.float64), np.asarray(cal.hu), np.asarray(cal.density_g_cm3))
+    got64 = D.hu_to_density_g_cm3(hu)
+    got32 = D.hu_to_density_g_cm3(hu, dtype=np.float32)
+    assert got64.dtype == np.float64 and np.array_equal(got64, ref)
+    assert got32.dtype == np.float32 and np.array_equal(got32, ref.astype(np.float32))
+    hu[0, 0, 0] = np.nan
+    hu[-1, -1, -1] = np.inf
+    with pytest.raises(DosimetryError, match="2 values are NaN or infinite"):
+        D.hu_to_density_g_cm3(hu)
+    with pytest.raises(DosimetryError, match="dtype"):
+        D.hu_to_density_g_cm3(hu, dtype=np.int16)
