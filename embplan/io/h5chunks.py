@@ -30,6 +30,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+try:  # h5py's global lock: every call into libhdf5 holds it (libhdf5 is not thread-safe)
+    from h5py._objects import phil as _HDF5_LOCK
+except ImportError:  # pragma: no cover - every h5py 3.x has it
+    import threading
+
+    _HDF5_LOCK = threading.RLock()
+
 __all__ = ["CHUNK_TARGET_BYTES", "ChunkError", "chunk_shape", "decode_chunk", "encode_chunk", "fletcher32", "read_array",
            "write_arrays", "writer_threads"]
 
@@ -124,6 +131,13 @@ def _block(data: np.ndarray, offset: tuple[int, ...], chunks: tuple[int, ...]) -
     return out
 
 
+def _write_chunk(dset: h5py.Dataset, offset: tuple[int, ...], payload: bytes) -> None:
+    """One direct chunk write under h5py's lock: h5py 3.10 does not take it for the low-level chunk calls, and two
+    threads writing plan files at once (``embplan batch`` on thread workers) corrupted libhdf5's state."""
+    with _HDF5_LOCK:
+        dset.id.write_direct_chunk(offset, payload)
+
+
 def write_arrays(items: Sequence[tuple[h5py.Group, str, np.ndarray]], level: int, *,
                  threads: int | None = None) -> list[h5py.Dataset]:
     """Create one dataset per ``(parent, name, array)`` (non-empty, at least 1-D; gzip ``level``, shuffle,
@@ -148,12 +162,12 @@ def write_arrays(items: Sequence[tuple[h5py.Group, str, np.ndarray]], level: int
     n = threads or writer_threads()
     if n <= 1:
         for job in jobs:
-            job[0].id.write_direct_chunk(job[2], encode(job))
+            _write_chunk(job[0], job[2], encode(job))
         return dsets
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="embplan-h5") as pool:
         # map keeps the order and runs ahead of the writer; encoded chunks are small (compressed)
         for job, payload in zip(jobs, pool.map(encode, jobs), strict=True):
-            job[0].id.write_direct_chunk(job[2], payload)
+            _write_chunk(job[0], job[2], payload)
     return dsets
 
 
@@ -171,14 +185,16 @@ def _pipeline_ok(dset: h5py.Dataset) -> bool:
     chunk allocated: then :func:`read_array` may decode it itself."""
     if dset.chunks is None or dset.dtype.byteorder == ">" or dset.dtype.kind not in "biuf":
         return False
-    dcpl = dset.id.get_create_plist()
-    ids = tuple(dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters()))
+    with _HDF5_LOCK:
+        dcpl = dset.id.get_create_plist()
+        ids = tuple(dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters()))
     if ids != _PIPELINE:
         return False
     expected = 1
     for n, c in zip(dset.shape, dset.chunks, strict=True):
         expected *= -(-n // c)
-    return int(dset.id.get_num_chunks()) == expected
+    with _HDF5_LOCK:
+        return int(dset.id.get_num_chunks()) == expected
 
 
 def decode_chunk(payload: bytes, chunks: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -222,7 +238,8 @@ def read_array(dset: h5py.Dataset, pool: ThreadPoolExecutor | None = None) -> np
 
     futures: list[Any] = []
     for off in offsets:  # the file is read on this thread (h5py), the chunks decoded on the pool meanwhile
-        mask, payload = dset.id.read_direct_chunk(off)
+        with _HDF5_LOCK:
+            mask, payload = dset.id.read_direct_chunk(off)
         if mask != 0:  # a chunk stored with a filter skipped: let libhdf5 decode the dataset
             for fut in futures:
                 fut.cancel()

@@ -149,3 +149,22 @@ def test_writer_threads_follow_the_dose_engines_thread_count():
     finally:
         numba.set_num_threads(before)
     assert H.writer_threads() == min(8, before)
+
+
+def test_files_written_and_read_from_several_threads_at_once(tmp_path):
+    """embplan batch on thread workers writes plan files from several threads at once: every direct chunk call
+    holds h5py's lock (h5py 3.10 did not take it for them; libhdf5 is not thread-safe and its state was corrupted:
+    'ring type mismatch', failed writes, a segfault)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    arrays = [_data(k) for k in ("float64", "float32", "int16", "bool")]
+
+    def one(i: int) -> bool:
+        path = tmp_path / f"t{i}.h5"
+        with h5py.File(path, "w") as f:
+            H.write_arrays([(f, f"a{j}", a) for j, a in enumerate(arrays)], 1, threads=2)
+        with h5py.File(path, "r") as f, ThreadPoolExecutor(2) as pool:
+            return all(np.array_equal(H.read_array(f[f"a{j}"], pool), a) for j, a in enumerate(arrays))
+
+    with ThreadPoolExecutor(4) as workers:
+        assert all(workers.map(one, range(16)))
