@@ -1,4 +1,5 @@
-"""pytest-benchmark suites of embplan (files ``bench_*.py``; see docs/performance.md).
+"""pytest-benchmark suites of embplan (files ``bench_*.py``, collected by ``python_files`` in pyproject.toml; see
+docs/performance.md).
 
 * ``pytest benchmarks`` times the full grids (the CT grid is marked ``slow``: ``-m "not slow"`` leaves it out);
   pytest-benchmark stores and compares runs with ``--benchmark-autosave`` / ``--benchmark-compare``.
@@ -9,17 +10,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from benchmarks.cases import smoke_from_env
-
-
-def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
 
 
 @pytest.fixture(scope="session")

@@ -1426,7 +1426,8 @@ def _contour_area_mm2(pts: np.ndarray) -> float:
     """Area of a closed polygon in 3D: half the length of sum_i p_i x p_(i+1) (the vector area), by dot products
     (np.cross and np.roll cost more than the sums on a contour of a hundred points)."""
     x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
-    xn, yn, zn = np.roll(x, -1), np.roll(y, -1), np.roll(z, -1)
+    nxt = np.concatenate((pts[1:], pts[:1]))  # each vertex's successor (np.roll(pts, -1, axis=0), cheaper)
+    xn, yn, zn = nxt[:, 0], nxt[:, 1], nxt[:, 2]
     cx = float(np.dot(y, zn) - np.dot(z, yn))
     cy = float(np.dot(z, xn) - np.dot(x, zn))
     cz = float(np.dot(x, yn) - np.dot(y, xn))
