@@ -1043,12 +1043,10 @@ def _voxel_workflow(
     # the kernel is built for the liver's nominal density, so that the plain kernel conserves energy in the liver
     # (it spread energy at 1.04 g/cm3 and reported it over 1.06: +1.9 % against LDM before issue 13)
     kd = float(opts.densities.normal_liver_g_cm3)
-    # the dose engine works in the activity's float64: the density is converted once for both maps (issue 16)
-    rho64 = rho32.astype(np.float64)
-    maps = {method: dose_map(tia, grid, method, rho64, k_gy_kg_per_gbq=k, kernel_density_g_cm3=kd)}
+    # the dose engine reads the float32 density map as it is, each value promoted to float64 (exact; issue 16)
+    maps = {method: dose_map(tia, grid, method, rho32, k_gy_kg_per_gbq=k, kernel_density_g_cm3=kd)}
     if method != "ldm":
-        maps["ldm"] = dose_map(tia, grid, "ldm", rho64, k_gy_kg_per_gbq=k, kernel_density_g_cm3=kd)
-    del rho64
+        maps["ldm"] = dose_map(tia, grid, "ldm", rho32, k_gy_kg_per_gbq=k, kernel_density_g_cm3=kd)
     dose = maps[method].dose_gy
     ldm = maps["ldm"].dose_gy
     lung_map = dose

@@ -249,8 +249,9 @@ def _check_tia(tia_mbq_s: Any, grid: Grid) -> np.ndarray:
 
 
 def _check_density(density_g_cm3: Any, grid: Grid, dtype: type, values: bool = True) -> np.ndarray | float:
-    """The density as a number or a C-contiguous array of ``dtype``; its values are checked (finite, > 0) unless
-    ``values`` is false: the caller then checks them where it uses them."""
+    """The density as a number or a C-contiguous array of ``dtype`` (a float32 map stays float32 for float64 work);
+    its values are checked (finite, > 0) unless ``values`` is false: the caller then checks them where it uses
+    them."""
     if np.ndim(density_g_cm3) == 0 and np.asarray(density_g_cm3).dtype.kind in "iuf":
         v = float(density_g_cm3)
         if not (math.isfinite(v) and v > 0):
@@ -261,7 +262,12 @@ def _check_density(density_g_cm3: Any, grid: Grid, dtype: type, values: bool = T
         raise DosimetryError(f"density_g_cm3: must be a number or a real numeric array, got dtype {a.dtype}")
     if a.shape != grid.shape:
         raise DosimetryError(f"density_g_cm3: shape {a.shape} does not match the grid shape {grid.shape}")
-    a = np.ascontiguousarray(a, dtype=dtype)
+    if a.dtype == np.float32 and np.dtype(dtype) == np.float64:
+        # kept in float32 (issue 16: no grid-sized float64 copy): every use promotes each value to float64 as it
+        # reads it, which is exact, so the dose is the one of the converted map
+        a = np.ascontiguousarray(a)
+    else:
+        a = np.ascontiguousarray(a, dtype=dtype)
     if values:
         _require_finite(a, "density_g_cm3", allow_zero=False, unit="g/cm3", rule=_DENSITY_RULE)
     return a
@@ -553,7 +559,8 @@ def _compute(
             "lung about +20%, density interfaces less accurate"
         )
     elif rho is not None:
-        low = np.broadcast_to(np.asarray(rho) < vsv_min_density_g_cm3, grid.shape)
+        rho_cmp = rho.astype(np.float64) if isinstance(rho, np.ndarray) and rho.dtype != dtype else rho
+        low = np.broadcast_to(np.asarray(rho_cmp) < vsv_min_density_g_cm3, grid.shape)  # in the dose's dtype
         if np.any(low):
             dose[low] = np.nan
             n_low = int(np.count_nonzero(low))

@@ -66,6 +66,8 @@ def _exercise(dtype: type) -> None:
         convolve(tia, kernel, roi, method=method)
     for dose_method in ("ldm", "vsv", "vsv_density"):
         absorbed_dose_gy(tia, grid, dose_method, density)
+        if dtype is np.float64:  # the planner's float32 density map with float64 activity
+            absorbed_dose_gy(tia, grid, dose_method, density.astype(np.float32))
     # the DVH's one-pass histogram (float64 whatever the dose's dtype)
     dvh(absorbed_dose_gy(tia, grid, "ldm", density), roi, voxel_volume_ml=grid.voxel_volume_ml)
 

@@ -413,3 +413,22 @@ def test_hu_to_density_in_pieces_equals_one_interpolation(monkeypatch):
         D.hu_to_density_g_cm3(hu)
     with pytest.raises(DosimetryError, match="dtype"):
         D.hu_to_density_g_cm3(hu, dtype=np.int16)
+
+
+@pytest.mark.parametrize("method", ["ldm", "vsv", "vsv_density"])
+def test_a_float32_density_gives_the_dose_of_its_float64_copy(method):
+    """The planner passes its float32 density map as it is (issue 16: no grid-sized float64 copy): the dose must be
+    bit for bit the one of the map converted to float64 (lung voxels below the plain kernel's threshold included)."""
+    from embplan.grid import Grid
+
+    rng = np.random.default_rng(12)
+    shape = (14, 16, 18)
+    grid = Grid(shape=shape, spacing_mm=(4.42, 4.42, 4.42))
+    tia = np.zeros(shape)
+    tia[4:10, 5:11, 6:12] = rng.uniform(0.0, 5.0, (6, 6, 6))
+    rho32 = rng.uniform(0.05, 1.3, shape).astype(np.float32)
+    rho32[0, 0, :3] = np.float32(D.VSV_MIN_DENSITY_G_CM3)  # on the plain kernel's threshold, as float32
+    a = D.absorbed_dose_gy(tia, grid, method, rho32)
+    b = D.absorbed_dose_gy(tia, grid, method, rho32.astype(np.float64))
+    assert a.dtype == b.dtype == np.float64
+    np.testing.assert_array_equal(a, b)  # NaN where both are NaN (vsv in lung)
