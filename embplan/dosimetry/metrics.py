@@ -360,10 +360,11 @@ def dvh(
     if not (isinstance(bin_width_gy, int | float) and math.isfinite(bin_width_gy) and bin_width_gy > 0):
         raise DosimetryError(f"bin_width_gy: must be a finite number > 0, got {bin_width_gy!r}")
     d, w = _structure_weights(dose_gy, structure)
-    volume_w = float(w.sum())
-    if mass_density_g_cm3 is not None:
-        w = w * _density_weights(mass_density_g_cm3, dose_gy, structure)
-    return _dvh_core(d, w, volume_w, float(voxel_volume_ml), float(bin_width_gy), name)
+    fractional = structure is not None and np.asarray(structure).dtype != bool
+    rho = None if mass_density_g_cm3 is None else _density_weights(mass_density_g_cm3, dose_gy, structure)
+    # the structure's voxels, gathered: the same histogram as the planner's (one implementation)
+    return dvh_from_samples(d, w if fractional else None, voxel_volume_ml=voxel_volume_ml, bin_width_gy=bin_width_gy,
+                            name=name, mass_density_g_cm3=rho)
 
 
 @timed("DVH")
